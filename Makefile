@@ -1,0 +1,39 @@
+# The two set-up commands: `make run` (quick start on SQLite, no services needed) and
+# `make test` (the whole suite on PostgreSQL and Redis, started here if they are down).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium \
+	REDIS_URL=redis://127.0.0.1:6379/0 SECRET_KEY=test-only-secret \
+	ALLOWED_HOSTS=testserver,127.0.0.1,localhost
+
+.PHONY: run test lint install bench
+
+$(STAMP): requirements.txt requirements-dev.txt client/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_setup
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+test: $(STAMP)
+	scripts/services-up
+	$(MAKE) lint
+	$(TEST_ENV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+	$(TEST_ENV) $(BIN)/pytest
+
+bench: $(STAMP)
+	scripts/services-up
+	$(TEST_ENV) $(BIN)/python bench/ingest_feed.py

@@ -1,0 +1,51 @@
+"""Who is acting: a partner's API key, an administrator, or a management command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from partners.models import ApiKey, Partner
+
+
+@dataclass(frozen=True)
+class Actor:
+    label: str
+    partner: Partner | None = None
+    api_key: ApiKey | None = None
+    user: AbstractBaseUser | None = None
+    client_ip: str | None = None
+
+    @classmethod
+    def for_api_key(cls, api_key: ApiKey, *, client_ip: str | None) -> Actor:
+        partner = api_key.partner
+        return cls(f"partner:{partner.name}", partner, api_key, None, client_ip)
+
+    @classmethod
+    def for_user(cls, user: AbstractBaseUser, *, client_ip: str | None = None) -> Actor:
+        return cls(f"admin:{user.get_username()}", user=user, client_ip=client_ip)
+
+    @classmethod
+    def command(cls, name: str) -> Actor:
+        return cls(f"command:{name}")
+
+    @classmethod
+    def anonymous(cls, *, key_prefix: str = "", client_ip: str | None) -> Actor:
+        return cls(f"anonymous:{key_prefix}" if key_prefix else "anonymous", client_ip=client_ip)
+
+    def require_partner(self) -> Partner:
+        """The acting partner, for operations only partners perform."""
+        if self.partner is None or self.api_key is None:
+            raise ValueError(f"{self.label} is not a partner's API key")
+        return self.partner
+
+    @property
+    def key_prefix(self) -> str:
+        if self.api_key is not None:
+            return self.api_key.prefix
+        if self.label.startswith("anonymous:"):
+            return self.label.removeprefix("anonymous:")
+        return ""

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class LogHead(models.Model):
+    """The log's size, in one row. Locking it serialises index assignment (see log_append)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    size = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"log size {self.size}"
+
+
+class LogEvent(models.Model):
+    """One event of the append-only log, with the exact leaf bytes it is hashed from.
+
+    On PostgreSQL a trigger refuses UPDATE and DELETE (migration 0002).
+    """
+
+    index = models.BigIntegerField(primary_key=True)
+    event_type = models.CharField(max_length=32)
+    time = models.DateTimeField()
+    # What the feed filters on; no index of their own: the feed walks the primary key.
+    hash_list = models.ForeignKey(
+        "hashes.HashList", on_delete=models.PROTECT, null=True, related_name="+", db_index=False
+    )
+    partner = models.ForeignKey(
+        "partners.Partner", on_delete=models.PROTECT, null=True, related_name="+", db_index=False
+    )
+    leaf = models.BinaryField()
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"{self.index} {self.event_type}"
+
+
+class AccessEvent(models.Model):
+    """Who did what to what, when, from where, with what result. Append-only like the log."""
+
+    time = models.DateTimeField(default=timezone.now)
+    partner = models.ForeignKey(
+        "partners.Partner", on_delete=models.PROTECT, null=True, related_name="+", db_index=False
+    )
+    key_prefix = models.CharField(max_length=16, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    actor = models.CharField(max_length=160, help_text="partner:<name>, admin:<user> or command")
+    action = models.CharField(max_length=48)
+    target = models.CharField(max_length=255, blank=True)
+    records = models.PositiveIntegerField(default=0)
+    status = models.PositiveSmallIntegerField()
+    client_ip = models.GenericIPAddressField(null=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["partner", "-id"], name="access_by_partner"),
+            models.Index(fields=["action", "-id"], name="access_by_action"),
+            models.Index(fields=["time"], name="access_by_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.status}"

@@ -1,0 +1,68 @@
+"""The base of every API view: problem+json errors and one access event per request."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.actors import Actor
+from audit.services import access_event_record
+from consortium.errors import TYPE_PREFIX
+from partners.authentication import client_ip
+from partners.models import ApiKey
+
+
+def request_actor(request: Request) -> Actor:
+    address = client_ip(request)
+    if isinstance(request.auth, ApiKey):
+        return Actor.for_api_key(request.auth, client_ip=address)
+    failure = getattr(request._request, "consortium_auth_failure", None) or {}
+    return Actor.anonymous(key_prefix=failure.get("prefix", ""), client_ip=address)
+
+
+class ConsortiumView(APIView):
+    """Subclasses set `audit_action` and `required_scope`, and may set, while handling,
+    `audit_target` and `audit_records`. Write services record their own access event in
+    their transaction and the view then sets `access_recorded`; everything else (reads and
+    refusals) is recorded here, after the response is made."""
+
+    audit_action: ClassVar[str]
+    required_scope: ClassVar[str | None] = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.audit_target = ""
+        self.audit_records = 0
+        self.access_recorded = False
+        super().initial(request, *args, **kwargs)
+
+    def actor(self) -> Actor:
+        return request_actor(self.request)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if not getattr(self, "access_recorded", False):
+            self._record_access(request, response)
+        return response
+
+    def _record_access(self, request: Request, response: Response) -> None:
+        detail: dict[str, Any] = {"method": request.method, "path": request.path}
+        data = getattr(response, "data", None)
+        if response.status_code >= 400 and isinstance(data, dict):
+            detail["problem"] = str(data.get("type", "")).removeprefix(TYPE_PREFIX)
+        failure = getattr(request._request, "consortium_auth_failure", None)
+        if failure:
+            detail["auth_failure"] = failure["reason"]
+        # Not caught: a read whose access event cannot be written must fail, not go unaudited.
+        access_event_record(
+            actor=request_actor(request),
+            action=self.audit_action,
+            status=response.status_code,
+            target=getattr(self, "audit_target", ""),
+            records=getattr(self, "audit_records", 0),
+            detail=detail,
+        )

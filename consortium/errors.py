@@ -1,0 +1,129 @@
+"""One exception hierarchy, rendered as RFC 9457 problem details.
+
+Each refusal has a stable `type` (`urn:consortium:problem:<slug>`) that clients branch on;
+the `detail` is for people and may change. `docs/problems.md` lists every type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:consortium:problem:"
+
+
+class ConsortiumError(Exception):
+    slug = "error"
+    title = "Request failed"
+    status = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extensions = extensions
+
+    @property
+    def type(self) -> str:
+        return TYPE_PREFIX + self.slug
+
+
+def _error(slug: str, title: str, http_status: int) -> type[ConsortiumError]:
+    name = "".join(part.capitalize() for part in slug.split("-")) + "Error"
+    return type(name, (ConsortiumError,), {"slug": slug, "title": title, "status": http_status})
+
+
+# Authentication and authorization.
+AuthenticationRequired = _error("authentication-required", "An API key is required", 401)
+InvalidApiKey = _error("invalid-api-key", "The API key is not valid", 401)
+InsufficientScope = _error("insufficient-scope", "The API key lacks the required scope", 403)
+# Input.
+MalformedRequest = _error("malformed-request", "The request is malformed", 400)
+MalformedEnvelope = _error("malformed-envelope", "The envelope is malformed", 400)
+InvalidBase64 = _error("invalid-base64", "A field is not valid base64", 400)
+InvalidSignature = _error("invalid-signature", "The envelope signature is not valid", 400)
+WrongPayloadType = _error("wrong-payload-type", "The envelope has the wrong payload type", 400)
+InvalidPayload = _error("invalid-payload", "The signed payload is not valid", 400)
+UnknownAlgorithm = _error("unknown-algorithm", "The hash algorithm is not supported", 400)
+InvalidHashValue = _error("invalid-hash-value", "The hash value is not valid", 400)
+EmptyBatch = _error("empty-batch", "The batch has no entries", 400)
+BatchTooLarge = _error("batch-too-large", "The batch has too many entries", 413)
+DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
+InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
+# State.
+UnknownList = _error("unknown-list", "No such list is visible to this partner", 404)
+ListNotWritable = _error("list-not-writable", "This partner may not submit to the list", 403)
+EntryExists = _error("entry-exists", "This partner already has the hash active in the list", 409)
+UnknownEntry = _error("unknown-entry", "No such entry is visible to this partner", 404)
+NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
+EntryAlreadyRevoked = _error("entry-already-revoked", "The entry is already revoked", 409)
+NotFound = _error("not-found", "Not found", 404)
+MethodNotAllowed = _error("method-not-allowed", "Method not allowed", 405)
+UnsupportedMediaType = _error("unsupported-media-type", "Unsupported media type", 415)
+Throttled = _error("throttled", "Too many requests", 429)
+InternalError = _error("internal-error", "Internal server error", 500)
+
+_DRF_EQUIVALENTS: list[tuple[type[Exception], type[ConsortiumError]]] = [
+    (exceptions.NotAuthenticated, AuthenticationRequired),
+    (exceptions.AuthenticationFailed, InvalidApiKey),
+    (exceptions.PermissionDenied, InsufficientScope),
+    (exceptions.ParseError, MalformedRequest),
+    (exceptions.ValidationError, MalformedRequest),
+    (exceptions.NotFound, NotFound),
+    (Http404, NotFound),
+    (exceptions.MethodNotAllowed, MethodNotAllowed),
+    (exceptions.UnsupportedMediaType, UnsupportedMediaType),
+    (exceptions.Throttled, Throttled),
+]
+
+
+def problem_body(error: ConsortiumError, *, instance: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(error.extensions)
+    return body
+
+
+def problem_response(error: ConsortiumError, *, instance: str | None = None) -> Response:
+    response = Response(problem_body(error, instance=instance), status=error.status)
+    response.content_type = PROBLEM_CONTENT_TYPE
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="consortium"'
+    return response
+
+
+def as_consortium_error(exc: Exception) -> ConsortiumError | None:
+    if isinstance(exc, ConsortiumError):
+        return exc
+    for drf_class, ours in _DRF_EQUIVALENTS:
+        if isinstance(exc, drf_class):
+            detail = getattr(exc, "detail", None)
+            return ours(_detail_text(detail) if detail is not None else None)
+    return None
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, dict):
+        field, messages = next(iter(detail.items()))
+        return f"{field}: {_detail_text(messages)}"
+    if isinstance(detail, list):
+        return _detail_text(detail[0]) if detail else ""
+    return str(detail)
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    error = as_consortium_error(exc)
+    if error is None:
+        return exception_handler(exc, context)
+    request = context.get("request")
+    return problem_response(error, instance=request.path if request is not None else None)

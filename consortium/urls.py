@@ -1,0 +1,46 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from audit import views as audit_views
+from consortium.errors import PROBLEM_CONTENT_TYPE, InternalError, NotFound, problem_body
+from consortium.health import healthz
+from hashes import views as hashes_views
+from partners import views as partners_views
+
+api_v1 = [
+    path("me", partners_views.MeView.as_view(), name="me"),
+    path("lists", hashes_views.ListsView.as_view(), name="lists"),
+    path("submissions", hashes_views.SubmissionsView.as_view(), name="submissions"),
+    path(
+        "submissions/<int:submission_id>/envelope",
+        hashes_views.SubmissionEnvelopeView.as_view(),
+        name="submission-envelope",
+    ),
+    path("entries/<int:entry_id>", hashes_views.EntryDetailView.as_view(), name="entry"),
+    path("revocations", hashes_views.RevocationsView.as_view(), name="revocations"),
+    path("feed", hashes_views.FeedView.as_view(), name="feed"),
+    path("audit/events", audit_views.AccessEventsView.as_view(), name="audit-events"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
+
+
+def _problem(error: Exception, request: HttpRequest) -> JsonResponse:
+    body = problem_body(error, instance=request.path)
+    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+
+
+def handler404(request: HttpRequest, exception: Exception) -> JsonResponse:
+    return _problem(NotFound(f"nothing at {request.path}"), request)
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return _problem(InternalError("the server failed; the error is logged"), request)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from audit.admin import AuditedAdmin, ReadOnlyAdmin, admin_actor
+from consortium.errors import ConsortiumError
+from hashes.models import Entry, HashList, Revocation, Submission
+from hashes.services import revocation_by_administrator
+
+
+@admin.register(HashList)
+class HashListAdmin(AuditedAdmin):
+    list_display = ["name", "purpose", "owner", "visibility", "group", "contributors"]
+    list_filter = ["visibility", "purpose"]
+    search_fields = ["name", "purpose"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea, max_length=1000)
+
+
+@admin.register(Entry)
+class EntryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "hash_list", "algorithm", "value", "partner", "status", "created_at"]
+    list_filter = ["status", "algorithm", "hash_list"]
+    search_fields = ["=value", "=id"]
+    show_full_result_count = False
+    actions = ["revoke"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Needed for the revoke action; every field stays read-only.
+        return obj is None and request.user.has_perm("hashes.change_entry")
+
+    @admin.action(description="Revoke selected entries (asks for a reason)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Entry]) -> TemplateResponse | None:
+        form = RevokeForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            try:
+                result = revocation_by_administrator(
+                    actor=admin_actor(request), entries=list(queryset),
+                    reason=form.cleaned_data["reason"],
+                )
+            except ConsortiumError as exc:
+                self.message_user(request, exc.detail, level="error")
+                return None
+            self.message_user(request, f"Revoked {len(result.events)} entries.")
+            return None
+        return TemplateResponse(request, "admin/hashes/revoke.html", {
+            **self.admin_site.each_context(request),
+            "title": "Revoke entries",
+            "entries": queryset,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        })
+
+
+@admin.register(Submission)
+class SubmissionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "partner", "hash_list", "entry_count", "created_at"]
+    list_filter = ["partner", "hash_list"]
+    exclude = ["envelope"]
+    show_full_result_count = False
+
+
+@admin.register(Revocation)
+class RevocationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "partner", "administrator", "reason", "created_at"]
+    exclude = ["envelope"]

@@ -1,0 +1,53 @@
+"""Opening a partner's DSSE envelope: parse, check the payload type, verify the signature
+against the partner's active signing keys. The verification itself is the client
+library's, so partners and the server run the same code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from consortium.errors import (
+    InvalidBase64,
+    InvalidPayload,
+    InvalidSignature,
+    MalformedEnvelope,
+    WrongPayloadType,
+)
+from consortium_client.dsse import EnvelopeError, envelope_parse, envelope_verify
+from partners.models import Partner, SigningKey
+
+_ERRORS = {
+    "malformed-envelope": MalformedEnvelope,
+    "invalid-base64": InvalidBase64,
+    "invalid-signature": InvalidSignature,
+}
+
+
+def envelope_open(
+    *, raw: bytes, partner: Partner, payload_type: str
+) -> tuple[dict[str, Any], SigningKey]:
+    """Return the verified payload as JSON and the signing key that signed it."""
+    try:
+        envelope = envelope_parse(raw)
+        if envelope.payload_type != payload_type:
+            raise WrongPayloadType(
+                f"payloadType must be {payload_type!r}, got {envelope.payload_type!r}"
+            )
+        keys = {key.key_id: key for key in partner.signing_keys.filter(revoked_at=None)}
+        trusted = [
+            (key_id, Ed25519PublicKey.from_public_bytes(bytes(key.public_key)))
+            for key_id, key in keys.items()
+        ]
+        signer = envelope_verify(envelope, trusted)
+    except EnvelopeError as exc:
+        raise _ERRORS[exc.reason](str(exc)) from exc
+    try:
+        payload = json.loads(envelope.payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPayload("the signed payload is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidPayload("the signed payload must be a JSON object")
+    return payload, keys[signer]

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from partners.models import ApiKey, Partner, SharingGroup, SigningKey
+
+
+class HashList(models.Model):
+    """A named collection of entries with a purpose, an owner and a visibility."""
+
+    class Visibility(models.TextChoices):
+        ALL = "all", "all active partners"
+        GROUP = "group", "a sharing group"
+        OWNER = "owner", "the owner only"
+
+    class Contributors(models.TextChoices):
+        MEMBERS = "members", "every partner who sees the list"
+        OWNER = "owner", "the owner only"
+
+    name = models.SlugField(max_length=64, unique=True)
+    purpose = models.CharField(max_length=64, blank=True, help_text="e.g. ncii, csam, terrorism")
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="owned_lists")
+    visibility = models.CharField(max_length=8, choices=Visibility.choices)
+    group = models.ForeignKey(
+        SharingGroup, on_delete=models.PROTECT, null=True, blank=True, related_name="lists"
+    )
+    contributors = models.CharField(
+        max_length=8, choices=Contributors.choices, default=Contributors.MEMBERS
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(visibility="group", group__isnull=False) | ~Q(visibility="group"),
+                name="hashlist_group_visibility_has_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Submission(models.Model):
+    """A signed batch, stored as the exact bytes received."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="submissions")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="+")
+    hash_list = models.ForeignKey(HashList, on_delete=models.PROTECT, related_name="+")
+    envelope = models.BinaryField()
+    envelope_sha256 = models.CharField(max_length=64)
+    entry_count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Idempotency: the same envelope from the same partner is one submission.
+            models.UniqueConstraint(
+                fields=["partner", "envelope_sha256"], name="submission_once_per_envelope"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"submission {self.pk} by {self.partner_id}"
+
+
+class Revocation(models.Model):
+    """A signed statement by a submitter, or an administrator's decision, ending entries."""
+
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, null=True, blank=True, related_name="revocations"
+    )
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, related_name="+")
+    signing_key = models.ForeignKey(
+        SigningKey, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    administrator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    envelope = models.BinaryField(null=True)
+    envelope_sha256 = models.CharField(max_length=64, null=True)  # noqa: DJ001 - NULL for admins: unique only among envelopes
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "envelope_sha256"], name="revocation_once_per_envelope"
+            ),
+            models.CheckConstraint(
+                condition=Q(partner__isnull=False) | Q(administrator__isnull=False),
+                name="revocation_has_an_author",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"revocation {self.pk}"
+
+    @property
+    def revoked_by(self) -> str:
+        if self.partner_id is not None:
+            return self.partner.name
+        return f"admin:{self.administrator.get_username()}"
+
+
+class Entry(models.Model):
+    """One hash in one list. Never deleted; a revocation ends it.
+
+    Its id is the log index of the event that added it, so the id alone locates its leaf.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+
+    # Foreign keys without their own index: entries are written in bulk and the
+    # composite constraint below already serves lookups by list.
+    id = models.BigIntegerField(primary_key=True)
+    hash_list = models.ForeignKey(
+        HashList, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
+    algorithm = models.CharField(max_length=16)
+    value = models.CharField(max_length=64)
+    labels = models.JSONField(default=list)
+    note = models.TextField(blank=True)
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="entries")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    revocation = models.ForeignKey(
+        Revocation, on_delete=models.PROTECT, null=True, related_name="entries", db_index=False
+    )
+    revoked_at = models.DateTimeField(null=True)
+    revoked_log_index = models.BigIntegerField(null=True, help_text="Index of the tombstone.")
+
+    class Meta:
+        verbose_name_plural = "entries"
+        constraints = [
+            # A partner holds a hash at most once per list while it is active; other
+            # partners may corroborate it with entries of their own.
+            models.UniqueConstraint(
+                fields=["hash_list", "algorithm", "value", "partner"],
+                condition=Q(status="active"),
+                name="entry_active_once_per_partner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.value[:16]}"
+
+    @property
+    def log_index(self) -> int:
+        return self.pk

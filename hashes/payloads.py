@@ -1,0 +1,150 @@
+"""Validation of signed payloads. Each function names the first problem it finds, with a
+JSON-pointer-like path, and never returns a partially valid result."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from consortium.errors import (
+    BatchTooLarge,
+    DuplicateInBatch,
+    EmptyBatch,
+    InvalidHashValue,
+    InvalidPayload,
+    UnknownAlgorithm,
+)
+from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
+
+LABEL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+MAX_LABELS = 32
+MAX_NOTE = 2000
+MAX_REASON = 1000
+MAX_NONCE = 128
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    algorithm: str
+    value: str
+    labels: list[str]
+    note: str
+
+
+@dataclass(frozen=True)
+class SubmissionPayload:
+    list_name: str
+    entries: list[EntryDraft]
+
+
+@dataclass(frozen=True)
+class RevocationPayload:
+    entry_ids: list[int]
+    reason: str
+
+
+def _common_fields(payload: dict[str, Any]) -> None:
+    timestamp = payload.get("timestamp")
+    if not isinstance(timestamp, str):
+        raise InvalidPayload(
+            "timestamp must be an RFC 3339 date-time string", pointer="/timestamp"
+        )
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError as exc:
+        raise InvalidPayload(
+            "timestamp is not an RFC 3339 date-time", pointer="/timestamp"
+        ) from exc
+    if moment.tzinfo is None:
+        raise InvalidPayload("timestamp must carry a time zone", pointer="/timestamp")
+    nonce = payload.get("nonce")
+    if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE:
+        raise InvalidPayload(f"nonce must be a string of 1 to {MAX_NONCE} characters",
+                             pointer="/nonce")
+
+
+def _batch_size(items: Any, pointer: str) -> list[Any]:
+    if not isinstance(items, list):
+        raise InvalidPayload(f"{pointer[1:]} must be a list", pointer=pointer)
+    if not items:
+        raise EmptyBatch("the batch has no entries", pointer=pointer)
+    limit = settings.SUBMISSION_MAX_ENTRIES
+    if len(items) > limit:
+        raise BatchTooLarge(f"the batch has {len(items)} entries; the limit is {limit}",
+                            pointer=pointer, limit=limit)
+    return items
+
+
+def _entry(item: Any, pointer: str) -> EntryDraft:
+    if not isinstance(item, dict):
+        raise InvalidPayload("an entry must be an object", pointer=pointer)
+    algorithm = item.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        raise UnknownAlgorithm(
+            f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}",
+            pointer=f"{pointer}/algorithm",
+        )
+    try:
+        value = hash_value_parse(algorithm, item.get("value"))
+    except HashValueError as exc:
+        raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
+    labels = item.get("labels", [])
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise InvalidPayload(f"labels must be a list of at most {MAX_LABELS}",
+                             pointer=f"{pointer}/labels")
+    for position, label in enumerate(labels):
+        if not isinstance(label, str) or not LABEL_PATTERN.match(label):
+            raise InvalidPayload(
+                "a label is 1-64 characters of a-z, 0-9, '_', '.', ':', '-'",
+                pointer=f"{pointer}/labels/{position}",
+            )
+    note = item.get("note", "")
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        raise InvalidPayload(f"note must be text of at most {MAX_NOTE} characters",
+                             pointer=f"{pointer}/note")
+    return EntryDraft(algorithm, value, sorted(set(labels)), note)
+
+
+def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:
+    list_name = payload.get("list")
+    if not isinstance(list_name, str) or not list_name:
+        raise InvalidPayload("list must name a list", pointer="/list")
+    _common_fields(payload)
+    items = _batch_size(payload.get("entries"), "/entries")
+    entries: list[EntryDraft] = []
+    seen: dict[tuple[str, str], int] = {}
+    for position, item in enumerate(items):
+        entry = _entry(item, f"/entries/{position}")
+        key = (entry.algorithm, entry.value)
+        if key in seen:
+            raise DuplicateInBatch(
+                f"entries {seen[key]} and {position} are the same {entry.algorithm} hash",
+                pointer=f"/entries/{position}",
+            )
+        seen[key] = position
+        entries.append(entry)
+    return SubmissionPayload(list_name, entries)
+
+
+def revocation_payload_parse(payload: dict[str, Any]) -> RevocationPayload:
+    _common_fields(payload)
+    items = _batch_size(payload.get("entries"), "/entries")
+    ids: list[int] = []
+    seen: set[int] = set()
+    for position, item in enumerate(items):
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise InvalidPayload("an entry is named by its id, a non-negative integer",
+                                 pointer=f"/entries/{position}")
+        if item in seen:
+            raise DuplicateInBatch(f"entry {item} is named twice", pointer=f"/entries/{position}")
+        seen.add(item)
+        ids.append(item)
+    reason = payload.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise InvalidPayload(f"reason must be text of 1 to {MAX_REASON} characters",
+                             pointer="/reason")
+    return RevocationPayload(ids, reason.strip())

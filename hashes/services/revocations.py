@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.services import EventDraft, access_event_record, log_append
+from consortium.errors import EntryAlreadyRevoked, NotEntrySubmitter, UnknownEntry
+from consortium_client import leaves
+from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
+from hashes.envelopes import envelope_open
+from hashes.models import Entry, Revocation
+from hashes.payloads import revocation_payload_parse
+from hashes.selectors import entries_visible
+
+ACTION = "revocation.create"
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    revocation: Revocation
+    events: list[tuple[int, int]]  # (entry id, log index of its tombstone)
+    replayed: bool
+
+
+def revocation_create(*, actor: Actor, envelope: bytes) -> RevocationResult:
+    """Revoke entries by a signed envelope of their submitter.
+
+    Only the partner that submitted an entry may revoke it (with any of its active signing
+    keys). All or nothing, idempotent for the same envelope bytes, like submissions.
+    """
+    partner = actor.require_partner()
+    digest = hashlib.sha256(envelope).hexdigest()
+    existing = _replay(actor=actor, digest=digest)
+    if existing is not None:
+        return existing
+    payload, signing_key = envelope_open(
+        raw=envelope, partner=partner, payload_type=REVOCATION_PAYLOAD_TYPE
+    )
+    parsed = revocation_payload_parse(payload)
+    try:
+        with transaction.atomic():
+            entries = _entries_lock(actor=actor, entry_ids=parsed.entry_ids)
+            revocation = Revocation.objects.create(
+                partner=partner, api_key=actor.api_key, signing_key=signing_key,
+                envelope=envelope, envelope_sha256=digest, reason=parsed.reason,
+            )
+            return _revoke(actor=actor, revocation=revocation, entries=entries)
+    except IntegrityError:
+        replay = _replay(actor=actor, digest=digest)
+        if replay is None:
+            raise
+        return replay
+
+
+@transaction.atomic
+def revocation_by_administrator(
+    *, actor: Actor, entries: Sequence[Entry], reason: str
+) -> RevocationResult:
+    """A consortium administrator's revocation: no envelope, recorded as theirs, with a reason."""
+    if actor.user is None:
+        raise ValueError("an administrator's revocation needs the administrator")
+    if not reason.strip():
+        raise ValueError("an administrator's revocation needs a reason")
+    locked = _entries_lock(actor=actor, entry_ids=[entry.pk for entry in entries])
+    revocation = Revocation.objects.create(administrator=actor.user, reason=reason.strip())
+    return _revoke(actor=actor, revocation=revocation, entries=locked)
+
+
+def _entries_lock(*, actor: Actor, entry_ids: list[int]) -> list[Entry]:
+    """Lock the entries (in id order, so concurrent revocations cannot deadlock) and check
+    that the actor may revoke each one, in the order they were named."""
+    source = (
+        Entry.objects.all() if actor.partner is None else entries_visible(partner=actor.partner)
+    )
+    found = {
+        entry.pk: entry
+        for entry in Entry.objects.select_for_update()
+        .filter(pk__in=source.filter(pk__in=entry_ids).values("pk"))
+        .select_related("hash_list", "partner")
+        .order_by("pk")
+    }
+    for position, entry_id in enumerate(entry_ids):
+        entry = found.get(entry_id)
+        pointer = f"/entries/{position}"
+        if entry is None:
+            raise UnknownEntry(f"no entry {entry_id} is visible to this partner", pointer=pointer)
+        if actor.partner is not None and entry.partner_id != actor.partner.pk:
+            raise NotEntrySubmitter(
+                f"entry {entry_id} was submitted by another partner", pointer=pointer
+            )
+        if entry.status == Entry.Status.REVOKED:
+            raise EntryAlreadyRevoked(f"entry {entry_id} is already revoked", pointer=pointer)
+    return [found[entry_id] for entry_id in entry_ids]
+
+
+def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> RevocationResult:
+    events = log_append(drafts=[
+        EventDraft(
+            leaves.ENTRY_REVOKED,
+            {"entry": entry.pk, "list": entry.hash_list.name, "algorithm": entry.algorithm,
+             "value": entry.value, "partner": entry.partner.name,
+             "revoked_by": revocation.revoked_by, "reason": revocation.reason,
+             "key": revocation.signing_key.key_id if revocation.signing_key else None,
+             "envelope": revocation.envelope_sha256, "revocation": revocation.pk},
+            hash_list_id=entry.hash_list_id, partner_id=revocation.partner_id,
+        )
+        for entry in entries
+    ])
+    now = timezone.now()
+    for entry, event in zip(entries, events, strict=True):
+        entry.status = Entry.Status.REVOKED
+        entry.revocation = revocation
+        entry.revoked_at = now
+        entry.revoked_log_index = event.index
+    Entry.objects.bulk_update(
+        entries, ["status", "revocation", "revoked_at", "revoked_log_index"], batch_size=1000
+    )
+    access_event_record(
+        actor=actor, action=ACTION if actor.partner else "entry.revoke", status=201,
+        target=f"revocation:{revocation.pk}", records=len(entries),
+        detail={"entries": [entry.pk for entry in entries][:100]},
+    )
+    return RevocationResult(
+        revocation,
+        [(entry.pk, event.index) for entry, event in zip(entries, events, strict=True)],
+        replayed=False,
+    )
+
+
+@transaction.atomic
+def _replay(*, actor: Actor, digest: str) -> RevocationResult | None:
+    revocation = Revocation.objects.filter(partner=actor.partner, envelope_sha256=digest).first()
+    if revocation is None:
+        return None
+    events = list(
+        revocation.entries.order_by("revoked_log_index").values_list("pk", "revoked_log_index")
+    )
+    access_event_record(
+        actor=actor, action=ACTION, status=200, target=f"revocation:{revocation.pk}",
+        records=len(events), detail={"revocation": revocation.pk, "replayed": True},
+    )
+    return RevocationResult(revocation, events, replayed=True)

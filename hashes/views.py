@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from consortium.api import ConsortiumView
+from consortium.errors import InvalidCursor, MalformedRequest
+from hashes import selectors, services
+from hashes.models import Entry
+from hashes.serializers import EnvelopeSerializer, FeedPageSerializer
+
+
+def _int_param(request: Request, name: str, default: int, *, low: int, high: int,
+               error: type = MalformedRequest) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(f"{name} must be an integer", parameter=name) from None
+    if not low <= value <= high:
+        raise error(f"{name} must be between {low} and {high}", parameter=name)
+    return value
+
+
+class ListsView(ConsortiumView):
+    audit_action = "lists.read"
+    required_scope = "read"
+
+    class OutputSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        purpose = serializers.CharField()
+        description = serializers.CharField()
+        owner = serializers.CharField(source="owner.name")
+        visibility = serializers.CharField()
+        contributors = serializers.CharField()
+        may_submit = serializers.BooleanField()
+
+    @extend_schema(operation_id="lists", responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        hash_lists = list(selectors.lists_visible(partner=request.user).select_related("owner"))
+        for hash_list in hash_lists:
+            hash_list.may_submit = selectors.list_may_submit(
+                partner=request.user, hash_list=hash_list
+            )
+        self.audit_records = len(hash_lists)
+        return Response(self.OutputSerializer(hash_lists, many=True).data)
+
+
+class SubmissionsView(ConsortiumView):
+    audit_action = "submission.create"
+    required_scope = "submit"
+
+    class OutputSerializer(serializers.Serializer):
+        class EntryRef(serializers.Serializer):
+            id = serializers.IntegerField(help_text="also the log index of its entry_added event")
+            log_index = serializers.IntegerField()
+            algorithm = serializers.CharField()
+            value = serializers.CharField()
+
+        submission = serializers.IntegerField()
+        list = serializers.CharField()
+        envelope_sha256 = serializers.CharField()
+        entries = EntryRef(many=True)
+
+    @extend_schema(
+        operation_id="submission_create",
+        request=EnvelopeSerializer,
+        responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
+        description="A DSSE envelope of type application/vnd.consortium.submission.v1+json. "
+        f"At most {settings.SUBMISSION_MAX_ENTRIES} entries. Sending the same bytes again "
+        "returns the same result with status 200.",
+    )
+    def post(self, request: Request) -> Response:
+        result = services.submission_create(actor=self.actor(), envelope=request.body)
+        self.access_recorded = True
+        submission = result.submission
+        body = {
+            "submission": submission.pk,
+            "list": submission.hash_list.name,
+            "envelope_sha256": submission.envelope_sha256,
+            "entries": [
+                {"id": entry_id, "log_index": entry_id, "algorithm": algorithm, "value": value}
+                for entry_id, algorithm, value in result.entries
+            ],
+        }
+        return Response(body, status=200 if result.replayed else 201)
+
+
+class SubmissionEnvelopeView(ConsortiumView):
+    audit_action = "submission.envelope.read"
+    required_scope = "read"
+
+    @extend_schema(
+        operation_id="submission_envelope",
+        responses={(200, "application/json"): OpenApiTypes.BINARY},
+        description="The submission's DSSE envelope, byte for byte as the submitter sent it.",
+    )
+    def get(self, request: Request, submission_id: int) -> HttpResponse:
+        submission = selectors.submission_get(partner=request.user, submission_id=submission_id)
+        self.audit_target = f"submission:{submission.pk}"
+        self.audit_records = 1
+        return HttpResponse(bytes(submission.envelope), content_type="application/json")
+
+
+class EntryDetailView(ConsortiumView):
+    audit_action = "entry.read"
+    required_scope = "read"
+
+    class OutputSerializer(serializers.Serializer):
+        class RevocationOut(serializers.Serializer):
+            reason = serializers.CharField()
+            revoked_by = serializers.CharField()
+            log_index = serializers.IntegerField()
+            revoked_at = serializers.DateTimeField()
+
+        id = serializers.IntegerField()
+        list = serializers.CharField()
+        algorithm = serializers.CharField()
+        value = serializers.CharField()
+        labels = serializers.ListField(child=serializers.CharField())
+        note = serializers.CharField()
+        status = serializers.CharField()
+        partner = serializers.CharField(help_text="the submitter")
+        signing_key = serializers.CharField(help_text="id of the key that signed the submission")
+        submission = serializers.IntegerField()
+        envelope_sha256 = serializers.CharField()
+        log_index = serializers.IntegerField()
+        created_at = serializers.DateTimeField()
+        revocation = RevocationOut(allow_null=True)
+
+    @extend_schema(operation_id="entry", responses=OutputSerializer)
+    def get(self, request: Request, entry_id: int) -> Response:
+        entry: Entry = selectors.entry_get(partner=request.user, entry_id=entry_id)
+        self.audit_target = f"entry:{entry.pk}"
+        self.audit_records = 1
+        revocation = None
+        if entry.revocation is not None:
+            revocation = {
+                "reason": entry.revocation.reason,
+                "revoked_by": entry.revocation.revoked_by,
+                "log_index": entry.revoked_log_index,
+                "revoked_at": entry.revoked_at,
+            }
+        data = {
+            "id": entry.pk, "list": entry.hash_list.name, "algorithm": entry.algorithm,
+            "value": entry.value, "labels": entry.labels, "note": entry.note,
+            "status": entry.status, "partner": entry.partner.name,
+            "signing_key": entry.submission.signing_key.key_id,
+            "submission": entry.submission_id,
+            "envelope_sha256": entry.submission.envelope_sha256,
+            "log_index": entry.log_index, "created_at": entry.created_at,
+            "revocation": revocation,
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+class RevocationsView(ConsortiumView):
+    audit_action = "revocation.create"
+    required_scope = "submit"
+
+    class OutputSerializer(serializers.Serializer):
+        class Tombstone(serializers.Serializer):
+            entry = serializers.IntegerField()
+            log_index = serializers.IntegerField()
+
+        revocation = serializers.IntegerField()
+        tombstones = Tombstone(many=True)
+
+    @extend_schema(
+        operation_id="revocation_create",
+        request=EnvelopeSerializer,
+        responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
+        description="A DSSE envelope of type application/vnd.consortium.revocation.v1+json "
+        "naming entries this partner submitted, with a reason.",
+    )
+    def post(self, request: Request) -> Response:
+        result = services.revocation_create(actor=self.actor(), envelope=request.body)
+        self.access_recorded = True
+        body = {
+            "revocation": result.revocation.pk,
+            "tombstones": [{"entry": e, "log_index": i} for e, i in result.events],
+        }
+        return Response(body, status=200 if result.replayed else 201)
+
+
+class FeedView(ConsortiumView):
+    audit_action = "feed.read"
+    required_scope = "read"
+
+    @extend_schema(
+        operation_id="feed",
+        parameters=[
+            OpenApiParameter("after", int, description="cursor: `next` of the previous page; "
+                             "omit to start at the beginning"),
+            OpenApiParameter("limit", int, description=f"1 to {settings.FEED_PAGE_MAX}"),
+        ],
+        responses=FeedPageSerializer,
+        description="Log events this partner may see, in log order: adds, tombstones, signing "
+        "keys and partner status. Each event is its log leaf, verbatim. Keep calling with "
+        "`after=next` while `has_more` is true; a page may hold fewer than `limit` events.",
+    )
+    def get(self, request: Request) -> HttpResponse:
+        after = _int_param(request, "after", -1, low=-1, high=2**62, error=InvalidCursor)
+        limit = _int_param(request, "limit", 1000, low=1, high=settings.FEED_PAGE_MAX)
+        page = selectors.feed_page(partner=request.user, after=after, limit=limit)
+        self.audit_target = f"after:{after}"
+        self.audit_records = len(page.leaves)
+        # The leaves are JSON already and are served verbatim: verifiers must hash exactly
+        # what they receive, so they are spliced in rather than decoded and re-encoded.
+        body = b'{"events":[%b],"next":%b,"has_more":%b}' % (
+            b",".join(page.leaves),
+            json.dumps(str(page.next_cursor)).encode(),
+            b"true" if page.has_more else b"false",
+        )
+        return HttpResponse(body, content_type="application/json")

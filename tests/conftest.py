@@ -1,0 +1,116 @@
+"""Fixtures: partners with real keys, talking to the API over HTTP as a partner would."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.test import Client
+
+from audit.actors import Actor
+from consortium_client.keys import key_generate, public_key_pem
+from consortium_client.payloads import revocation_envelope, submission_envelope
+from hashes.models import HashList
+from partners import services
+from partners.models import Partner, SigningKey
+from tests.factories import HashListFactory, PartnerFactory
+
+ADMIN = Actor.command("tests")
+ALL_SCOPES = ("submit", "read", "match", "audit")
+
+
+def pdq(seed: int | None = None) -> str:
+    """A random PDQ hash value (64 hex characters)."""
+    return secrets.token_hex(32) if seed is None else f"{seed:064x}"
+
+
+@dataclass
+class PartnerClient:
+    """A partner's software: its API key, its private signing key, an HTTP client."""
+
+    partner: Partner
+    api_key: str
+    private_key: Ed25519PrivateKey
+    signing_key: SigningKey
+    http: Client = field(default_factory=Client)
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        key = self.api_key if key is None else key
+        return {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+
+    def get(self, path: str, key: str | None = None, **params: Any) -> Any:
+        return self.http.get(path, params, **self._headers(key))
+
+    def post(self, path: str, body: bytes, key: str | None = None) -> Any:
+        return self.http.post(path, body, content_type="application/json", **self._headers(key))
+
+    def submit(self, list_name: str, entries: Iterable[dict[str, Any]], **kw: Any) -> Any:
+        return self.post("/api/v1/submissions", self.submission(list_name, entries), **kw)
+
+    def submission(self, list_name: str, entries: Iterable[dict[str, Any]]) -> bytes:
+        return submission_envelope(list_name, entries, self.private_key)
+
+    def revoke(self, entry_ids: Iterable[int], reason: str = "false positive", **kw: Any) -> Any:
+        return self.post("/api/v1/revocations", revocation_envelope(entry_ids, reason,
+                                                                    self.private_key), **kw)
+
+    def feed(self, after: int | str | None = None, limit: int = 1000) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        response = self.get("/api/v1/feed", **params)
+        assert response.status_code == 200, response.content
+        return json.loads(response.content)
+
+    def feed_all(self, after: int | str | None = None) -> tuple[list[dict[str, Any]], str]:
+        events: list[dict[str, Any]] = []
+        while True:
+            page = self.feed(after)
+            events += page["events"]
+            after = page["next"]
+            if not page["has_more"]:
+                return events, after
+
+
+def partner_client(
+    name: str | None = None, scopes: Iterable[str] = ALL_SCOPES, **partner_fields: Any
+) -> PartnerClient:
+    partner = PartnerFactory(**({"name": name} if name else {}), **partner_fields)
+    _, api_key = services.apikey_create(partner=partner, scopes=scopes, actor=ADMIN)
+    private_key = key_generate()
+    signing_key = services.signing_key_register(
+        partner=partner, public_key=public_key_pem(private_key.public_key()), actor=ADMIN
+    )
+    return PartnerClient(partner, api_key, private_key, signing_key)
+
+
+@pytest.fixture
+def make_partner(db: None) -> Callable[..., PartnerClient]:
+    return partner_client
+
+
+@pytest.fixture
+def alice(db: None) -> PartnerClient:
+    return partner_client("alice")
+
+
+@pytest.fixture
+def bob(db: None) -> PartnerClient:
+    return partner_client("bob")
+
+
+@pytest.fixture
+def shared_list(alice: PartnerClient) -> HashList:
+    """A list every active partner sees and may submit to, owned by alice."""
+    return HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
+
+
+def problem(response: Any) -> str:
+    """The stable slug of a problem+json response."""
+    assert response["Content-Type"] == "application/problem+json", response.content
+    return json.loads(response.content)["type"].removeprefix("urn:consortium:problem:")
