@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ class AccessEventsView(ConsortiumView):
     audit_action = "audit.read"
     required_scope = "audit"
 
+    @extend_schema_serializer(component_name="AccessEventPage")
     class OutputSerializer(serializers.Serializer):
         class EventOut(serializers.Serializer):
             id = serializers.IntegerField()

@@ -5,7 +5,12 @@ import json
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +40,7 @@ class ListsView(ConsortiumView):
     audit_action = "lists.read"
     required_scope = "read"
 
+    @extend_schema_serializer(component_name="HashList")
     class OutputSerializer(serializers.Serializer):
         name = serializers.CharField()
         purpose = serializers.CharField()
@@ -59,6 +65,7 @@ class SubmissionsView(ConsortiumView):
     audit_action = "submission.create"
     required_scope = "submit"
 
+    @extend_schema_serializer(component_name="SubmissionResult")
     class OutputSerializer(serializers.Serializer):
         class EntryRef(serializers.Serializer):
             id = serializers.IntegerField(help_text="also the log index of its entry_added event")
@@ -115,6 +122,7 @@ class EntryDetailView(ConsortiumView):
     audit_action = "entry.read"
     required_scope = "read"
 
+    @extend_schema_serializer(component_name="Entry")
     class OutputSerializer(serializers.Serializer):
         class RevocationOut(serializers.Serializer):
             reason = serializers.CharField()
@@ -167,6 +175,7 @@ class RevocationsView(ConsortiumView):
     audit_action = "revocation.create"
     required_scope = "submit"
 
+    @extend_schema_serializer(component_name="RevocationResult")
     class OutputSerializer(serializers.Serializer):
         class Tombstone(serializers.Serializer):
             entry = serializers.IntegerField()

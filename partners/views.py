@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from partners.models import ApiKey, Partner
 class MeView(ConsortiumView):
     audit_action = "me.read"
 
+    @extend_schema_serializer(component_name="Me")
     class OutputSerializer(serializers.Serializer):
         class KeySerializer(serializers.Serializer):
             prefix = serializers.CharField()

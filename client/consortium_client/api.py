@@ -1,0 +1,81 @@
+"""A small HTTP client for the Consortium API (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+
+class ApiError(Exception):
+    """A refusal from the server (its problem+json) or a failure to reach it."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        slug = str(problem.get("type", "")).removeprefix("urn:consortium:problem:")
+        title = problem.get("title", "request failed")
+        detail = problem.get("detail", "")
+        super().__init__(f"{title}: {detail} [{slug}, HTTP {status}]" if detail else title)
+
+
+class ConsortiumApi:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("the server URL must start with http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.base_url + path,
+            data=body,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                problem = json.loads(raw)
+            except ValueError:
+                problem = {"title": exc.reason, "detail": raw[:200].decode("utf-8", "replace")}
+            raise ApiError(exc.code, problem) from None
+        except urllib.error.URLError as exc:
+            raise ApiError(
+                0, {"title": "cannot reach the server", "detail": str(exc.reason)}
+            ) from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        _, raw = self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else ""))
+        return json.loads(raw)
+
+    def post_envelope(self, path: str, envelope: bytes) -> Any:
+        _, raw = self._request("POST", f"/api/v1/{path}", envelope)
+        return json.loads(raw)
+
+    def feed(
+        self, after: str | None = None, limit: int = 1000
+    ) -> Iterator[tuple[dict[str, Any], str]]:
+        """Yield (event, cursor after it) from `after` until the server has no more."""
+        while True:
+            page = self.get("feed", after=after, limit=limit)
+            events = page["events"]
+            for position, event in enumerate(events, start=1):
+                # The page's cursor may lie past its last event (events this partner may
+                # not see were skipped), so the last event carries the page's cursor.
+                yield event, page["next"] if position == len(events) else str(event["index"])
+            after = page["next"]
+            if not page["has_more"]:
+                return

@@ -1,0 +1,187 @@
+"""`consortium`: the partner command line.
+
+Configuration comes from flags or the environment: CONSORTIUM_URL (default
+http://127.0.0.1:8000) and CONSORTIUM_API_KEY. Every failure prints one line to standard
+error and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from consortium_client.api import ApiError, ConsortiumApi
+from consortium_client.dsse import EnvelopeError
+from consortium_client.hashvalues import HashValueError, algorithm_get, hash_value_parse
+from consortium_client.keys import (
+    KeyFormatError,
+    key_generate,
+    key_id,
+    private_key_load,
+    private_key_pem,
+    public_key_pem,
+)
+from consortium_client.payloads import revocation_envelope, submission_envelope
+
+
+class CliError(Exception):
+    """A one-line error for the user."""
+
+
+def hashes_read(lines: Iterable[str], labels: list[str]) -> list[dict[str, Any]]:
+    """Read `algorithm value` (or `algorithm:value`) lines; blank lines and # comments skip."""
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.replace(":", " ", 1).split()
+        if len(parts) != 2:
+            raise CliError(f"line {number}: expected 'algorithm value'")
+        algorithm, value = parts
+        try:
+            algorithm_get(algorithm)
+            value = hash_value_parse(algorithm, value)
+        except HashValueError as exc:
+            raise CliError(f"line {number}: {exc}") from exc
+        entries.append({"algorithm": algorithm, "value": value, "labels": labels})
+    if not entries:
+        raise CliError("no hashes to submit")
+    return entries
+
+
+def _read_text(source: str) -> str:
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror}") from exc
+
+
+def _private_key(path: str) -> Any:
+    try:
+        return private_key_load(Path(path).read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except KeyFormatError as exc:
+        raise CliError(f"{path}: {exc}") from exc
+
+
+def _api(args: argparse.Namespace) -> ConsortiumApi:
+    if not args.api_key:
+        raise CliError("no API key: pass --api-key or set CONSORTIUM_API_KEY")
+    try:
+        return ConsortiumApi(args.url, args.api_key)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _labels(text: str) -> list[str]:
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
+def cmd_keygen(args: argparse.Namespace) -> None:
+    private_path = Path(f"{args.out}.pem")
+    if private_path.exists():
+        raise CliError(f"{private_path} exists; refusing to overwrite a private key")
+    private_key = key_generate()
+    private_path.write_bytes(private_key_pem(private_key))
+    private_path.chmod(0o600)
+    Path(f"{args.out}.pub.pem").write_bytes(public_key_pem(private_key.public_key()))
+    print(key_id(private_key.public_key()))
+
+
+def cmd_sign(args: argparse.Namespace) -> None:
+    entries = hashes_read(_read_text(args.hashes).splitlines(), _labels(args.labels))
+    sys.stdout.write(submission_envelope(args.list, entries, _private_key(args.key)).decode())
+    sys.stdout.write("\n")
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    if args.envelope:
+        envelope = _read_text(args.envelope).strip().encode()
+    else:
+        if not (args.key and args.list and args.hashes):
+            raise CliError("submit needs --envelope, or --key, --list and a hashes file")
+        entries = hashes_read(_read_text(args.hashes).splitlines(), _labels(args.labels))
+        envelope = submission_envelope(args.list, entries, _private_key(args.key))
+    result = _api(args).post_envelope("submissions", envelope)
+    print(json.dumps(result))
+
+
+def cmd_revoke(args: argparse.Namespace) -> None:
+    envelope = revocation_envelope(args.entries, args.reason, _private_key(args.key))
+    print(json.dumps(_api(args).post_envelope("revocations", envelope)))
+
+
+def cmd_feed(args: argparse.Namespace) -> None:
+    cursor_path = Path(args.cursor_file) if args.cursor_file else None
+    after = args.after
+    if after is None and cursor_path is not None and cursor_path.exists():
+        after = cursor_path.read_text().strip() or None
+    cursor = after
+    try:
+        for event, position in _api(args).feed(after=after, limit=args.limit):
+            sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+            cursor = position
+    finally:
+        # Save progress even when interrupted, so the next sync resumes, never repeats.
+        if cursor_path is not None and cursor is not None:
+            cursor_path.write_text(f"{cursor}\n")
+
+
+def parser_build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("CONSORTIUM_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--api-key", default=os.environ.get("CONSORTIUM_API_KEY"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair; print its key id")
+    keygen.add_argument("--out", required=True, help="writes OUT.pem and OUT.pub.pem")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    sign = commands.add_parser("sign", help="print a signed submission envelope")
+    sign.add_argument("--key", required=True, help="private key PEM")
+    sign.add_argument("--list", required=True)
+    sign.add_argument("--labels", default="")
+    sign.add_argument("hashes", help="file of 'algorithm value' lines, or -")
+    sign.set_defaults(handler=cmd_sign)
+
+    submit = commands.add_parser("submit", help="sign (unless --envelope) and submit hashes")
+    submit.add_argument("--envelope", help="an envelope made by 'sign', or -")
+    submit.add_argument("--key")
+    submit.add_argument("--list")
+    submit.add_argument("--labels", default="")
+    submit.add_argument("hashes", nargs="?")
+    submit.set_defaults(handler=cmd_submit)
+
+    revoke = commands.add_parser("revoke", help="sign and send a revocation of your entries")
+    revoke.add_argument("--key", required=True)
+    revoke.add_argument("--reason", required=True)
+    revoke.add_argument("entries", nargs="+", type=int)
+    revoke.set_defaults(handler=cmd_revoke)
+
+    feed = commands.add_parser("feed", help="print events after a cursor as JSON lines")
+    feed.add_argument("--after")
+    feed.add_argument("--limit", type=int, default=1000)
+    feed.add_argument("--cursor-file", help="resume from and save the cursor here")
+    feed.set_defaults(handler=cmd_feed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser_build().parse_args(argv)
+    try:
+        args.handler(args)
+    except (CliError, ApiError, EnvelopeError) as exc:
+        print(f"consortium: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The partner command line against a live server, as a partner runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from consortium_client import cli
+from consortium_client.keys import private_key_load, public_key_pem
+from hashes.models import Entry, HashList
+from partners import services
+from tests.conftest import ADMIN, pdq
+from tests.factories import HashListFactory, PartnerFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def partner_setup(live_server, tmp_path: Path) -> dict[str, str]:
+    partner = PartnerFactory(name="cli-partner")
+    HashListFactory(name="cli-list", owner=partner, visibility=HashList.Visibility.ALL)
+    _, api_key = services.apikey_create(partner=partner, scopes=["submit", "read"], actor=ADMIN)
+    assert cli.main(["keygen", "--out", str(tmp_path / "key")]) == 0
+    public = public_key_pem(private_key_load((tmp_path / "key.pem").read_bytes()).public_key())
+    services.signing_key_register(partner=partner, public_key=public, actor=ADMIN)
+    return {"url": live_server.url, "key": api_key, "private": str(tmp_path / "key.pem")}
+
+
+def _run(setup: dict[str, str], *args: str) -> int:
+    return cli.main(["--url", setup["url"], "--api-key", setup["key"], *args])
+
+
+def test_cli_submits_syncs_and_revokes(partner_setup, tmp_path: Path, capsys) -> None:
+    hashes = tmp_path / "hashes.txt"
+    values = [pdq(), pdq()]
+    hashes.write_text("# two hashes\n" + "".join(f"pdq {v.upper()}\n" for v in values))
+    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
+                "--list", "cli-list", "--labels", "ncii", str(hashes)) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert [e["value"] for e in created["entries"]] == values
+
+    cursor = tmp_path / "cursor"
+    assert _run(partner_setup, "feed", "--cursor-file", str(cursor)) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["value"] for e in events if e["type"] == "entry_added"] == values
+
+    first = created["entries"][0]["id"]
+    assert _run(partner_setup, "revoke", "--key", partner_setup["private"],
+                "--reason", "mistake", str(first)) == 0
+    capsys.readouterr()
+    assert Entry.objects.get(pk=first).status == Entry.Status.REVOKED
+
+    assert _run(partner_setup, "feed", "--cursor-file", str(cursor)) == 0
+    (tombstone,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (tombstone["type"], tombstone["entry"]) == ("entry_revoked", first)
+
+
+def test_cli_sign_then_submit_an_envelope(partner_setup, tmp_path: Path, capsys) -> None:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(f"md5:{'a' * 32}\n")
+    assert cli.main(["sign", "--key", partner_setup["private"], "--list", "cli-list",
+                     str(hashes)]) == 0
+    envelope = tmp_path / "envelope.json"
+    envelope.write_text(capsys.readouterr().out)
+    assert _run(partner_setup, "submit", "--envelope", str(envelope)) == 0
+    assert json.loads(capsys.readouterr().out)["entries"][0]["value"] == "a" * 32
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("pdq abc\n", "pdq value must be 64 hex characters"),
+        ("sha1 " + "a" * 40 + "\n", "unknown algorithm"),
+        ("# nothing\n", "no hashes to submit"),
+    ],
+)
+def test_cli_refuses_bad_hash_files_in_one_line(
+    partner_setup, tmp_path: Path, capsys, content: str, message: str
+) -> None:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(content)
+    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
+                "--list", "cli-list", str(hashes)) == 1
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.count("\n") == 1
+
+
+def test_cli_reports_a_server_refusal_in_one_line(partner_setup, tmp_path: Path, capsys) -> None:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(f"pdq {pdq()}\n")
+    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
+                "--list", "no-such-list", str(hashes)) == 1
+    error = capsys.readouterr().err
+    assert "unknown-list" in error
+    assert error.count("\n") == 1
+
+
+def test_cli_reports_a_wrong_api_key(partner_setup, capsys) -> None:
+    assert cli.main(["--url", partner_setup["url"], "--api-key", "csk_000000000000_x",
+                     "feed"]) == 1
+    assert "invalid-api-key" in capsys.readouterr().err
+
+
+def test_cli_keygen_refuses_to_overwrite_a_private_key(partner_setup, capsys) -> None:
+    out = partner_setup["private"].removesuffix(".pem")
+    assert cli.main(["keygen", "--out", out]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err

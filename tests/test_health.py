@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+
+from django.test import Client, override_settings
+
+
+def test_healthz_reports_database_and_the_real_broker(db: None) -> None:
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@override_settings(CELERY_TASK_ALWAYS_EAGER=False)
+def test_healthz_is_unavailable_when_the_broker_is_down(db: None, monkeypatch) -> None:
+    from consortium.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
+    response = Client().get("/healthz")
+    assert response.status_code == 503
+    body = json.loads(response.content)
+    assert body["status"] == "unavailable"
+    assert body["broker"].startswith("error")
+
+
+def test_unknown_api_path_is_a_problem(db: None) -> None:
+    response = Client().get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert json.loads(response.content)["type"] == "urn:consortium:problem:not-found"
+
+
+def test_schema_and_docs_are_public(db: None) -> None:
+    schema = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    document = json.loads(schema.content)
+    assert "/api/v1/submissions" in document["paths"]
+    assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    assert Client().get("/api/v1/docs/").status_code == 200
