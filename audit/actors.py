@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from partners.models import ApiKey, Partner
 
@@ -16,7 +16,7 @@ class Actor:
     label: str
     partner: Partner | None = None
     api_key: ApiKey | None = None
-    user: AbstractBaseUser | None = None
+    user: User | None = None
     client_ip: str | None = None
 
     @classmethod
@@ -25,7 +25,7 @@ class Actor:
         return cls(f"partner:{partner.name}", partner, api_key, None, client_ip)
 
     @classmethod
-    def for_user(cls, user: AbstractBaseUser, *, client_ip: str | None = None) -> Actor:
+    def for_user(cls, user: User, *, client_ip: str | None = None) -> Actor:
         return cls(f"admin:{user.get_username()}", user=user, client_ip=client_ip)
 
     @classmethod
@@ -36,11 +36,11 @@ class Actor:
     def anonymous(cls, *, key_prefix: str = "", client_ip: str | None) -> Actor:
         return cls(f"anonymous:{key_prefix}" if key_prefix else "anonymous", client_ip=client_ip)
 
-    def require_partner(self) -> Partner:
-        """The acting partner, for operations only partners perform."""
+    def require_partner(self) -> tuple[Partner, ApiKey]:
+        """The acting partner and its key, for operations only partners perform."""
         if self.partner is None or self.api_key is None:
             raise ValueError(f"{self.label} is not a partner's API key")
-        return self.partner
+        return self.partner, self.api_key
 
     @property
     def key_prefix(self) -> str:

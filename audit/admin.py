@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
@@ -12,7 +13,8 @@ from audit.services import access_event_record
 
 
 def admin_actor(request: HttpRequest) -> Actor:
-    return Actor.for_user(request.user, client_ip=request.META.get("REMOTE_ADDR"))
+    # The admin site only lets staff users in, so the user is never anonymous here.
+    return Actor.for_user(cast(User, request.user), client_ip=request.META.get("REMOTE_ADDR"))
 
 
 class AuditedAdmin(admin.ModelAdmin):

@@ -75,7 +75,9 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
             hash_list_id=draft.hash_list_id,
             partner_id=draft.partner_id,
             leaf=leaf_encode(
-                index=first + offset, event_type=draft.event_type, time=time_text,
+                index=first + offset,
+                event_type=draft.event_type,
+                time=time_text,
                 fields=draft.fields,
             ),
         )

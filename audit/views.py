@@ -37,7 +37,8 @@ class AccessEventsView(ConsortiumView):
     @extend_schema(
         operation_id="audit_events",
         parameters=[
-            OpenApiParameter("partner", str), OpenApiParameter("action", str),
+            OpenApiParameter("partner", str),
+            OpenApiParameter("action", str),
             OpenApiParameter("since", str, description="ISO 8601, inclusive"),
             OpenApiParameter("until", str, description="ISO 8601, exclusive"),
             OpenApiParameter("before", int, description="cursor"),
@@ -61,6 +62,4 @@ class AccessEventsView(ConsortiumView):
         self.audit_records = len(page.events)
         self.audit_target = request.query_params.urlencode()[:255]
         next_cursor = None if page.next_cursor is None else str(page.next_cursor)
-        return Response(
-            self.OutputSerializer({"events": page.events, "next": next_cursor}).data
-        )
+        return Response(self.OutputSerializer({"events": page.events, "next": next_cursor}).data)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.actors import Actor
 from audit.services import access_event_record
-from consortium.errors import TYPE_PREFIX
+from consortium.errors import TYPE_PREFIX, RequestTooLarge
 from partners.authentication import client_ip
-from partners.models import ApiKey
+from partners.models import ApiKey, Partner
 
 
 def request_actor(request: Request) -> Actor:
@@ -40,6 +42,20 @@ class ConsortiumView(APIView):
 
     def actor(self) -> Actor:
         return request_actor(self.request)
+
+    def body(self) -> bytes:
+        """The request body as received, or a 413 problem past DATA_UPLOAD_MAX_MEMORY_SIZE."""
+        try:
+            return self.request.body
+        except RequestDataTooBig:
+            raise RequestTooLarge(
+                f"the body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+            ) from None
+
+    @property
+    def partner(self) -> Partner:
+        """The authenticated partner (HasScope has refused the request otherwise)."""
+        return cast(Partner, self.request.user)
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any

@@ -18,9 +18,9 @@ TYPE_PREFIX = "urn:consortium:problem:"
 
 
 class ConsortiumError(Exception):
-    slug = "error"
-    title = "Request failed"
-    status = status.HTTP_400_BAD_REQUEST
+    slug: str = "error"
+    title: str = "Request failed"
+    status: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, detail: str | None = None, **extensions: Any) -> None:
         super().__init__(detail or self.title)
@@ -52,6 +52,7 @@ UnknownAlgorithm = _error("unknown-algorithm", "The hash algorithm is not suppor
 InvalidHashValue = _error("invalid-hash-value", "The hash value is not valid", 400)
 EmptyBatch = _error("empty-batch", "The batch has no entries", 400)
 BatchTooLarge = _error("batch-too-large", "The batch has too many entries", 413)
+RequestTooLarge = _error("request-too-large", "The request body is too large", 413)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
 InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
 # State.

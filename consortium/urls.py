@@ -4,7 +4,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from audit import views as audit_views
-from consortium.errors import PROBLEM_CONTENT_TYPE, InternalError, NotFound, problem_body
+from consortium.errors import (
+    PROBLEM_CONTENT_TYPE,
+    ConsortiumError,
+    InternalError,
+    NotFound,
+    problem_body,
+)
 from consortium.health import healthz
 from hashes import views as hashes_views
 from partners import views as partners_views
@@ -33,7 +39,7 @@ urlpatterns = [
 ]
 
 
-def _problem(error: Exception, request: HttpRequest) -> JsonResponse:
+def _problem(error: ConsortiumError, request: HttpRequest) -> JsonResponse:
     body = problem_body(error, instance=request.path)
     return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
 

@@ -47,7 +47,8 @@ class EntryAdmin(ReadOnlyAdmin):
         if form.is_bound and form.is_valid():
             try:
                 result = revocation_by_administrator(
-                    actor=admin_actor(request), entries=list(queryset),
+                    actor=admin_actor(request),
+                    entries=list(queryset),
                     reason=form.cleaned_data["reason"],
                 )
             except ConsortiumError as exc:
@@ -55,14 +56,18 @@ class EntryAdmin(ReadOnlyAdmin):
                 return None
             self.message_user(request, f"Revoked {len(result.events)} entries.")
             return None
-        return TemplateResponse(request, "admin/hashes/revoke.html", {
-            **self.admin_site.each_context(request),
-            "title": "Revoke entries",
-            "entries": queryset,
-            "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "opts": self.model._meta,
-        })
+        return TemplateResponse(
+            request,
+            "admin/hashes/revoke.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Revoke entries",
+                "entries": queryset,
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
 
 
 @admin.register(Submission)

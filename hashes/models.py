@@ -104,9 +104,12 @@ class Revocation(models.Model):
 
     @property
     def revoked_by(self) -> str:
-        if self.partner_id is not None:
+        """The submitting partner's name, or admin:<username> (one of them is always set)."""
+        if self.partner is not None:
             return self.partner.name
-        return f"admin:{self.administrator.get_username()}"
+        if self.administrator is not None:
+            return f"admin:{self.administrator.get_username()}"
+        raise ValueError("a revocation without an author")
 
 
 class Entry(models.Model):

@@ -50,9 +50,7 @@ class RevocationPayload:
 def _common_fields(payload: dict[str, Any]) -> None:
     timestamp = payload.get("timestamp")
     if not isinstance(timestamp, str):
-        raise InvalidPayload(
-            "timestamp must be an RFC 3339 date-time string", pointer="/timestamp"
-        )
+        raise InvalidPayload("timestamp must be an RFC 3339 date-time string", pointer="/timestamp")
     try:
         moment = datetime.fromisoformat(timestamp)
     except ValueError as exc:
@@ -63,8 +61,9 @@ def _common_fields(payload: dict[str, Any]) -> None:
         raise InvalidPayload("timestamp must carry a time zone", pointer="/timestamp")
     nonce = payload.get("nonce")
     if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE:
-        raise InvalidPayload(f"nonce must be a string of 1 to {MAX_NONCE} characters",
-                             pointer="/nonce")
+        raise InvalidPayload(
+            f"nonce must be a string of 1 to {MAX_NONCE} characters", pointer="/nonce"
+        )
 
 
 def _batch_size(items: Any, pointer: str) -> list[Any]:
@@ -74,8 +73,11 @@ def _batch_size(items: Any, pointer: str) -> list[Any]:
         raise EmptyBatch("the batch has no entries", pointer=pointer)
     limit = settings.SUBMISSION_MAX_ENTRIES
     if len(items) > limit:
-        raise BatchTooLarge(f"the batch has {len(items)} entries; the limit is {limit}",
-                            pointer=pointer, limit=limit)
+        raise BatchTooLarge(
+            f"the batch has {len(items)} entries; the limit is {limit}",
+            pointer=pointer,
+            limit=limit,
+        )
     return items
 
 
@@ -94,8 +96,9 @@ def _entry(item: Any, pointer: str) -> EntryDraft:
         raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
     labels = item.get("labels", [])
     if not isinstance(labels, list) or len(labels) > MAX_LABELS:
-        raise InvalidPayload(f"labels must be a list of at most {MAX_LABELS}",
-                             pointer=f"{pointer}/labels")
+        raise InvalidPayload(
+            f"labels must be a list of at most {MAX_LABELS}", pointer=f"{pointer}/labels"
+        )
     for position, label in enumerate(labels):
         if not isinstance(label, str) or not LABEL_PATTERN.match(label):
             raise InvalidPayload(
@@ -104,8 +107,9 @@ def _entry(item: Any, pointer: str) -> EntryDraft:
             )
     note = item.get("note", "")
     if not isinstance(note, str) or len(note) > MAX_NOTE:
-        raise InvalidPayload(f"note must be text of at most {MAX_NOTE} characters",
-                             pointer=f"{pointer}/note")
+        raise InvalidPayload(
+            f"note must be text of at most {MAX_NOTE} characters", pointer=f"{pointer}/note"
+        )
     return EntryDraft(algorithm, value, sorted(set(labels)), note)
 
 
@@ -137,14 +141,17 @@ def revocation_payload_parse(payload: dict[str, Any]) -> RevocationPayload:
     seen: set[int] = set()
     for position, item in enumerate(items):
         if not isinstance(item, int) or isinstance(item, bool) or item < 0:
-            raise InvalidPayload("an entry is named by its id, a non-negative integer",
-                                 pointer=f"/entries/{position}")
+            raise InvalidPayload(
+                "an entry is named by its id, a non-negative integer",
+                pointer=f"/entries/{position}",
+            )
         if item in seen:
             raise DuplicateInBatch(f"entry {item} is named twice", pointer=f"/entries/{position}")
         seen.add(item)
         ids.append(item)
     reason = payload.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
-        raise InvalidPayload(f"reason must be text of 1 to {MAX_REASON} characters",
-                             pointer="/reason")
+        raise InvalidPayload(
+            f"reason must be text of 1 to {MAX_REASON} characters", pointer="/reason"
+        )
     return RevocationPayload(ids, reason.strip())

@@ -31,8 +31,7 @@ def lists_visible(*, partner: Partner) -> QuerySet[HashList]:
 
 def list_may_submit(*, partner: Partner, hash_list: HashList) -> bool:
     return (
-        hash_list.contributors == HashList.Contributors.MEMBERS
-        or hash_list.owner_id == partner.pk
+        hash_list.contributors == HashList.Contributors.MEMBERS or hash_list.owner_id == partner.pk
     )
 
 
@@ -54,8 +53,13 @@ def entries_visible(*, partner: Partner) -> QuerySet[Entry]:
 def entry_get(*, partner: Partner, entry_id: int) -> Entry:
     entry = (
         entries_visible(partner=partner)
-        .select_related("hash_list", "partner", "submission__signing_key",
-                        "revocation__partner", "revocation__administrator")
+        .select_related(
+            "hash_list",
+            "partner",
+            "submission__signing_key",
+            "revocation__partner",
+            "revocation__administrator",
+        )
         .filter(pk=entry_id)
         .first()
     )

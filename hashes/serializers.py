@@ -23,8 +23,14 @@ class FeedEventSerializer(serializers.Serializer):
     v = serializers.IntegerField()
     index = serializers.IntegerField()
     type = serializers.ChoiceField(
-        choices=["entry_added", "entry_revoked", "signing_key_registered",
-                 "signing_key_revoked", "partner_suspended", "partner_reactivated"]
+        choices=[
+            "entry_added",
+            "entry_revoked",
+            "signing_key_registered",
+            "signing_key_revoked",
+            "partner_suspended",
+            "partner_reactivated",
+        ]
     )
     time = serializers.CharField()
     list = serializers.CharField(required=False)

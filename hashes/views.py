@@ -22,8 +22,15 @@ from hashes.models import Entry
 from hashes.serializers import EnvelopeSerializer, FeedPageSerializer
 
 
-def _int_param(request: Request, name: str, default: int, *, low: int, high: int,
-               error: type = MalformedRequest) -> int:
+def _int_param(
+    request: Request,
+    name: str,
+    default: int,
+    *,
+    low: int,
+    high: int,
+    error: type = MalformedRequest,
+) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -45,20 +52,28 @@ class ListsView(ConsortiumView):
         name = serializers.CharField()
         purpose = serializers.CharField()
         description = serializers.CharField()
-        owner = serializers.CharField(source="owner.name")
+        owner = serializers.CharField()
         visibility = serializers.CharField()
         contributors = serializers.CharField()
         may_submit = serializers.BooleanField()
 
     @extend_schema(operation_id="lists", responses=OutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        hash_lists = list(selectors.lists_visible(partner=request.user).select_related("owner"))
-        for hash_list in hash_lists:
-            hash_list.may_submit = selectors.list_may_submit(
-                partner=request.user, hash_list=hash_list
-            )
-        self.audit_records = len(hash_lists)
-        return Response(self.OutputSerializer(hash_lists, many=True).data)
+        hash_lists = selectors.lists_visible(partner=self.partner).select_related("owner")
+        data = [
+            {
+                "name": hash_list.name,
+                "purpose": hash_list.purpose,
+                "description": hash_list.description,
+                "owner": hash_list.owner.name,
+                "visibility": hash_list.visibility,
+                "contributors": hash_list.contributors,
+                "may_submit": selectors.list_may_submit(partner=self.partner, hash_list=hash_list),
+            }
+            for hash_list in hash_lists.order_by("name")
+        ]
+        self.audit_records = len(data)
+        return Response(self.OutputSerializer(data, many=True).data)
 
 
 class SubmissionsView(ConsortiumView):
@@ -87,7 +102,7 @@ class SubmissionsView(ConsortiumView):
         "returns the same result with status 200.",
     )
     def post(self, request: Request) -> Response:
-        result = services.submission_create(actor=self.actor(), envelope=request.body)
+        result = services.submission_create(actor=self.actor(), envelope=self.body())
         self.access_recorded = True
         submission = result.submission
         body = {
@@ -112,7 +127,7 @@ class SubmissionEnvelopeView(ConsortiumView):
         description="The submission's DSSE envelope, byte for byte as the submitter sent it.",
     )
     def get(self, request: Request, submission_id: int) -> HttpResponse:
-        submission = selectors.submission_get(partner=request.user, submission_id=submission_id)
+        submission = selectors.submission_get(partner=self.partner, submission_id=submission_id)
         self.audit_target = f"submission:{submission.pk}"
         self.audit_records = 1
         return HttpResponse(bytes(submission.envelope), content_type="application/json")
@@ -147,7 +162,7 @@ class EntryDetailView(ConsortiumView):
 
     @extend_schema(operation_id="entry", responses=OutputSerializer)
     def get(self, request: Request, entry_id: int) -> Response:
-        entry: Entry = selectors.entry_get(partner=request.user, entry_id=entry_id)
+        entry: Entry = selectors.entry_get(partner=self.partner, entry_id=entry_id)
         self.audit_target = f"entry:{entry.pk}"
         self.audit_records = 1
         revocation = None
@@ -159,13 +174,19 @@ class EntryDetailView(ConsortiumView):
                 "revoked_at": entry.revoked_at,
             }
         data = {
-            "id": entry.pk, "list": entry.hash_list.name, "algorithm": entry.algorithm,
-            "value": entry.value, "labels": entry.labels, "note": entry.note,
-            "status": entry.status, "partner": entry.partner.name,
+            "id": entry.pk,
+            "list": entry.hash_list.name,
+            "algorithm": entry.algorithm,
+            "value": entry.value,
+            "labels": entry.labels,
+            "note": entry.note,
+            "status": entry.status,
+            "partner": entry.partner.name,
             "signing_key": entry.submission.signing_key.key_id,
             "submission": entry.submission_id,
             "envelope_sha256": entry.submission.envelope_sha256,
-            "log_index": entry.log_index, "created_at": entry.created_at,
+            "log_index": entry.log_index,
+            "created_at": entry.created_at,
             "revocation": revocation,
         }
         return Response(self.OutputSerializer(data).data)
@@ -192,7 +213,7 @@ class RevocationsView(ConsortiumView):
         "naming entries this partner submitted, with a reason.",
     )
     def post(self, request: Request) -> Response:
-        result = services.revocation_create(actor=self.actor(), envelope=request.body)
+        result = services.revocation_create(actor=self.actor(), envelope=self.body())
         self.access_recorded = True
         body = {
             "revocation": result.revocation.pk,
@@ -208,8 +229,11 @@ class FeedView(ConsortiumView):
     @extend_schema(
         operation_id="feed",
         parameters=[
-            OpenApiParameter("after", int, description="cursor: `next` of the previous page; "
-                             "omit to start at the beginning"),
+            OpenApiParameter(
+                "after",
+                int,
+                description="cursor: `next` of the previous page; omit to start at the beginning",
+            ),
             OpenApiParameter("limit", int, description=f"1 to {settings.FEED_PAGE_MAX}"),
         ],
         responses=FeedPageSerializer,
@@ -220,7 +244,7 @@ class FeedView(ConsortiumView):
     def get(self, request: Request) -> HttpResponse:
         after = _int_param(request, "after", -1, low=-1, high=2**62, error=InvalidCursor)
         limit = _int_param(request, "limit", 1000, low=1, high=settings.FEED_PAGE_MAX)
-        page = selectors.feed_page(partner=request.user, after=after, limit=limit)
+        page = selectors.feed_page(partner=self.partner, after=after, limit=limit)
         self.audit_target = f"after:{after}"
         self.audit_records = len(page.leaves)
         # The leaves are JSON already and are served verbatim: verifiers must hash exactly

@@ -100,7 +100,8 @@ class ApiKeyAdmin(NoDeleteMixin, AuditedAdmin):
 
 class SigningKeyForm(forms.ModelForm):
     public_key_text = forms.CharField(
-        label="Public key", widget=forms.Textarea,
+        label="Public key",
+        widget=forms.Textarea,
         help_text="Ed25519 public key: PEM, or base64 of the raw 32 bytes.",
     )
 
@@ -123,15 +124,17 @@ class SigningKeyAdmin(NoDeleteMixin, AuditedAdmin):
     list_filter = ["partner"]
     actions = ["revoke"]
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = SigningKeyForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["partner", "key_id", "created_at", "revoked_at"] if obj else []
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["partner", "name", "public_key_text"]
         return ["partner", "name", "key_id", "created_at", "revoked_at"]
@@ -141,8 +144,10 @@ class SigningKeyAdmin(NoDeleteMixin, AuditedAdmin):
             super().save_model(request, obj, form, change)
             return
         created = services.signing_key_register(
-            partner=obj.partner, public_key=form.cleaned_data["public_key_text"],
-            name=obj.name, actor=admin_actor(request),
+            partner=obj.partner,
+            public_key=form.cleaned_data["public_key_text"],
+            name=obj.name,
+            actor=admin_actor(request),
         )
         obj.pk, obj.key_id, obj.public_key = created.pk, created.key_id, created.public_key
         obj.created_at = created.created_at

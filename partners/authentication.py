@@ -36,7 +36,8 @@ def client_ip(request: Request) -> str | None:
 
 
 def _refuse(request: Request, reason: str, prefix: str) -> exceptions.AuthenticationFailed:
-    request._request.consortium_auth_failure = {"reason": reason, "prefix": prefix}
+    # Kept on the Django request for the access event written after the response.
+    setattr(request._request, "consortium_auth_failure", {"reason": reason, "prefix": prefix})  # noqa: B010
     return exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE)
 
 

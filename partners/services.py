@@ -43,9 +43,7 @@ def partner_onboard(
 ) -> Partner:
     """Create a partner, active at once unless `activate` is false (then pending)."""
     status = Partner.Status.ACTIVE if activate else Partner.Status.PENDING
-    partner = Partner.objects.create(
-        name=name, display_name=display_name, kind=kind, status=status
-    )
+    partner = Partner.objects.create(name=name, display_name=display_name, kind=kind, status=status)
     access_event_record(actor=actor, action="partner.onboard", status=201, target=name)
     return partner
 
@@ -60,13 +58,20 @@ def _partner_status_set(
     partner.status = status
     partner.save(update_fields=["status"])
     if previous != Partner.Status.PENDING or status == Partner.Status.SUSPENDED:
-        log_append(drafts=[EventDraft(
-            event_type,
-            {"partner": partner.name, "by": actor.label, "reason": reason},
-            partner_id=partner.pk,
-        )])
+        log_append(
+            drafts=[
+                EventDraft(
+                    event_type,
+                    {"partner": partner.name, "by": actor.label, "reason": reason},
+                    partner_id=partner.pk,
+                )
+            ]
+        )
     access_event_record(
-        actor=actor, action=f"partner.{status}", status=200, target=partner.name,
+        actor=actor,
+        action=f"partner.{status}",
+        status=200,
+        target=partner.name,
         detail={"reason": reason, "previous": previous},
     )
     return partner
@@ -76,8 +81,11 @@ def _partner_status_set(
 def partner_suspend(*, partner: Partner, reason: str, actor: Actor) -> Partner:
     """Suspend a partner: its keys stop working at once; its entries stay, attributed."""
     return _partner_status_set(
-        partner=partner, status=Partner.Status.SUSPENDED,
-        event_type=leaves.PARTNER_SUSPENDED, reason=reason, actor=actor,
+        partner=partner,
+        status=Partner.Status.SUSPENDED,
+        event_type=leaves.PARTNER_SUSPENDED,
+        reason=reason,
+        actor=actor,
     )
 
 
@@ -85,8 +93,11 @@ def partner_suspend(*, partner: Partner, reason: str, actor: Actor) -> Partner:
 def partner_activate(*, partner: Partner, reason: str, actor: Actor) -> Partner:
     """Activate a pending partner or reactivate a suspended one (logged when reactivated)."""
     return _partner_status_set(
-        partner=partner, status=Partner.Status.ACTIVE,
-        event_type=leaves.PARTNER_REACTIVATED, reason=reason, actor=actor,
+        partner=partner,
+        status=Partner.Status.ACTIVE,
+        event_type=leaves.PARTNER_REACTIVATED,
+        reason=reason,
+        actor=actor,
     )
 
 
@@ -125,13 +136,19 @@ def apikey_create(
 ) -> tuple[ApiKey, str]:
     """Issue an API key. Returns the key row and the full key, which is never stored."""
     api_key = ApiKey(
-        partner=partner, name=name, scopes=scopes_clean(scopes), expires_at=expires_at,
+        partner=partner,
+        name=name,
+        scopes=scopes_clean(scopes),
+        expires_at=expires_at,
         allowed_networks=networks_clean(allowed_networks),
     )
     full_key = apikey_secret_assign(api_key)
     api_key.save()
     access_event_record(
-        actor=actor, action="apikey.create", status=201, target=f"{partner.name}:{api_key.prefix}",
+        actor=actor,
+        action="apikey.create",
+        status=201,
+        target=f"{partner.name}:{api_key.prefix}",
         detail={"scopes": api_key.scopes},
     )
     return api_key, full_key
@@ -146,7 +163,9 @@ def apikey_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     access_event_record(
-        actor=actor, action="apikey.revoke", status=_status(created),
+        actor=actor,
+        action="apikey.revoke",
+        status=_status(created),
         target=f"{api_key.partner.name}:{api_key.prefix}",
     )
     return api_key
@@ -168,13 +187,24 @@ def signing_key_register(
     signing_key = SigningKey.objects.create(
         partner=partner, key_id=identifier, public_key=raw, name=name
     )
-    log_append(drafts=[EventDraft(
-        leaves.SIGNING_KEY_REGISTERED,
-        {"partner": partner.name, "key": identifier, "public_key": raw.hex(), "by": actor.label},
-        partner_id=partner.pk,
-    )])
+    log_append(
+        drafts=[
+            EventDraft(
+                leaves.SIGNING_KEY_REGISTERED,
+                {
+                    "partner": partner.name,
+                    "key": identifier,
+                    "public_key": raw.hex(),
+                    "by": actor.label,
+                },
+                partner_id=partner.pk,
+            )
+        ]
+    )
     access_event_record(
-        actor=actor, action="signing_key.register", status=201,
+        actor=actor,
+        action="signing_key.register",
+        status=201,
         target=f"{partner.name}:{identifier}",
     )
     return signing_key
@@ -188,14 +218,24 @@ def signing_key_revoke(*, signing_key: SigningKey, actor: Actor, reason: str = "
     if created:
         signing_key.revoked_at = timezone.now()
         signing_key.save(update_fields=["revoked_at"])
-        log_append(drafts=[EventDraft(
-            leaves.SIGNING_KEY_REVOKED,
-            {"partner": signing_key.partner.name, "key": signing_key.key_id,
-             "by": actor.label, "reason": reason},
-            partner_id=signing_key.partner_id,
-        )])
+        log_append(
+            drafts=[
+                EventDraft(
+                    leaves.SIGNING_KEY_REVOKED,
+                    {
+                        "partner": signing_key.partner.name,
+                        "key": signing_key.key_id,
+                        "by": actor.label,
+                        "reason": reason,
+                    },
+                    partner_id=signing_key.partner_id,
+                )
+            ]
+        )
     access_event_record(
-        actor=actor, action="signing_key.revoke", status=_status(created),
+        actor=actor,
+        action="signing_key.revoke",
+        status=_status(created),
         target=f"{signing_key.partner.name}:{signing_key.key_id}",
     )
     return signing_key
@@ -207,7 +247,10 @@ def sharing_group_set(*, name: str, members: list[Partner], actor: Actor) -> Sha
     group, created = SharingGroup.objects.get_or_create(name=name)
     group.members.set(members)
     access_event_record(
-        actor=actor, action="sharing_group.set", status=_status(created), target=name,
+        actor=actor,
+        action="sharing_group.set",
+        status=_status(created),
+        target=name,
         detail={"members": [partner.name for partner in members]},
     )
     return group

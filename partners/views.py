@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+from typing import cast
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
@@ -8,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from consortium.api import ConsortiumView
-from partners.models import ApiKey, Partner
+from partners.models import ApiKey
 
 
 class MeView(ConsortiumView):
@@ -37,8 +38,8 @@ class MeView(ConsortiumView):
 
     @extend_schema(operation_id="me", responses=OutputSerializer)
     def get(self, request: Request) -> Response:
-        partner: Partner = request.user
-        api_key: ApiKey = request.auth
+        partner = self.partner
+        api_key = cast(ApiKey, request.auth)
         self.audit_target = f"partner:{partner.name}"
         signing_keys = [
             {
@@ -56,7 +57,8 @@ class MeView(ConsortiumView):
             "kind": partner.kind,
             "status": partner.status,
             "api_key": {
-                "prefix": api_key.prefix, "scopes": api_key.scopes,
+                "prefix": api_key.prefix,
+                "scopes": api_key.scopes,
                 "expires_at": api_key.expires_at,
             },
             "signing_keys": signing_keys,

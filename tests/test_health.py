@@ -37,3 +37,10 @@ def test_schema_and_docs_are_public(db: None) -> None:
     assert "/api/v1/submissions" in document["paths"]
     assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     assert Client().get("/api/v1/docs/").status_code == 200
+
+
+def test_a_body_over_the_cap_is_a_413_problem(alice, shared_list, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = alice.post("/api/v1/submissions", b"{" + b" " * 2000 + b"}")
+    assert response.status_code == 413
+    assert json.loads(response.content)["type"] == "urn:consortium:problem:request-too-large"

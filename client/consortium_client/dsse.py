@@ -102,9 +102,7 @@ def envelope_sign(
     return json.dumps(document).encode("utf-8")
 
 
-def envelope_verify(
-    envelope: Envelope, trusted: Iterable[tuple[str, Ed25519PublicKey]]
-) -> str:
+def envelope_verify(envelope: Envelope, trusted: Iterable[tuple[str, Ed25519PublicKey]]) -> str:
     """Return the id of a trusted key that signed `envelope`, or raise `EnvelopeError`.
 
     `trusted` pairs each key with its id. One valid signature by one trusted key is enough;

@@ -33,11 +33,19 @@ def hash_list_create(
     if HashList.objects.filter(name=name).exists():
         raise ListExists(f"list {name!r} exists")
     hash_list = HashList.objects.create(
-        name=name, owner=owner, visibility=visibility, group=group, contributors=contributors,
-        purpose=purpose, description=description,
+        name=name,
+        owner=owner,
+        visibility=visibility,
+        group=group,
+        contributors=contributors,
+        purpose=purpose,
+        description=description,
     )
     access_event_record(
-        actor=actor, action="list.create", status=201, target=f"list:{name}",
+        actor=actor,
+        action="list.create",
+        status=201,
+        target=f"list:{name}",
         detail={"visibility": visibility, "group": group.name if group else None},
     )
     return hash_list

@@ -33,7 +33,7 @@ def revocation_create(*, actor: Actor, envelope: bytes) -> RevocationResult:
     Only the partner that submitted an entry may revoke it (with any of its active signing
     keys). All or nothing, idempotent for the same envelope bytes, like submissions.
     """
-    partner = actor.require_partner()
+    partner, api_key = actor.require_partner()
     digest = hashlib.sha256(envelope).hexdigest()
     existing = _replay(actor=actor, digest=digest)
     if existing is not None:
@@ -46,8 +46,12 @@ def revocation_create(*, actor: Actor, envelope: bytes) -> RevocationResult:
         with transaction.atomic():
             entries = _entries_lock(actor=actor, entry_ids=parsed.entry_ids)
             revocation = Revocation.objects.create(
-                partner=partner, api_key=actor.api_key, signing_key=signing_key,
-                envelope=envelope, envelope_sha256=digest, reason=parsed.reason,
+                partner=partner,
+                api_key=api_key,
+                signing_key=signing_key,
+                envelope=envelope,
+                envelope_sha256=digest,
+                reason=parsed.reason,
             )
             return _revoke(actor=actor, revocation=revocation, entries=entries)
     except IntegrityError:
@@ -99,18 +103,28 @@ def _entries_lock(*, actor: Actor, entry_ids: list[int]) -> list[Entry]:
 
 
 def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> RevocationResult:
-    events = log_append(drafts=[
-        EventDraft(
-            leaves.ENTRY_REVOKED,
-            {"entry": entry.pk, "list": entry.hash_list.name, "algorithm": entry.algorithm,
-             "value": entry.value, "partner": entry.partner.name,
-             "revoked_by": revocation.revoked_by, "reason": revocation.reason,
-             "key": revocation.signing_key.key_id if revocation.signing_key else None,
-             "envelope": revocation.envelope_sha256, "revocation": revocation.pk},
-            hash_list_id=entry.hash_list_id, partner_id=revocation.partner_id,
-        )
-        for entry in entries
-    ])
+    events = log_append(
+        drafts=[
+            EventDraft(
+                leaves.ENTRY_REVOKED,
+                {
+                    "entry": entry.pk,
+                    "list": entry.hash_list.name,
+                    "algorithm": entry.algorithm,
+                    "value": entry.value,
+                    "partner": entry.partner.name,
+                    "revoked_by": revocation.revoked_by,
+                    "reason": revocation.reason,
+                    "key": revocation.signing_key.key_id if revocation.signing_key else None,
+                    "envelope": revocation.envelope_sha256,
+                    "revocation": revocation.pk,
+                },
+                hash_list_id=entry.hash_list_id,
+                partner_id=revocation.partner_id,
+            )
+            for entry in entries
+        ]
+    )
     now = timezone.now()
     for entry, event in zip(entries, events, strict=True):
         entry.status = Entry.Status.REVOKED
@@ -121,8 +135,11 @@ def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> Re
         entries, ["status", "revocation", "revoked_at", "revoked_log_index"], batch_size=1000
     )
     access_event_record(
-        actor=actor, action=ACTION if actor.partner else "entry.revoke", status=201,
-        target=f"revocation:{revocation.pk}", records=len(entries),
+        actor=actor,
+        action=ACTION if actor.partner else "entry.revoke",
+        status=201,
+        target=f"revocation:{revocation.pk}",
+        records=len(entries),
         detail={"entries": [entry.pk for entry in entries][:100]},
     )
     return RevocationResult(
@@ -137,11 +154,19 @@ def _replay(*, actor: Actor, digest: str) -> RevocationResult | None:
     revocation = Revocation.objects.filter(partner=actor.partner, envelope_sha256=digest).first()
     if revocation is None:
         return None
-    events = list(
-        revocation.entries.order_by("revoked_log_index").values_list("pk", "revoked_log_index")
-    )
+    events = [
+        (entry_id, log_index)
+        for entry_id, log_index in revocation.entries.order_by("revoked_log_index").values_list(
+            "pk", "revoked_log_index"
+        )
+        if log_index is not None  # always set on a revoked entry
+    ]
     access_event_record(
-        actor=actor, action=ACTION, status=200, target=f"revocation:{revocation.pk}",
-        records=len(events), detail={"revocation": revocation.pk, "replayed": True},
+        actor=actor,
+        action=ACTION,
+        status=200,
+        target=f"revocation:{revocation.pk}",
+        records=len(events),
+        detail={"revocation": revocation.pk, "replayed": True},
     )
     return RevocationResult(revocation, events, replayed=True)

@@ -33,7 +33,7 @@ def submission_create(*, actor: Actor, envelope: bytes) -> SubmissionResult:
     Idempotent: the same envelope bytes from the same partner return the existing
     submission. Each entry's id is the log index of the event that added it.
     """
-    partner = actor.require_partner()
+    partner, _ = actor.require_partner()
     digest = hashlib.sha256(envelope).hexdigest()
     existing = _replay(actor=actor, digest=digest)
     if existing is not None:
@@ -45,8 +45,12 @@ def submission_create(*, actor: Actor, envelope: bytes) -> SubmissionResult:
     hash_list = list_for_submission(partner=partner, name=parsed.list_name)
     try:
         return _store(
-            actor=actor, envelope=envelope, digest=digest, hash_list=hash_list,
-            signing_key=signing_key, drafts=parsed.entries,
+            actor=actor,
+            envelope=envelope,
+            digest=digest,
+            hash_list=hash_list,
+            signing_key=signing_key,
+            drafts=parsed.entries,
         )
     except IntegrityError:
         # Two cases reach here: the same envelope committed concurrently (replay), or a
@@ -60,31 +64,56 @@ def submission_create(*, actor: Actor, envelope: bytes) -> SubmissionResult:
 
 @transaction.atomic
 def _store(
-    *, actor: Actor, envelope: bytes, digest: str, hash_list: HashList,
-    signing_key: SigningKey, drafts: list[EntryDraft],
+    *,
+    actor: Actor,
+    envelope: bytes,
+    digest: str,
+    hash_list: HashList,
+    signing_key: SigningKey,
+    drafts: list[EntryDraft],
 ) -> SubmissionResult:
-    partner = actor.require_partner()
+    partner, api_key = actor.require_partner()
     submission = Submission.objects.create(
-        partner=partner, api_key=actor.api_key, signing_key=signing_key, hash_list=hash_list,
-        envelope=envelope, envelope_sha256=digest, entry_count=len(drafts),
+        partner=partner,
+        api_key=api_key,
+        signing_key=signing_key,
+        hash_list=hash_list,
+        envelope=envelope,
+        envelope_sha256=digest,
+        entry_count=len(drafts),
     )
-    events = log_append(drafts=[
-        EventDraft(
-            leaves.ENTRY_ADDED,
-            {"list": hash_list.name, "algorithm": draft.algorithm, "value": draft.value,
-             "labels": draft.labels, "partner": partner.name, "key": signing_key.key_id,
-             "envelope": digest, "submission": submission.pk},
-            hash_list_id=hash_list.pk, partner_id=partner.pk,
-        )
-        for draft in drafts
-    ])
+    events = log_append(
+        drafts=[
+            EventDraft(
+                leaves.ENTRY_ADDED,
+                {
+                    "list": hash_list.name,
+                    "algorithm": draft.algorithm,
+                    "value": draft.value,
+                    "labels": draft.labels,
+                    "partner": partner.name,
+                    "key": signing_key.key_id,
+                    "envelope": digest,
+                    "submission": submission.pk,
+                },
+                hash_list_id=hash_list.pk,
+                partner_id=partner.pk,
+            )
+            for draft in drafts
+        ]
+    )
     # The leaf names the entry by its log index, which is also the entry's id.
     Entry.objects.bulk_create(
         [
             Entry(
-                id=event.index, hash_list=hash_list,
-                algorithm=draft.algorithm, value=draft.value, labels=draft.labels,
-                note=draft.note, partner=partner, submission=submission,
+                id=event.index,
+                hash_list=hash_list,
+                algorithm=draft.algorithm,
+                value=draft.value,
+                labels=draft.labels,
+                note=draft.note,
+                partner=partner,
+                submission=submission,
                 created_at=event.time,
             )
             for draft, event in zip(drafts, events, strict=True)
@@ -92,8 +121,12 @@ def _store(
         batch_size=2000,
     )
     access_event_record(
-        actor=actor, action=ACTION, status=201, target=f"list:{hash_list.name}",
-        records=len(drafts), detail={"submission": submission.pk, "envelope": digest},
+        actor=actor,
+        action=ACTION,
+        status=201,
+        target=f"list:{hash_list.name}",
+        records=len(drafts),
+        detail={"submission": submission.pk, "envelope": digest},
     )
     return SubmissionResult(
         submission,
@@ -111,12 +144,14 @@ def _replay(*, actor: Actor, digest: str) -> SubmissionResult | None:
     )
     if submission is None:
         return None
-    entries = list(
-        submission.entries.order_by("id").values_list("id", "algorithm", "value")
-    )
+    entries = list(submission.entries.order_by("id").values_list("id", "algorithm", "value"))
     access_event_record(
-        actor=actor, action=ACTION, status=200, target=f"list:{submission.hash_list.name}",
-        records=len(entries), detail={"submission": submission.pk, "replayed": True},
+        actor=actor,
+        action=ACTION,
+        status=200,
+        target=f"list:{submission.hash_list.name}",
+        records=len(entries),
+        detail={"submission": submission.pk, "replayed": True},
     )
     return SubmissionResult(submission, entries, replayed=True)
 
@@ -124,7 +159,9 @@ def _replay(*, actor: Actor, digest: str) -> SubmissionResult | None:
 def _raise_first_existing(*, actor: Actor, hash_list: HashList, drafts: list[EntryDraft]) -> None:
     held = set(
         Entry.objects.filter(
-            hash_list=hash_list, partner=actor.partner, status=Entry.Status.ACTIVE,
+            hash_list=hash_list,
+            partner=actor.partner,
+            status=Entry.Status.ACTIVE,
             value__in=[draft.value for draft in drafts],
         ).values_list("algorithm", "value", "id")
     )
@@ -135,5 +172,6 @@ def _raise_first_existing(*, actor: Actor, hash_list: HashList, drafts: list[Ent
             raise EntryExists(
                 f"entry {entry_id} already holds this {draft.algorithm} hash in "
                 f"{hash_list.name!r}; revoke it first to replace it",
-                pointer=f"/entries/{position}", entry=entry_id,
+                pointer=f"/entries/{position}",
+                entry=entry_id,
             )

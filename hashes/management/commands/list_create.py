@@ -18,8 +18,11 @@ class Command(ConsortiumCommand):
         parser.add_argument("--owner", required=True)
         parser.add_argument("--visibility", choices=HashList.Visibility.values, required=True)
         parser.add_argument("--group", help="sharing group, for --visibility group")
-        parser.add_argument("--contributors", choices=HashList.Contributors.values,
-                            default=HashList.Contributors.MEMBERS)
+        parser.add_argument(
+            "--contributors",
+            choices=HashList.Contributors.values,
+            default=HashList.Contributors.MEMBERS,
+        )
         parser.add_argument("--purpose", default="")
         parser.add_argument("--description", default="")
 
@@ -30,9 +33,13 @@ class Command(ConsortiumCommand):
             if group is None:
                 raise CommandError(f"no sharing group {options['group']!r}")
         hash_list = hash_list_create(
-            name=options["name"], owner=self.partner(options["owner"]),
-            visibility=options["visibility"], group=group,
-            contributors=options["contributors"], purpose=options["purpose"],
-            description=options["description"], actor=self.actor(),
+            name=options["name"],
+            owner=self.partner(options["owner"]),
+            visibility=options["visibility"],
+            group=group,
+            contributors=options["contributors"],
+            purpose=options["purpose"],
+            description=options["description"],
+            actor=self.actor(),
         )
         self.stdout.write(f"list {hash_list.name} ({hash_list.visibility})")

@@ -42,11 +42,17 @@ class Command(ConsortiumCommand):
             services.signing_key_register(partner=partner, public_key=public, actor=actor)
         if not HashList.objects.filter(name="demo").exists():
             hash_list_create(
-                name="demo", owner=partner, visibility=HashList.Visibility.ALL,
-                purpose="demo", description="Quick-start list", actor=actor,
+                name="demo",
+                owner=partner,
+                visibility=HashList.Visibility.ALL,
+                purpose="demo",
+                description="Quick-start list",
+                actor=actor,
             )
         _, full_key = services.apikey_create(
-            partner=partner, scopes=["submit", "read", "match", "audit"], name="demo",
+            partner=partner,
+            scopes=["submit", "read", "match", "audit"],
+            name="demo",
             actor=actor,
         )
         key_ids = SigningKey.objects.filter(partner=partner, revoked_at=None)
@@ -55,5 +61,5 @@ class Command(ConsortiumCommand):
             f"  API key (shown once):  {full_key}\n"
             f"  Signing key (private): {private_path}\n"
             f"  Signing key ids:       {', '.join(k.key_id[:16] for k in key_ids)}\n"
-            "Try:  curl -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8000/api/v1/me\n"
+            'Try:  curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/api/v1/me\n'
         )

@@ -22,7 +22,10 @@ class Command(ConsortiumCommand):
         if Partner.objects.filter(name=options["name"]).exists():
             raise CommandError(f"partner {options['name']!r} already exists")
         partner = services.partner_onboard(
-            name=options["name"], display_name=options["display_name"], kind=options["kind"],
-            activate=not options["pending"], actor=self.actor(),
+            name=options["name"],
+            display_name=options["display_name"],
+            kind=options["kind"],
+            activate=not options["pending"],
+            actor=self.actor(),
         )
         self.stdout.write(f"partner {partner.name} ({partner.status})")

@@ -17,6 +17,7 @@ class Command(ConsortiumCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         members = [self.partner(n.strip()) for n in options["members"].split(",") if n.strip()]
-        group = services.sharing_group_set(name=options["name"], members=members,
-                                           actor=self.actor())
+        group = services.sharing_group_set(
+            name=options["name"], members=members, actor=self.actor()
+        )
         self.stdout.write(f"group {group.name}: {', '.join(p.name for p in members)}")

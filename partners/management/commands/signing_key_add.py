@@ -25,7 +25,9 @@ class Command(ConsortiumCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {source}: {exc.strerror}") from exc
         signing_key = services.signing_key_register(
-            partner=self.partner(options["partner"]), public_key=text, name=options["name"],
+            partner=self.partner(options["partner"]),
+            public_key=text,
+            name=options["name"],
             actor=self.actor(),
         )
         self.stdout.write(signing_key.key_id)
