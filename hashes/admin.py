@@ -21,6 +21,10 @@ class HashListAdmin(AuditedAdmin):
     list_filter = ["visibility", "purpose"]
     search_fields = ["name", "purpose"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Log leaves and partners' submissions name the list, so its name never changes.
+        return ["name"] if obj else []
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

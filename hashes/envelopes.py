@@ -44,9 +44,10 @@ def envelope_open(
         signer = envelope_verify(envelope, trusted)
     except EnvelopeError as exc:
         raise _ERRORS[exc.reason](str(exc)) from exc
+    # As in envelope_parse: huge integers and deep nesting are bad input too.
     try:
         payload = json.loads(envelope.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidPayload("the signed payload is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidPayload("the signed payload must be a JSON object")

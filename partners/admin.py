@@ -24,8 +24,11 @@ class PartnerAdmin(NoDeleteMixin, AuditedAdmin):
     list_display = ["name", "display_name", "kind", "status", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["name", "display_name"]
-    readonly_fields = ["status", "created_at"]
     actions = ["suspend", "activate"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Log leaves name the partner: a renamed partner would lose its signed history.
+        return ["name", "status", "created_at"] if obj else ["status", "created_at"]
 
     @admin.action(description="Suspend selected partners (their keys stop working at once)")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
@@ -61,6 +64,13 @@ class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["partner", "name", "scopes", "expires_at", "allowed_networks"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The key stores a list; shown as-is ("['10.0.0.0/8']") it would not survive a save.
+        networks = self.initial.get("allowed_networks")
+        if isinstance(networks, list):
+            self.initial["allowed_networks"] = ", ".join(networks)
 
     def clean_allowed_networks(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_networks") or ""

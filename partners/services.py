@@ -7,8 +7,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, cast
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -37,11 +39,26 @@ def _status(created: bool) -> int:
     return 201 if created else 200
 
 
+def name_clean(model: type[models.Model], name: str) -> str:
+    """Check `name` against the model's `name` field (a slug, of bounded length).
+
+    Names appear in log leaves, actor labels and targets (`partner:<name>`); the ORM alone
+    would store anything, so every service that creates a named row checks it here.
+    """
+    field = cast("models.Field[Any, Any]", model._meta.get_field("name"))
+    try:
+        field.run_validators(name)
+    except ValidationError as exc:
+        raise MalformedRequest(f"name {name!r}: {exc.messages[0]}", pointer="/name") from exc
+    return name
+
+
 @transaction.atomic
 def partner_onboard(
     *, name: str, display_name: str, kind: str, actor: Actor, activate: bool = True
 ) -> Partner:
     """Create a partner, active at once unless `activate` is false (then pending)."""
+    name_clean(Partner, name)
     status = Partner.Status.ACTIVE if activate else Partner.Status.PENDING
     partner = Partner.objects.create(name=name, display_name=display_name, kind=kind, status=status)
     access_event_record(actor=actor, action="partner.onboard", status=201, target=name)
@@ -244,6 +261,7 @@ def signing_key_revoke(*, signing_key: SigningKey, actor: Actor, reason: str = "
 @transaction.atomic
 def sharing_group_set(*, name: str, members: list[Partner], actor: Actor) -> SharingGroup:
     """Create the group `name` or replace its members. Changes who sees its lists at once."""
+    name_clean(SharingGroup, name)
     group, created = SharingGroup.objects.get_or_create(name=name)
     group.members.set(members)
     access_event_record(

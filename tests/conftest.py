@@ -56,8 +56,9 @@ class PartnerClient:
         return submission_envelope(list_name, entries, self.private_key)
 
     def revoke(self, entry_ids: Iterable[int], reason: str = "false positive", **kw: Any) -> Any:
-        return self.post("/api/v1/revocations", revocation_envelope(entry_ids, reason,
-                                                                    self.private_key), **kw)
+        return self.post(
+            "/api/v1/revocations", revocation_envelope(entry_ids, reason, self.private_key), **kw
+        )
 
     def feed(self, after: int | str | None = None, limit: int = 1000) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
@@ -114,3 +115,11 @@ def problem(response: Any) -> str:
     """The stable slug of a problem+json response."""
     assert response["Content-Type"] == "application/problem+json", response.content
     return json.loads(response.content)["type"].removeprefix("urn:consortium:problem:")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_match_index() -> None:
+    """Each test's database starts over, so the process's match index must too."""
+    from hashes.match_index import match_indexes
+
+    match_indexes.reset()

@@ -63,9 +63,11 @@ def b64decode(text: object, *, field: str) -> bytes:
 
 def envelope_parse(raw: bytes) -> Envelope:
     """Parse the JSON of an envelope without verifying it."""
+    # ValueError also covers integers past Python's digit limit, and RecursionError nesting
+    # deeper than the decoder's stack: both are bad input, not a failure of the verifier.
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise EnvelopeError("malformed-envelope", "the envelope is not valid JSON") from exc
     if not isinstance(document, dict):
         raise EnvelopeError("malformed-envelope", "the envelope must be a JSON object")

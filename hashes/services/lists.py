@@ -7,6 +7,7 @@ from audit.services import access_event_record
 from consortium.errors import ConsortiumError, MalformedRequest
 from hashes.models import HashList
 from partners.models import Partner, SharingGroup
+from partners.services import name_clean
 
 
 class ListExists(ConsortiumError):
@@ -28,6 +29,7 @@ def hash_list_create(
     description: str = "",
 ) -> HashList:
     """Create a list. A group list names its group; other lists must not."""
+    name_clean(HashList, name)
     if (visibility == HashList.Visibility.GROUP) != (group is not None):
         raise MalformedRequest("a list is shared with a group exactly when its visibility is group")
     if HashList.objects.filter(name=name).exists():

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from partners import services
@@ -24,11 +24,14 @@ class Command(ConsortiumCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["expires_in_days"]
+        # 0 would otherwise read as "no expiry", and a negative count issue a dead key.
+        if days is not None and days < 1:
+            raise CommandError("--expires-in-days must be at least 1; omit it for no expiry")
         _, full_key = services.apikey_create(
             partner=self.partner(options["partner"]),
             scopes=[s.strip() for s in options["scopes"].split(",") if s.strip()],
             name=options["name"],
-            expires_at=timezone.now() + timedelta(days=days) if days else None,
+            expires_at=timezone.now() + timedelta(days=days) if days is not None else None,
             allowed_networks=[n for n in options["networks"].split(",") if n.strip()],
             actor=self.actor(),
         )

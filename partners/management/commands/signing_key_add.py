@@ -21,12 +21,14 @@ class Command(ConsortiumCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         source = options["public_key"]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            # Bytes, not text: a binary (DER) file is then refused as a bad key rather than
+            # failing with a decoding traceback.
+            data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read {source}: {exc.strerror}") from exc
         signing_key = services.signing_key_register(
             partner=self.partner(options["partner"]),
-            public_key=text,
+            public_key=data,
             name=options["name"],
             actor=self.actor(),
         )

@@ -1,0 +1,632 @@
+"""Bad submissions are refused whole, with a problem+json naming the first problem, and
+store nothing; good ones in any valid DSSE encoding are accepted, once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.signer import CryptoSigner
+
+from audit.models import AccessEvent, LogEvent, LogHead
+from consortium_client.dsse import (
+    REVOCATION_PAYLOAD_TYPE,
+    SUBMISSION_PAYLOAD_TYPE,
+    envelope_sign,
+    pae,
+)
+from consortium_client.keys import key_generate, key_id, public_key_pem
+from hashes.models import Entry, HashList, Submission
+from partners import services
+from tests.conftest import ADMIN, PartnerClient, partner_client, pdq, problem
+from tests.factories import HashListFactory
+
+Snapshot = dict[str, int]
+
+
+def snapshot() -> Snapshot:
+    """What a refused request must not change."""
+    return {
+        "log events": LogEvent.objects.count(),
+        "log size": LogHead.objects.values_list("size", flat=True).first() or 0,
+        "entries": Entry.objects.count(),
+        "submissions": Submission.objects.count(),
+    }
+
+
+_MISSING: Any = object()
+
+
+def payload(list_name: str = "ncii", entries: Any = None, **fields: Any) -> dict[str, Any]:
+    """A submission payload; a field given as _MISSING is left out."""
+    document: dict[str, Any] = {
+        "list": list_name,
+        "entries": [{"algorithm": "pdq", "value": pdq()}] if entries is None else entries,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "nonce": secrets.token_hex(8),
+    }
+    document.update(fields)
+    return {key: value for key, value in document.items() if value is not _MISSING}
+
+
+def signed(
+    document: dict[str, Any] | bytes,
+    key: Ed25519PrivateKey,
+    payload_type: str = SUBMISSION_PAYLOAD_TYPE,
+) -> bytes:
+    raw = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return envelope_sign(payload_type, raw, key)
+
+
+def envelope_edit(envelope: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    document = json.loads(envelope)
+    edit(document)
+    return json.dumps(document).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# Each case builds a request body for alice and names the problem it must get.
+Case = Callable[[PartnerClient], bytes]
+
+
+def _bad_payload_base64(alice: PartnerClient) -> bytes:
+    return envelope_edit(
+        signed(payload(), alice.private_key), lambda d: d.update(payload="not base64!")
+    )
+
+
+def _bad_sig_base64(alice: PartnerClient) -> bytes:
+    def edit(document: dict[str, Any]) -> None:
+        document["signatures"][0]["sig"] = "%%%"
+
+    return envelope_edit(signed(payload(), alice.private_key), edit)
+
+
+def _sig_not_text(alice: PartnerClient) -> bytes:
+    def edit(document: dict[str, Any]) -> None:
+        document["signatures"][0]["sig"] = 12
+
+    return envelope_edit(signed(payload(), alice.private_key), edit)
+
+
+def _not_json(alice: PartnerClient) -> bytes:
+    return b"this is not json {"
+
+
+def _not_utf8(alice: PartnerClient) -> bytes:
+    return b"\x80not utf-8"
+
+
+def _deeply_nested(alice: PartnerClient) -> bytes:
+    return b"[" * 100_000
+
+
+def _huge_number(alice: PartnerClient) -> bytes:
+    return b'{"payloadType": "x", "n": ' + b"1" * 5000 + b"}"
+
+
+def _json_array(alice: PartnerClient) -> bytes:
+    return b"[]"
+
+
+def _empty_body(alice: PartnerClient) -> bytes:
+    return b""
+
+
+def _no_signatures(alice: PartnerClient) -> bytes:
+    return envelope_edit(signed(payload(), alice.private_key), lambda d: d.pop("signatures"))
+
+
+def _empty_signatures(alice: PartnerClient) -> bytes:
+    return envelope_edit(signed(payload(), alice.private_key), lambda d: d.update(signatures=[]))
+
+
+def _signature_not_object(alice: PartnerClient) -> bytes:
+    return envelope_edit(
+        signed(payload(), alice.private_key), lambda d: d.update(signatures=["abc"])
+    )
+
+
+def _keyid_not_text(alice: PartnerClient) -> bytes:
+    def edit(document: dict[str, Any]) -> None:
+        document["signatures"][0]["keyid"] = 7
+
+    return envelope_edit(signed(payload(), alice.private_key), edit)
+
+
+def _no_payload_type(alice: PartnerClient) -> bytes:
+    return envelope_edit(signed(payload(), alice.private_key), lambda d: d.pop("payloadType"))
+
+
+def _unregistered_key(alice: PartnerClient) -> bytes:
+    return signed(payload(), key_generate())
+
+
+def _another_partners_key(alice: PartnerClient) -> bytes:
+    return signed(payload(), partner_client("mallory").private_key)
+
+
+def _revoked_signing_key(alice: PartnerClient) -> bytes:
+    services.signing_key_revoke(signing_key=alice.signing_key, actor=ADMIN, reason="lost")
+    return signed(payload(), alice.private_key)
+
+
+def _tampered_payload(alice: PartnerClient) -> bytes:
+    original = payload()
+    envelope = signed(original, alice.private_key)
+    original["entries"][0]["value"] = pdq()
+    return envelope_edit(envelope, lambda d: d.update(payload=_b64(json.dumps(original).encode())))
+
+
+def _tampered_payload_type(alice: PartnerClient) -> bytes:
+    envelope = signed(payload(), alice.private_key)
+    return envelope_edit(envelope, lambda d: d.update(payloadType=SUBMISSION_PAYLOAD_TYPE + " "))
+
+
+def _truncated_signature(alice: PartnerClient) -> bytes:
+    def edit(document: dict[str, Any]) -> None:
+        sig = base64.b64decode(document["signatures"][0]["sig"])
+        document["signatures"][0]["sig"] = _b64(sig[:-1])
+
+    return envelope_edit(signed(payload(), alice.private_key), edit)
+
+
+def _revocation_type(alice: PartnerClient) -> bytes:
+    return signed(payload(), alice.private_key, REVOCATION_PAYLOAD_TYPE)
+
+
+def _payload_not_json(alice: PartnerClient) -> bytes:
+    return signed(b"list=ncii", alice.private_key)
+
+
+def _payload_json_array(alice: PartnerClient) -> bytes:
+    return signed(b"[]", alice.private_key)
+
+
+def _payload_deeply_nested(alice: PartnerClient) -> bytes:
+    return signed(b"[" * 100_000, alice.private_key)
+
+
+def _payload_huge_number(alice: PartnerClient) -> bytes:
+    document = json.dumps(payload()).encode()
+    return signed(document[:-1] + b', "n": ' + b"1" * 5000 + b"}", alice.private_key)
+
+
+def _unknown_algorithm(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[{"algorithm": "sha1", "value": "a" * 40}]), alice.private_key)
+
+
+def _pdq_63(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[{"algorithm": "pdq", "value": "a" * 63}]), alice.private_key)
+
+
+def _pdq_65(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[{"algorithm": "pdq", "value": "a" * 65}]), alice.private_key)
+
+
+def _non_hex(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[{"algorithm": "pdq", "value": "g" * 64}]), alice.private_key)
+
+
+def _hex_prefix(alice: PartnerClient) -> bytes:
+    value = "0x" + "a" * 14
+    return signed(payload(entries=[{"algorithm": "phash", "value": value}]), alice.private_key)
+
+
+def _value_not_text(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[{"algorithm": "phash", "value": 12}]), alice.private_key)
+
+
+def _bad_second_entry(alice: PartnerClient) -> bytes:
+    entries = [{"algorithm": "pdq", "value": pdq()}, {"algorithm": "pdq", "value": "z" * 64}]
+    return signed(payload(entries=entries), alice.private_key)
+
+
+def _empty_batch(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[]), alice.private_key)
+
+
+def _entries_not_list(alice: PartnerClient) -> bytes:
+    return signed(payload(entries={"algorithm": "pdq", "value": pdq()}), alice.private_key)
+
+
+def _entry_not_object(alice: PartnerClient) -> bytes:
+    return signed(payload(entries=[pdq()]), alice.private_key)
+
+
+def _unknown_list(alice: PartnerClient) -> bytes:
+    return signed(payload("no-such-list"), alice.private_key)
+
+
+def _missing_list(alice: PartnerClient) -> bytes:
+    return signed(payload(list=_MISSING), alice.private_key)
+
+
+def _duplicate_in_batch(alice: PartnerClient) -> bytes:
+    value = pdq()
+    entries = [{"algorithm": "pdq", "value": value}, {"algorithm": "pdq", "value": value}]
+    return signed(payload(entries=entries), alice.private_key)
+
+
+def _duplicate_differing_in_case(alice: PartnerClient) -> bytes:
+    value = "ab" * 32
+    entries = [{"algorithm": "pdq", "value": value}, {"algorithm": "pdq", "value": value.upper()}]
+    return signed(payload(entries=entries), alice.private_key)
+
+
+def _missing_timestamp(alice: PartnerClient) -> bytes:
+    return signed(payload(timestamp=_MISSING), alice.private_key)
+
+
+def _naive_timestamp(alice: PartnerClient) -> bytes:
+    return signed(payload(timestamp="2026-01-01T12:00:00"), alice.private_key)
+
+
+def _not_a_timestamp(alice: PartnerClient) -> bytes:
+    return signed(payload(timestamp="yesterday"), alice.private_key)
+
+
+def _missing_nonce(alice: PartnerClient) -> bytes:
+    return signed(payload(nonce=_MISSING), alice.private_key)
+
+
+def _empty_nonce(alice: PartnerClient) -> bytes:
+    return signed(payload(nonce=""), alice.private_key)
+
+
+def _long_nonce(alice: PartnerClient) -> bytes:
+    return signed(payload(nonce="n" * 129), alice.private_key)
+
+
+def _labels(labels: Any) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        entries = [{"algorithm": "pdq", "value": pdq(), "labels": labels}]
+        return signed(payload(entries=entries), alice.private_key)
+
+    return case
+
+
+def _long_note(alice: PartnerClient) -> bytes:
+    entries = [{"algorithm": "pdq", "value": pdq(), "note": "n" * 2001}]
+    return signed(payload(entries=entries), alice.private_key)
+
+
+REFUSALS: dict[str, tuple[Case, int, str]] = {
+    "bad base64 in payload": (_bad_payload_base64, 400, "invalid-base64"),
+    "bad base64 in sig": (_bad_sig_base64, 400, "invalid-base64"),
+    "sig not text": (_sig_not_text, 400, "invalid-base64"),
+    "body not JSON": (_not_json, 400, "malformed-envelope"),
+    "body not UTF-8": (_not_utf8, 400, "malformed-envelope"),
+    "body a JSON array": (_json_array, 400, "malformed-envelope"),
+    "body nested too deep": (_deeply_nested, 400, "malformed-envelope"),
+    "body with a huge number": (_huge_number, 400, "malformed-envelope"),
+    "empty body": (_empty_body, 400, "malformed-envelope"),
+    "no signatures": (_no_signatures, 400, "malformed-envelope"),
+    "empty signatures": (_empty_signatures, 400, "malformed-envelope"),
+    "signature not an object": (_signature_not_object, 400, "malformed-envelope"),
+    "keyid not text": (_keyid_not_text, 400, "malformed-envelope"),
+    "no payloadType": (_no_payload_type, 400, "malformed-envelope"),
+    "unregistered key": (_unregistered_key, 400, "invalid-signature"),
+    "another partner's key": (_another_partners_key, 400, "invalid-signature"),
+    "revoked signing key": (_revoked_signing_key, 400, "invalid-signature"),
+    "payload changed after signing": (_tampered_payload, 400, "invalid-signature"),
+    "truncated signature": (_truncated_signature, 400, "invalid-signature"),
+    "payloadType changed after signing": (_tampered_payload_type, 400, "wrong-payload-type"),
+    "revocation payload type": (_revocation_type, 400, "wrong-payload-type"),
+    "payload not JSON": (_payload_not_json, 400, "invalid-payload"),
+    "payload a JSON array": (_payload_json_array, 400, "invalid-payload"),
+    "payload nested too deep": (_payload_deeply_nested, 400, "invalid-payload"),
+    "payload with a huge number": (_payload_huge_number, 400, "invalid-payload"),
+    "unknown algorithm": (_unknown_algorithm, 400, "unknown-algorithm"),
+    "pdq of 63 hex": (_pdq_63, 400, "invalid-hash-value"),
+    "pdq of 65 hex": (_pdq_65, 400, "invalid-hash-value"),
+    "non-hex": (_non_hex, 400, "invalid-hash-value"),
+    "0x prefix": (_hex_prefix, 400, "invalid-hash-value"),
+    "value not text": (_value_not_text, 400, "invalid-hash-value"),
+    "good entry then bad entry": (_bad_second_entry, 400, "invalid-hash-value"),
+    "empty batch": (_empty_batch, 400, "empty-batch"),
+    "entries not a list": (_entries_not_list, 400, "invalid-payload"),
+    "entry not an object": (_entry_not_object, 400, "invalid-payload"),
+    "unknown list": (_unknown_list, 404, "unknown-list"),
+    "no list named": (_missing_list, 400, "invalid-payload"),
+    "duplicate in batch": (_duplicate_in_batch, 400, "duplicate-in-batch"),
+    "duplicate differing in case": (_duplicate_differing_in_case, 400, "duplicate-in-batch"),
+    "missing timestamp": (_missing_timestamp, 400, "invalid-payload"),
+    "timestamp without zone": (_naive_timestamp, 400, "invalid-payload"),
+    "timestamp not a date": (_not_a_timestamp, 400, "invalid-payload"),
+    "missing nonce": (_missing_nonce, 400, "invalid-payload"),
+    "empty nonce": (_empty_nonce, 400, "invalid-payload"),
+    "nonce too long": (_long_nonce, 400, "invalid-payload"),
+    "label uppercase": (_labels(["NCII"]), 400, "invalid-payload"),
+    "label empty": (_labels([""]), 400, "invalid-payload"),
+    "label with a trailing newline": (_labels(["ncii\n"]), 400, "invalid-payload"),
+    "label not text": (_labels([3]), 400, "invalid-payload"),
+    "labels not a list": (_labels("ncii"), 400, "invalid-payload"),
+    "too many labels": (_labels([f"l{n}" for n in range(33)]), 400, "invalid-payload"),
+    "note too long": (_long_note, 400, "invalid-payload"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=str)
+def test_bad_submission_is_refused_and_stores_nothing(
+    alice: PartnerClient, shared_list: HashList, case: str
+) -> None:
+    build, status, slug = REFUSALS[case]
+    body = build(alice)
+    before = snapshot()
+
+    response = alice.post("/api/v1/submissions", body)
+
+    assert response.status_code == status, response.content
+    assert problem(response) == slug
+    assert snapshot() == before
+    refusal = AccessEvent.objects.order_by("-id").first()
+    assert refusal is not None
+    assert (refusal.action, refusal.status, refusal.partner) == (
+        "submission.create",
+        status,
+        alice.partner,
+    )
+    assert refusal.detail["problem"] == slug
+
+
+def test_refusal_names_the_first_problem_with_a_pointer(alice, shared_list) -> None:
+    response = alice.post("/api/v1/submissions", _bad_second_entry(alice))
+
+    body = json.loads(response.content)
+    assert body["pointer"] == "/entries/1/value"
+    assert body["status"] == 400
+    assert body["title"]
+    assert body["detail"]
+
+
+def test_batch_over_the_limit_is_too_large(alice, shared_list, settings) -> None:
+    settings.SUBMISSION_MAX_ENTRIES = 3
+    entries = [{"algorithm": "pdq", "value": pdq()} for _ in range(4)]
+    before = snapshot()
+
+    response = alice.submit("ncii", entries)
+
+    assert response.status_code == 413
+    assert problem(response) == "batch-too-large"
+    assert json.loads(response.content)["limit"] == 3
+    assert snapshot() == before
+    assert alice.submit("ncii", entries[:3]).status_code == 201
+
+
+def test_body_over_the_size_limit_is_too_large(alice, shared_list, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    before = snapshot()
+
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq()} for _ in range(20)])
+
+    assert response.status_code == 413
+    assert problem(response) == "request-too-large"
+    assert snapshot() == before
+
+
+def test_list_the_partner_may_not_submit_to_is_refused(alice, bob) -> None:
+    HashListFactory(
+        name="curated",
+        owner=bob.partner,
+        visibility=HashList.Visibility.ALL,
+        contributors=HashList.Contributors.OWNER,
+    )
+    before = snapshot()
+
+    response = alice.submit("curated", [{"algorithm": "pdq", "value": pdq()}])
+
+    assert response.status_code == 403
+    assert problem(response) == "list-not-writable"
+    assert snapshot() == before
+
+
+def test_hash_already_held_in_the_list_is_a_conflict(alice, shared_list) -> None:
+    held = pdq()
+    first = alice.submit("ncii", [{"algorithm": "pdq", "value": held}])
+    held_id = json.loads(first.content)["entries"][0]["id"]
+    before = snapshot()
+
+    response = alice.submit(
+        "ncii",
+        [{"algorithm": "pdq", "value": pdq()}, {"algorithm": "pdq", "value": held.upper()}],
+    )
+
+    assert response.status_code == 409
+    assert problem(response) == "entry-exists"
+    body = json.loads(response.content)
+    assert body["entry"] == held_id
+    assert body["pointer"] == "/entries/1"
+    assert snapshot() == before
+
+
+def test_same_hash_under_another_algorithm_is_not_a_conflict(alice, shared_list) -> None:
+    value = pdq()[:32]
+    alice.submit("ncii", [{"algorithm": "md5", "value": value}])
+
+    response = alice.submit("ncii", [{"algorithm": "phash", "value": value[:16]}])
+
+    assert response.status_code == 201, response.content
+
+
+def test_another_partners_envelope_is_refused(alice, bob, shared_list) -> None:
+    envelope = alice.submission("ncii", [{"algorithm": "pdq", "value": pdq()}])
+    before = snapshot()
+
+    response = bob.post("/api/v1/submissions", envelope)
+
+    assert response.status_code == 400
+    assert problem(response) == "invalid-signature"
+    assert snapshot() == before
+
+
+# Accepted ----------------------------------------------------------------------------------
+
+
+def _entry(client: PartnerClient, entry_id: int) -> dict[str, Any]:
+    response = client.get(f"/api/v1/entries/{entry_id}")
+    assert response.status_code == 200, response.content
+    return json.loads(response.content)
+
+
+def test_uppercase_hex_is_stored_lowercase(alice, shared_list) -> None:
+    value = pdq().upper()
+
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": value}])
+
+    assert response.status_code == 201, response.content
+    (created,) = json.loads(response.content)["entries"]
+    assert created["value"] == value.lower()
+    assert _entry(alice, created["id"])["value"] == value.lower()
+    assert Entry.objects.get().value == value.lower()
+
+
+def test_same_envelope_twice_is_idempotent(alice, shared_list) -> None:
+    envelope = alice.submission("ncii", [{"algorithm": "pdq", "value": pdq()} for _ in range(3)])
+    first = alice.post("/api/v1/submissions", envelope)
+    assert first.status_code == 201, first.content
+    after_first = snapshot()
+
+    second = alice.post("/api/v1/submissions", envelope)
+
+    assert second.status_code == 200
+    assert second.content == first.content
+    assert snapshot() == after_first
+    replay = AccessEvent.objects.order_by("-id").first()
+    assert replay is not None
+    assert replay.detail.get("replayed") is True
+
+
+def test_two_partners_may_hold_the_same_hash_in_one_list(alice, bob, shared_list) -> None:
+    value = pdq()
+
+    first = alice.submit("ncii", [{"algorithm": "pdq", "value": value}])
+    second = bob.submit("ncii", [{"algorithm": "pdq", "value": value}])
+
+    assert first.status_code == 201, first.content
+    assert second.status_code == 201, second.content
+    holders = set(Entry.objects.filter(value=value).values_list("partner__name", flat=True))
+    assert holders == {"alice", "bob"}
+
+
+def test_envelope_from_an_independent_dsse_implementation_is_accepted(alice, shared_list) -> None:
+    value = pdq()
+    document = payload(entries=[{"algorithm": "pdq", "value": value, "labels": ["ncii"]}])
+    envelope = SslibEnvelope(json.dumps(document).encode(), SUBMISSION_PAYLOAD_TYPE, {})
+    signature = envelope.sign(CryptoSigner(alice.private_key))
+    assert signature.keyid != alice.signing_key.key_id
+    body = json.dumps(envelope.to_dict()).encode()
+
+    response = alice.post("/api/v1/submissions", body)
+
+    assert response.status_code == 201, response.content
+    (created,) = json.loads(response.content)["entries"]
+    entry = _entry(alice, created["id"])
+    assert (entry["value"], entry["signing_key"]) == (value, alice.signing_key.key_id)
+    # The server keeps the bytes it received, so anybody can verify them again.
+    stored = alice.get(f"/api/v1/submissions/{entry['submission']}/envelope")
+    assert stored.content == body
+    again = SslibEnvelope.from_dict(json.loads(stored.content))
+    assert again.payload == envelope.payload
+
+
+def test_envelope_signed_by_another_of_the_partners_keys_is_accepted(alice, shared_list) -> None:
+    second_key = key_generate()
+    second = services.signing_key_register(
+        partner=alice.partner, public_key=public_key_pem(second_key.public_key()), actor=ADMIN
+    )
+    envelope = signed(payload(), second_key)
+
+    response = alice.post("/api/v1/submissions", envelope)
+
+    assert response.status_code == 201, response.content
+    (created,) = json.loads(response.content)["entries"]
+    assert _entry(alice, created["id"])["signing_key"] == second.key_id
+
+
+@pytest.mark.parametrize(
+    "hint",
+    ["other key of the partner", "unknown key", "absent", "empty"],
+)
+def test_keyid_hint_does_not_decide_verification(alice, shared_list, hint: str) -> None:
+    other = services.signing_key_register(
+        partner=alice.partner,
+        public_key=public_key_pem(key_generate().public_key()),
+        actor=ADMIN,
+    )
+    envelope = signed(payload(), alice.private_key)
+
+    def edit(document: dict[str, Any]) -> None:
+        signature = document["signatures"][0]
+        if hint == "other key of the partner":
+            signature["keyid"] = other.key_id
+        elif hint == "unknown key":
+            signature["keyid"] = key_id(key_generate().public_key())
+        elif hint == "absent":
+            del signature["keyid"]
+        else:
+            signature["keyid"] = ""
+
+    response = alice.post("/api/v1/submissions", envelope_edit(envelope, edit))
+
+    assert response.status_code == 201, response.content
+    (created,) = json.loads(response.content)["entries"]
+    assert _entry(alice, created["id"])["signing_key"] == alice.signing_key.key_id
+
+
+def test_one_valid_signature_among_unknown_ones_is_enough(alice, shared_list) -> None:
+    document = json.dumps(payload()).encode()
+    stranger = key_generate()
+    signatures = [
+        {
+            "keyid": key_id(stranger.public_key()),
+            "sig": _b64(stranger.sign(pae(SUBMISSION_PAYLOAD_TYPE, document))),
+        },
+        {"sig": _b64(alice.private_key.sign(pae(SUBMISSION_PAYLOAD_TYPE, document)))},
+    ]
+    body = json.dumps(
+        {
+            "payloadType": SUBMISSION_PAYLOAD_TYPE,
+            "payload": _b64(document),
+            "signatures": signatures,
+        }
+    ).encode()
+
+    response = alice.post("/api/v1/submissions", body)
+
+    assert response.status_code == 201, response.content
+
+
+def test_url_safe_unpadded_base64_is_accepted(alice, shared_list) -> None:
+    # A note chosen so that standard base64 of the payload needs '+' and '/'.
+    entries = [{"algorithm": "pdq", "value": pdq(), "note": "???~~~>>>"}]
+    document = json.dumps(payload(entries=entries)).encode()
+    signature = alice.private_key.sign(pae(SUBMISSION_PAYLOAD_TYPE, document))
+
+    def url_safe(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    assert {"-", "_"} & set(url_safe(document))
+    body = json.dumps(
+        {
+            "payloadType": SUBMISSION_PAYLOAD_TYPE,
+            "payload": url_safe(document),
+            "signatures": [{"keyid": alice.signing_key.key_id, "sig": url_safe(signature)}],
+        }
+    ).encode()
+
+    response = alice.post("/api/v1/submissions", body)
+
+    assert response.status_code == 201, response.content
+    (created,) = json.loads(response.content)["entries"]
+    assert _entry(alice, created["id"])["note"] == "???~~~>>>"
