@@ -74,6 +74,10 @@ if QUICK_START:
     DATABASES = {"default": env.db_url_config(f"sqlite:///{BASE_DIR / '.data' / 'db.sqlite3'}")}
 else:
     DATABASES = {"default": env.db("DATABASE_URL")}
+    # Keep connections between requests (Django's default opens one per request, which
+    # costs more than a whole feed page), checked before reuse.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="" if QUICK_START else "redis://127.0.0.1:6379/0")
@@ -146,3 +150,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# Matching. PDQ hashes of quality below this floor (flat or tiny images) match unreliably;
+# such entries and queries are flagged in match results.
+PDQ_QUALITY_FLOOR = env.int("PDQ_QUALITY_FLOOR", default=50)
+MATCH_MAX_HASHES = env.int("MATCH_MAX_HASHES", default=1000)
+# Images sent for server-side hashing are held in memory only, within these caps.
+IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)
+FILE_UPLOAD_HANDLERS = ["hashes.uploads.InMemoryImageUploadHandler"]
+DATA_UPLOAD_MAX_NUMBER_FILES = 1

@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 
 from audit.actors import Actor
 from audit.services import EventDraft, access_event_record, log_append
+from consortium.bulk import rows_insert
 from consortium.errors import EntryExists
 from consortium_client import leaves
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE
@@ -95,6 +96,8 @@ def _store(
                     "key": signing_key.key_id,
                     "envelope": digest,
                     "submission": submission.pk,
+                    # Only PDQ entries may carry a quality; other leaves stay as they were.
+                    **({"quality": draft.quality} if draft.quality is not None else {}),
                 },
                 hash_list_id=hash_list.pk,
                 partner_id=partner.pk,
@@ -103,22 +106,35 @@ def _store(
         ]
     )
     # The leaf names the entry by its log index, which is also the entry's id.
-    Entry.objects.bulk_create(
+    rows_insert(
+        Entry,
+        (
+            "id",
+            "hash_list_id",
+            "algorithm",
+            "value",
+            "labels",
+            "note",
+            "quality",
+            "partner_id",
+            "submission_id",
+            "created_at",
+        ),
         [
-            Entry(
-                id=event.index,
-                hash_list=hash_list,
-                algorithm=draft.algorithm,
-                value=draft.value,
-                labels=draft.labels,
-                note=draft.note,
-                partner=partner,
-                submission=submission,
-                created_at=event.time,
+            (
+                event.index,
+                hash_list.pk,
+                draft.algorithm,
+                draft.value,
+                draft.labels,
+                draft.note,
+                draft.quality,
+                partner.pk,
+                submission.pk,
+                event.time,
             )
             for draft, event in zip(drafts, events, strict=True)
         ],
-        batch_size=2000,
     )
     access_event_record(
         actor=actor,
