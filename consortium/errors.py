@@ -60,8 +60,17 @@ UnknownList = _error("unknown-list", "No such list is visible to this partner", 
 ListNotWritable = _error("list-not-writable", "This partner may not submit to the list", 403)
 EntryExists = _error("entry-exists", "This partner already has the hash active in the list", 409)
 UnknownEntry = _error("unknown-entry", "No such entry is visible to this partner", 404)
+UnknownSubmission = _error(
+    "unknown-submission", "No such submission is visible to this partner", 404
+)
 NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
 EntryAlreadyRevoked = _error("entry-already-revoked", "The entry is already revoked", 409)
+ImageMissing = _error("image-missing", "No image was sent", 400)
+ImageTooLarge = _error("image-too-large", "The image is too large", 413)
+NotAnImage = _error("not-an-image", "The upload is not an accepted image format", 415)
+ImageTooManyPixels = _error("image-too-many-pixels", "The image has too many pixels", 422)
+ImageTruncated = _error("image-truncated", "The image is truncated", 422)
+ImageCorrupt = _error("image-corrupt", "The image cannot be decoded", 422)
 NotFound = _error("not-found", "Not found", 404)
 MethodNotAllowed = _error("method-not-allowed", "Method not allowed", 405)
 UnsupportedMediaType = _error("unsupported-media-type", "Unsupported media type", 415)

@@ -12,6 +12,7 @@ from consortium.errors import (
     problem_body,
 )
 from consortium.health import healthz
+from hashes import image_views
 from hashes import views as hashes_views
 from partners import views as partners_views
 
@@ -27,6 +28,8 @@ api_v1 = [
     path("entries/<int:entry_id>", hashes_views.EntryDetailView.as_view(), name="entry"),
     path("revocations", hashes_views.RevocationsView.as_view(), name="revocations"),
     path("feed", hashes_views.FeedView.as_view(), name="feed"),
+    path("match", image_views.MatchView.as_view(), name="match"),
+    path("hashes", image_views.ImageHashesView.as_view(), name="image-hashes"),
     path("audit/events", audit_views.AccessEventsView.as_view(), name="audit-events"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

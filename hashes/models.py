@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from consortium_client.hashvalues import ALGORITHMS
 from partners.models import ApiKey, Partner, SharingGroup, SigningKey
 
 
@@ -31,6 +33,11 @@ class HashList(models.Model):
     contributors = models.CharField(
         max_length=8, choices=Contributors.choices, default=Contributors.MEMBERS
     )
+    match_distances = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Hamming radius per algorithm, overriding the defaults, e.g. {"pdq": 24}.',
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -44,6 +51,32 @@ class HashList(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def match_distance(self, algorithm: str) -> int:
+        """The radius this list matches `algorithm` within: its override, or the default."""
+        distance = self.match_distances.get(algorithm)
+        return ALGORITHMS[algorithm].default_distance if distance is None else int(distance)
+
+    def clean(self) -> None:
+        try:
+            match_distances_clean(self.match_distances)
+        except ValueError as exc:
+            raise ValidationError({"match_distances": str(exc)}) from exc
+
+
+def match_distances_clean(distances: object) -> dict[str, int]:
+    """Validate per-algorithm radii: known algorithms, 0 up to the hash width; exact hashes 0."""
+    if not isinstance(distances, dict):
+        raise ValueError("match distances must be an object of algorithm: radius")
+    for algorithm, distance in distances.items():
+        spec = ALGORITHMS.get(algorithm)
+        if spec is None:
+            raise ValueError(f"unknown algorithm {algorithm!r}")
+        limit = spec.bits if spec.perceptual else 0
+        is_integer = isinstance(distance, int) and not isinstance(distance, bool)
+        if not is_integer or not 0 <= distance <= limit:
+            raise ValueError(f"{algorithm} radius must be an integer from 0 to {limit}")
+    return distances
 
 
 class Submission(models.Model):
@@ -132,6 +165,9 @@ class Entry(models.Model):
     value = models.CharField(max_length=64)
     labels = models.JSONField(default=list)
     note = models.TextField(blank=True)
+    quality = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="PDQ quality 0-100 reported by the submitter."
+    )
     partner = models.ForeignKey(
         Partner, on_delete=models.PROTECT, related_name="entries", db_index=False
     )

@@ -20,7 +20,8 @@ from consortium.errors import (
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
 
-LABEL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+# Used with fullmatch: `$` would also accept a label ending in a newline.
+LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 MAX_LABELS = 32
 MAX_NOTE = 2000
 MAX_REASON = 1000
@@ -33,6 +34,7 @@ class EntryDraft:
     value: str
     labels: list[str]
     note: str
+    quality: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,12 @@ def _batch_size(items: Any, pointer: str) -> list[Any]:
     return items
 
 
-def _entry(item: Any, pointer: str) -> EntryDraft:
+def hash_item_parse(item: Any, pointer: str) -> tuple[str, str]:
+    """The (algorithm, normalised value) of an object such as an entry or a match query."""
     if not isinstance(item, dict):
         raise InvalidPayload("an entry must be an object", pointer=pointer)
     algorithm = item.get("algorithm")
-    if algorithm not in ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise UnknownAlgorithm(
             f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}",
             pointer=f"{pointer}/algorithm",
@@ -94,13 +97,18 @@ def _entry(item: Any, pointer: str) -> EntryDraft:
         value = hash_value_parse(algorithm, item.get("value"))
     except HashValueError as exc:
         raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
+    return algorithm, value
+
+
+def _entry(item: Any, pointer: str) -> EntryDraft:
+    algorithm, value = hash_item_parse(item, pointer)
     labels = item.get("labels", [])
     if not isinstance(labels, list) or len(labels) > MAX_LABELS:
         raise InvalidPayload(
             f"labels must be a list of at most {MAX_LABELS}", pointer=f"{pointer}/labels"
         )
     for position, label in enumerate(labels):
-        if not isinstance(label, str) or not LABEL_PATTERN.match(label):
+        if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
             raise InvalidPayload(
                 "a label is 1-64 characters of a-z, 0-9, '_', '.', ':', '-'",
                 pointer=f"{pointer}/labels/{position}",
@@ -110,7 +118,17 @@ def _entry(item: Any, pointer: str) -> EntryDraft:
         raise InvalidPayload(
             f"note must be text of at most {MAX_NOTE} characters", pointer=f"{pointer}/note"
         )
-    return EntryDraft(algorithm, value, sorted(set(labels)), note)
+    quality = item.get("quality")
+    if quality is not None and (
+        algorithm != "pdq"
+        or not isinstance(quality, int)
+        or isinstance(quality, bool)
+        or not 0 <= quality <= 100
+    ):
+        raise InvalidPayload(
+            "quality is PDQ's 0-100 score, for pdq entries only", pointer=f"{pointer}/quality"
+        )
+    return EntryDraft(algorithm, value, sorted(set(labels)), note, quality)
 
 
 def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:

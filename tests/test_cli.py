@@ -36,8 +36,20 @@ def test_cli_submits_syncs_and_revokes(partner_setup, tmp_path: Path, capsys) ->
     hashes = tmp_path / "hashes.txt"
     values = [pdq(), pdq()]
     hashes.write_text("# two hashes\n" + "".join(f"pdq {v.upper()}\n" for v in values))
-    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
-                "--list", "cli-list", "--labels", "ncii", str(hashes)) == 0
+    assert (
+        _run(
+            partner_setup,
+            "submit",
+            "--key",
+            partner_setup["private"],
+            "--list",
+            "cli-list",
+            "--labels",
+            "ncii",
+            str(hashes),
+        )
+        == 0
+    )
     created = json.loads(capsys.readouterr().out)
     assert [e["value"] for e in created["entries"]] == values
 
@@ -47,8 +59,18 @@ def test_cli_submits_syncs_and_revokes(partner_setup, tmp_path: Path, capsys) ->
     assert [e["value"] for e in events if e["type"] == "entry_added"] == values
 
     first = created["entries"][0]["id"]
-    assert _run(partner_setup, "revoke", "--key", partner_setup["private"],
-                "--reason", "mistake", str(first)) == 0
+    assert (
+        _run(
+            partner_setup,
+            "revoke",
+            "--key",
+            partner_setup["private"],
+            "--reason",
+            "mistake",
+            str(first),
+        )
+        == 0
+    )
     capsys.readouterr()
     assert Entry.objects.get(pk=first).status == Entry.Status.REVOKED
 
@@ -60,8 +82,10 @@ def test_cli_submits_syncs_and_revokes(partner_setup, tmp_path: Path, capsys) ->
 def test_cli_sign_then_submit_an_envelope(partner_setup, tmp_path: Path, capsys) -> None:
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(f"md5:{'a' * 32}\n")
-    assert cli.main(["sign", "--key", partner_setup["private"], "--list", "cli-list",
-                     str(hashes)]) == 0
+    assert (
+        cli.main(["sign", "--key", partner_setup["private"], "--list", "cli-list", str(hashes)])
+        == 0
+    )
     envelope = tmp_path / "envelope.json"
     envelope.write_text(capsys.readouterr().out)
     assert _run(partner_setup, "submit", "--envelope", str(envelope)) == 0
@@ -81,8 +105,18 @@ def test_cli_refuses_bad_hash_files_in_one_line(
 ) -> None:
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(content)
-    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
-                "--list", "cli-list", str(hashes)) == 1
+    assert (
+        _run(
+            partner_setup,
+            "submit",
+            "--key",
+            partner_setup["private"],
+            "--list",
+            "cli-list",
+            str(hashes),
+        )
+        == 1
+    )
     error = capsys.readouterr().err
     assert message in error
     assert error.count("\n") == 1
@@ -91,16 +125,25 @@ def test_cli_refuses_bad_hash_files_in_one_line(
 def test_cli_reports_a_server_refusal_in_one_line(partner_setup, tmp_path: Path, capsys) -> None:
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(f"pdq {pdq()}\n")
-    assert _run(partner_setup, "submit", "--key", partner_setup["private"],
-                "--list", "no-such-list", str(hashes)) == 1
+    assert (
+        _run(
+            partner_setup,
+            "submit",
+            "--key",
+            partner_setup["private"],
+            "--list",
+            "no-such-list",
+            str(hashes),
+        )
+        == 1
+    )
     error = capsys.readouterr().err
     assert "unknown-list" in error
     assert error.count("\n") == 1
 
 
 def test_cli_reports_a_wrong_api_key(partner_setup, capsys) -> None:
-    assert cli.main(["--url", partner_setup["url"], "--api-key", "csk_000000000000_x",
-                     "feed"]) == 1
+    assert cli.main(["--url", partner_setup["url"], "--api-key", "csk_000000000000_x", "feed"]) == 1
     assert "invalid-api-key" in capsys.readouterr().err
 
 
@@ -108,3 +151,44 @@ def test_cli_keygen_refuses_to_overwrite_a_private_key(partner_setup, capsys) ->
     out = partner_setup["private"].removesuffix(".pem")
     assert cli.main(["keygen", "--out", out]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from consortium_client.imaging import image_file_hashes
+    from tests.test_matching import picture
+
+    original, other = tmp_path / "original.png", tmp_path / "other.png"
+    picture(seed=11).save(original)
+    picture(seed=12).save(other)
+    resized = tmp_path / "resized.jpg"
+    Image.open(original).resize((128, 128)).save(resized, quality=40)
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(f"pdq {image_file_hashes(original).values['pdq']}\n")
+    assert (
+        _run(
+            partner_setup,
+            "submit",
+            "--key",
+            partner_setup["private"],
+            "--list",
+            "cli-list",
+            str(hashes),
+        )
+        == 0
+    )
+    capsys.readouterr()
+    mirror = tmp_path / "mirror.jsonl"
+    assert _run(partner_setup, "feed") == 0
+    mirror.write_text(capsys.readouterr().out)
+
+    assert cli.main(["match", "--mirror", str(mirror), str(resized)]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [f["algorithm"] for f in found] == ["pdq"]
+    assert cli.main(["match", "--mirror", str(mirror), str(other)]) == 0
+    assert capsys.readouterr().out == ""
+    assert cli.main(["match", "--mirror", str(mirror), str(hashes)]) == 1
+    error = capsys.readouterr().err
+    assert "not an image in an accepted format" in error
+    assert error.count("\n") == 1

@@ -100,6 +100,7 @@ def test_a_late_committing_writer_blocks_later_indexes_until_it_commits() -> Non
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_writer_leaves_no_gap() -> None:
     draft = EventDraft(leaves.PARTNER_SUSPENDED, {"partner": "x", "by": "test", "reason": ""})
+
     def failing_work() -> None:
         with transaction.atomic():
             log_append(drafts=[draft, draft])

@@ -66,7 +66,7 @@ class ConsortiumApi:
         return json.loads(raw)
 
     def feed(
-        self, after: str | None = None, limit: int = 1000
+        self, after: str | None = None, limit: int = 10_000
     ) -> Iterator[tuple[dict[str, Any], str]]:
         """Yield (event, cursor after it) from `after` until the server has no more."""
         while True:

@@ -15,7 +15,7 @@ from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
 from hashes.envelopes import envelope_open
 from hashes.models import Entry, Revocation
 from hashes.payloads import revocation_payload_parse
-from hashes.selectors import entries_visible
+from hashes.selectors import entries_revocable
 
 ACTION = "revocation.create"
 
@@ -79,7 +79,7 @@ def _entries_lock(*, actor: Actor, entry_ids: list[int]) -> list[Entry]:
     """Lock the entries (in id order, so concurrent revocations cannot deadlock) and check
     that the actor may revoke each one, in the order they were named."""
     source = (
-        Entry.objects.all() if actor.partner is None else entries_visible(partner=actor.partner)
+        Entry.objects.all() if actor.partner is None else entries_revocable(partner=actor.partner)
     )
     found = {
         entry.pk: entry

@@ -1,0 +1,145 @@
+"""Match API overhead at 1M entries, as a ratio to the index alone, measured in one run.
+
+The log is filled with ``--entries`` random PDQ entries through the submission service (the
+helpers of ``ingest_feed.py``). Queries come in batches of 100: half are stored values with
+0 to 31 bits flipped (so each has at least one match), half are random (no match). Each batch
+is timed twice: through ``POST /api/v1/match`` with ``django.test.Client`` (in-process WSGI
+through the full middleware and DRF stack: authentication, index refresh from the log,
+candidate check against the database, rendering, the access event; no network), and against
+the process's index alone (``match_indexes.search`` at radius 31). Both must find the same
+number of matches. Also printed: the index's load time and memory against the raw hash bytes.
+
+Usage::
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium SECRET_KEY=x \\
+    ALLOWED_HOSTS=testserver .venv/bin/python bench/match_api.py [--entries 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest_feed import (
+    bench_database,
+    database_reset,
+    django_start,
+    feed_fill,
+    partners_create,
+)
+
+BATCH = 100
+RADIUS = 31
+
+
+def planted_queries(stored: list[str], batches: int, rng: np.random.Generator) -> list[list[str]]:
+    queries = []
+    for _ in range(batches):
+        batch = []
+        for value in rng.choice(stored, BATCH // 2, replace=False):
+            number = int(value, 16)
+            for bit in rng.choice(256, int(rng.integers(0, RADIUS + 1)), replace=False):
+                number ^= 1 << int(bit)
+            batch.append(f"{number:064x}")
+        batch += [f"{int.from_bytes(rng.bytes(32), 'big'):064x}" for _ in range(BATCH // 2)]
+        queries.append(batch)
+    return queries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+    if "DATABASE_URL" not in os.environ:
+        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
+    db = bench_database(os.environ["DATABASE_URL"])
+    database_reset(db)
+    django_start(db)
+
+    from django.db import connection
+    from django.test import Client
+
+    from audit.actors import Actor
+    from hashes.match_index import match_indexes
+    from hashes.models import Entry
+    from partners import services
+    from partners.models import Partner
+
+    setup = partners_create()
+    start = time.perf_counter()
+    feed_fill(setup, args.entries)
+    print(
+        f"database {db.name}: {args.entries:,} PDQ entries in {time.perf_counter() - start:.0f} s"
+    )
+    with connection.cursor() as cursor:  # statistics, as a live database has them
+        cursor.execute("ANALYZE audit_logevent, hashes_entry, hashes_submission")
+    reader = Partner.objects.get(name="bench-reader")
+    _, key = services.apikey_create(partner=reader, scopes=["match"], actor=Actor.command("bench"))
+
+    start = time.perf_counter()
+    match_indexes.refresh()
+    loaded = time.perf_counter() - start
+    memory = match_indexes.memory_bytes()["pdq"]
+    raw = args.entries * 32
+    print(
+        f"index: loaded {args.entries:,} entries from the database in {loaded:.1f} s; "
+        f"{memory / 2**20:.0f} MiB for {raw / 2**20:.0f} MiB of raw hashes "
+        f"({memory / raw:.2f}x, tables included)"
+    )
+
+    rng = np.random.default_rng(1)
+    stored = list(Entry.objects.order_by("?").values_list("value", flat=True)[:20_000])
+    queries = planted_queries(stored, args.batches, rng)
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    api_times, index_times, api_found, index_found = [], [], 0, 0
+    for batch in [queries[0], *queries]:  # the first batch warms both paths up, untimed
+        body = json.dumps({"hashes": [{"algorithm": "pdq", "value": v} for v in batch]})
+        began = time.perf_counter()
+        response = client.post("/api/v1/match", body, content_type="application/json", **headers)
+        results = json.loads(response.content)["results"]
+        api_times.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        hits = match_indexes.search("pdq", batch, RADIUS)
+        index_times.append(time.perf_counter() - began)
+        api_found += sum(len(result["matches"]) for result in results)
+        index_found += sum(len(found) for found in hits)
+    api_times, index_times = api_times[1:], index_times[1:]
+    hashes = args.batches * BATCH
+    api_rate, index_rate = hashes / sum(api_times), hashes / sum(index_times)
+    print(f"\nmatch, {args.batches} batches of {BATCH} PDQ hashes at radius {RADIUS}:")
+    print(
+        f"  index alone : {index_rate:10,.0f} hashes/s, median batch "
+        f"{statistics.median(index_times) * 1e3:6.1f} ms"
+    )
+    print(
+        f"  HTTP API    : {api_rate:10,.0f} hashes/s, median batch "
+        f"{statistics.median(api_times) * 1e3:6.1f} ms"
+    )
+    print(
+        f"  API / index : {api_rate / index_rate:.2f}x throughput "
+        f"(API overhead {sum(api_times) / sum(index_times):.1f}x the index's time)"
+    )
+    print(
+        f"  matches found: API {api_found:,}, index {index_found:,} "
+        f"({'same' if api_found == index_found else 'DIFFERENT'})"
+    )
+    if not args.keep:
+        from django.db import connections
+
+        connections.close_all()
+        database_reset(db, create=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Hashing images locally, in memory, with limits fit for untrusted uploads.
+
+A partner hashes its images on its own machine; the server hashes an image sent to the match API
+with the same code, so both sides compute the same values. Either way the image is decoded once,
+hashed and dropped: nothing is written to disk.
+
+Limits, checked in this order so that the cheap checks run before any decoding:
+1. the byte size (`max_bytes`) before Pillow sees the data;
+2. the format, from the file's header, against `formats` (the common raster formats only, so
+   that Pillow never hands a file to a risky decoder such as Ghostscript for EPS);
+3. the declared pixel count (`max_pixels`) before the pixels are decoded, so a small file that
+   declares a huge canvas (a decompression bomb) costs nothing. Pillow's own bomb check is made to
+   fail closed as well;
+4. decoding itself: a truncated or corrupt file is refused, never hashed half-decoded.
+Every refusal is an `ImageRejected` with a stable `reason` slug.
+
+Values follow `hashvalues`: lowercase hex, `pdq` 64 characters (the reference bit order: the
+first hex digit holds bits 255..252), the 64-bit ImageHash values 16 characters. Pixels are
+hashed as stored; EXIF orientation is not applied, matching the reference PDQ tools, and the
+optional dihedral PDQ hashes cover rotated and mirrored copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+import numpy.typing as npt
+import pdqhash
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+# The order pdqhash.compute_dihedral returns its hashes in, named after the Pillow
+# `Image.Transpose` operation whose output hashes to that value (ROTATE_90 is anticlockwise).
+DIHEDRAL_TRANSFORMS: tuple[str, ...] = (
+    "original",
+    "rotate-90",
+    "rotate-180",
+    "rotate-270",
+    "flip-top-bottom",
+    "flip-left-right",
+    "transpose",
+    "transverse",
+)
+
+
+class ImageRejected(ValueError):
+    """An image that is not hashed, with a stable `reason` slug and a human message.
+
+    Reasons: `too-large` (bytes), `too-many-pixels` (declared canvas, including decompression
+    bombs), `not-an-image` (unrecognised or not an accepted format, e.g. SVG or random bytes),
+    `truncated`, `corrupt` (any other decoding failure).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ImageRejected], tuple[str, str]]:
+        # Exceptions pickle their args, which hold only the message; keep the reason too.
+        return type(self), (self.reason, self.message)
+
+
+@dataclass(frozen=True)
+class ImageHashes:
+    """The hashes of one image, by algorithm name, plus what is needed to judge them.
+
+    `pdq_quality` is PDQ's 0-100 quality; hashes of images below ~50 match poorly (flat images).
+    `pdq_dihedral` lists the PDQ hashes of the eight `DIHEDRAL_TRANSFORMS`, when asked for.
+    """
+
+    values: dict[str, str]
+    pdq_quality: int
+    pdq_dihedral: list[str] | None
+    format: str
+    width: int
+    height: int
+
+
+def image_hashes(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dihedral: bool = False,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> ImageHashes:
+    """Hash the image in `data` with every image algorithm, or raise `ImageRejected`."""
+    if len(data) > max_bytes:
+        raise ImageRejected("too-large", f"image is {len(data)} bytes; the limit is {max_bytes}")
+    image = _decode(data, max_pixels=max_pixels, formats=formats)
+    try:
+        return _hashes(data, image, dihedral=dihedral)
+    finally:
+        image.close()
+
+
+def image_file_hashes(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dihedral: bool = False,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> ImageHashes:
+    """`image_hashes` of a file, reading at most `max_bytes + 1` bytes of it."""
+    with open(path, "rb") as file:
+        data = file.read(max_bytes + 1)
+    return image_hashes(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, dihedral=dihedral, formats=formats
+    )
+
+
+def _decode(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> Image.Image:
+    # The explicit pixel check below is the defence; the warning filter only makes Pillow's own
+    # bomb check (at its global MAX_IMAGE_PIXELS) raise instead of warn if ours is ever looser.
+    # The filter is process-wide before Python 3.14, so it must not be what the safety rests on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=list(formats))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise _bomb_error() from error
+        except UnidentifiedImageError as error:
+            accepted = ", ".join(formats)
+            raise ImageRejected(
+                "not-an-image", f"not an image in an accepted format ({accepted})"
+            ) from error
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise _decode_error(error) from error
+        width, height = image.size
+        if width * height > max_pixels:
+            image.close()
+            raise ImageRejected(
+                "too-many-pixels",
+                f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+            )
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            image.close()
+            raise _bomb_error() from error
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+            image.close()
+            raise _decode_error(error) from error
+    return image
+
+
+def _bomb_error() -> ImageRejected:
+    return ImageRejected("too-many-pixels", "image declares more pixels than can be decoded safely")
+
+
+def _decode_error(error: BaseException) -> ImageRejected:
+    # Pillow signals truncation only in its messages ("image file is truncated",
+    # "Truncated File Read"); everything else is a corrupt file.
+    if "truncated" in str(error).lower():
+        return ImageRejected("truncated", "image data ends before the image does")
+    return ImageRejected("corrupt", f"image cannot be decoded: {error}")
+
+
+def _hashes(data: bytes, image: Image.Image, *, dihedral: bool) -> ImageHashes:
+    try:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise _decode_error(error) from error
+    pixels = np.asarray(rgb)
+    dihedral_hexes: list[str] | None = None
+    if dihedral:
+        vectors, quality = pdqhash.compute_dihedral(pixels)
+        dihedral_hexes = [_bits_hex(vector) for vector in vectors]
+        pdq = dihedral_hexes[0]
+    else:
+        vector, quality = pdqhash.compute(pixels)
+        pdq = _bits_hex(vector)
+    # ImageHash converts to grayscale itself; doing it once here gives the same values faster.
+    gray = rgb.convert("L")
+    values = {
+        "pdq": pdq,
+        "phash": str(imagehash.phash(gray)),
+        "dhash": str(imagehash.dhash(gray)),
+        "ahash": str(imagehash.average_hash(gray)),
+        "whash": str(imagehash.whash(gray)),
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return ImageHashes(
+        values=values,
+        pdq_quality=int(quality),
+        pdq_dihedral=dihedral_hexes,
+        format=str(image.format),
+        width=image.width,
+        height=image.height,
+    )
+
+
+def _bits_hex(vector: npt.NDArray[np.integer]) -> str:
+    """pdqhash's 256 bits (most significant first) as 64 lowercase hex characters."""
+    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes().hex()

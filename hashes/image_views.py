@@ -1,0 +1,238 @@
+"""Views that take an image: hashed in memory, matched or returned, and dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from consortium.api import ConsortiumView
+from consortium.errors import (
+    ImageCorrupt,
+    ImageMissing,
+    ImageTooLarge,
+    ImageTooManyPixels,
+    ImageTruncated,
+    MalformedRequest,
+    NotAnImage,
+)
+from consortium_client.hashvalues import ALGORITHMS
+from consortium_client.imaging import DIHEDRAL_TRANSFORMS, ImageHashes, ImageRejected, image_hashes
+from hashes.matching import HashQuery, QueryResult, match_hashes
+from hashes.payloads import hash_item_parse
+from hashes.uploads import TOO_LARGE_MARK
+
+_REJECTIONS = {
+    "too-large": ImageTooLarge,
+    "too-many-pixels": ImageTooManyPixels,
+    "not-an-image": NotAnImage,
+    "truncated": ImageTruncated,
+}
+
+
+def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
+    """Hash the request's `image` in memory. Its bytes live only in this call's frame."""
+    if getattr(request._request, TOO_LARGE_MARK, False):
+        raise ImageTooLarge(f"the image exceeds {settings.IMAGE_MAX_BYTES} bytes")
+    upload = request.FILES.get("image")
+    if upload is None:
+        raise ImageMissing("send the image as the multipart field 'image'")
+    try:
+        return image_hashes(
+            upload.read(),
+            max_bytes=settings.IMAGE_MAX_BYTES,
+            max_pixels=settings.IMAGE_MAX_PIXELS,
+            dihedral=dihedral,
+        )
+    except ImageRejected as exc:
+        raise _REJECTIONS.get(exc.reason, ImageCorrupt)(exc.message) from None
+    finally:
+        upload.close()
+
+
+def _flag(request: Request, name: str) -> bool:
+    # Multipart form data is a QueryDict: a Mapping, unlike a JSON list body.
+    data = request.data
+    value = data.get(name, "") if isinstance(data, Mapping) else ""
+    return str(value).lower() in ("1", "true", "yes")
+
+
+class ImageHashesOut(serializers.Serializer):
+    hashes = serializers.DictField(child=serializers.CharField())
+    pdq_quality = serializers.IntegerField()
+    pdq_dihedral = serializers.DictField(child=serializers.CharField(), allow_null=True)
+    format = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
+def _hashes_body(hashed: ImageHashes) -> dict[str, Any]:
+    dihedral = None
+    if hashed.pdq_dihedral is not None:
+        dihedral = dict(zip(DIHEDRAL_TRANSFORMS, hashed.pdq_dihedral, strict=True))
+    return {
+        "hashes": hashed.values,
+        "pdq_quality": hashed.pdq_quality,
+        "pdq_dihedral": dihedral,
+        "format": hashed.format,
+        "width": hashed.width,
+        "height": hashed.height,
+    }
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="JPEG, PNG, GIF, WebP, BMP or TIFF")
+    dihedral = serializers.BooleanField(
+        required=False, help_text="also the PDQ hashes of the 8 rotations and mirrors"
+    )
+
+
+class ImageHashesView(ConsortiumView):
+    audit_action = "image.hash"
+    required_scope = "match"
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="image_hashes",
+        request={"multipart/form-data": ImageUploadSerializer},
+        responses=ImageHashesOut,
+        description="Hash an image in memory with every algorithm and return the hashes. "
+        "The image is never stored.",
+    )
+    def post(self, request: Request) -> Response:
+        hashed = uploaded_image_hashes(request, dihedral=_flag(request, "dihedral"))
+        self.audit_target = "image"
+        self.audit_records = len(hashed.values)
+        return Response(_hashes_body(hashed))
+
+
+class MatchInput(serializers.Serializer):
+    class HashIn(serializers.Serializer):
+        algorithm = serializers.ChoiceField(choices=list(ALGORITHMS))
+        value = serializers.CharField()
+
+    hashes = HashIn(many=True)
+
+
+class MatchQueryOut(serializers.Serializer):
+    algorithm = serializers.CharField()
+    value = serializers.CharField()
+    quality = serializers.IntegerField(allow_null=True)
+    low_quality = serializers.BooleanField()
+    transform = serializers.CharField(allow_null=True)
+
+
+class MatchItemOut(serializers.Serializer):
+    entry = serializers.IntegerField()
+    list = serializers.CharField()
+    algorithm = serializers.CharField()
+    value = serializers.CharField()
+    distance = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    quality = serializers.IntegerField(allow_null=True)
+    low_quality = serializers.BooleanField()
+    partner = serializers.CharField()
+    signing_key = serializers.CharField()
+    submission = serializers.IntegerField()
+    envelope_sha256 = serializers.CharField()
+    log_index = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class MatchResultOut(serializers.Serializer):
+    query = MatchQueryOut()
+    matches = MatchItemOut(many=True)
+
+
+class MatchOut(serializers.Serializer):
+    results = MatchResultOut(many=True)
+
+
+class MatchView(ConsortiumView):
+    audit_action = "match"
+    required_scope = "match"
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="match",
+        request={"application/json": MatchInput, "multipart/form-data": ImageUploadSerializer},
+        responses=MatchOut,
+        description="Match hashes (JSON, at most MATCH_MAX_HASHES) or an image (multipart; "
+        "hashed in memory with every algorithm, never stored) against every active entry this "
+        "partner may see, within each list's radius for the algorithm.",
+    )
+    def post(self, request: Request) -> Response:
+        if request.content_type.startswith("multipart/"):
+            queries = self._image_queries(request)
+            self.audit_target = "image"
+        else:
+            queries = self._hash_queries(request.data)
+            self.audit_target = f"hashes:{len(queries)}"
+        results = match_hashes(partner=self.partner, queries=queries)
+        self.audit_records = sum(len(result.matches) for result in results)
+        return Response({"results": [_result_body(result) for result in results]})
+
+    def _image_queries(self, request: Request) -> list[HashQuery]:
+        hashed = uploaded_image_hashes(request, dihedral=_flag(request, "dihedral"))
+        queries = [
+            HashQuery(algorithm, value, hashed.pdq_quality if algorithm == "pdq" else None)
+            for algorithm, value in hashed.values.items()
+        ]
+        for transform, value in zip(DIHEDRAL_TRANSFORMS, hashed.pdq_dihedral or [], strict=False):
+            if transform != "original":
+                queries.append(HashQuery("pdq", value, hashed.pdq_quality, transform))
+        return queries
+
+    def _hash_queries(self, data: Any) -> list[HashQuery]:
+        items = data.get("hashes") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise MalformedRequest("hashes must be a non-empty list", pointer="/hashes")
+        if len(items) > settings.MATCH_MAX_HASHES:
+            raise MalformedRequest(
+                f"at most {settings.MATCH_MAX_HASHES} hashes per request", pointer="/hashes"
+            )
+        return [
+            HashQuery(*hash_item_parse(item, f"/hashes/{position}"))
+            for position, item in enumerate(items)
+        ]
+
+
+def _result_body(result: QueryResult) -> dict[str, Any]:
+    query = result.query
+    floor = settings.PDQ_QUALITY_FLOOR
+    return {
+        "query": {
+            "algorithm": query.algorithm,
+            "value": query.value,
+            "quality": query.quality,
+            "low_quality": query.quality is not None and query.quality < floor,
+            "transform": query.transform,
+        },
+        "matches": [
+            {
+                "entry": match.entry.pk,
+                "list": match.entry.hash_list.name,
+                "algorithm": match.entry.algorithm,
+                "value": match.entry.value,
+                "distance": match.distance,
+                "labels": match.entry.labels,
+                "status": match.entry.status,
+                "quality": match.entry.quality,
+                "low_quality": match.low_quality,
+                "partner": match.entry.partner.name,
+                "signing_key": match.entry.submission.signing_key.key_id,
+                "submission": match.entry.submission_id,
+                "envelope_sha256": match.entry.submission.envelope_sha256,
+                "log_index": match.entry.log_index,
+                "created_at": match.entry.created_at,
+            }
+            for match in result.matches
+        ],
+    }
