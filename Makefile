@@ -34,6 +34,10 @@ test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 	$(TEST_ENV) $(BIN)/pytest
 
+# Figures for the issue notes, each as a ratio to a baseline measured in the same run.
 bench: $(STAMP)
 	scripts/services-up
 	$(TEST_ENV) $(BIN)/python bench/ingest_feed.py
+	$(TEST_ENV) $(BIN)/python bench/match_api.py
+	$(BIN)/python bench/match_index.py
+	$(BIN)/python bench/image_hashing.py

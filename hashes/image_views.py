@@ -26,6 +26,7 @@ from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.imaging import DIHEDRAL_TRANSFORMS, ImageHashes, ImageRejected, image_hashes
 from hashes.matching import HashQuery, QueryResult, match_hashes
 from hashes.payloads import hash_item_parse
+from hashes.serializers import EntryProvenanceSerializer, entry_provenance, quality_is_low
 from hashes.uploads import TOO_LARGE_MARK
 
 _REJECTIONS = {
@@ -128,22 +129,9 @@ class MatchQueryOut(serializers.Serializer):
     transform = serializers.CharField(allow_null=True)
 
 
-class MatchItemOut(serializers.Serializer):
+class MatchItemOut(EntryProvenanceSerializer):
     entry = serializers.IntegerField()
-    list = serializers.CharField()
-    algorithm = serializers.CharField()
-    value = serializers.CharField()
     distance = serializers.IntegerField()
-    labels = serializers.ListField(child=serializers.CharField())
-    status = serializers.CharField()
-    quality = serializers.IntegerField(allow_null=True)
-    low_quality = serializers.BooleanField()
-    partner = serializers.CharField()
-    signing_key = serializers.CharField()
-    submission = serializers.IntegerField()
-    envelope_sha256 = serializers.CharField()
-    log_index = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
 
 
 class MatchResultOut(serializers.Serializer):
@@ -206,33 +194,16 @@ class MatchView(ConsortiumView):
 
 def _result_body(result: QueryResult) -> dict[str, Any]:
     query = result.query
-    floor = settings.PDQ_QUALITY_FLOOR
     return {
         "query": {
             "algorithm": query.algorithm,
             "value": query.value,
             "quality": query.quality,
-            "low_quality": query.quality is not None and query.quality < floor,
+            "low_quality": quality_is_low(query.quality),
             "transform": query.transform,
         },
         "matches": [
-            {
-                "entry": match.entry.pk,
-                "list": match.entry.hash_list.name,
-                "algorithm": match.entry.algorithm,
-                "value": match.entry.value,
-                "distance": match.distance,
-                "labels": match.entry.labels,
-                "status": match.entry.status,
-                "quality": match.entry.quality,
-                "low_quality": match.low_quality,
-                "partner": match.entry.partner.name,
-                "signing_key": match.entry.submission.signing_key.key_id,
-                "submission": match.entry.submission_id,
-                "envelope_sha256": match.entry.submission.envelope_sha256,
-                "log_index": match.entry.log_index,
-                "created_at": match.entry.created_at,
-            }
+            {"entry": match.entry.pk, "distance": match.distance, **entry_provenance(match.entry)}
             for match in result.matches
         ],
     }

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from hashes.match_index import MatchIndexes, match_indexes
 from hashes.models import Entry, HashList
 from hashes.selectors import entries_visible, entries_with_provenance, lists_visible
@@ -30,11 +28,6 @@ class HashQuery:
 class EntryMatch:
     entry: Entry
     distance: int
-
-    @property
-    def low_quality(self) -> bool:
-        quality = self.entry.quality
-        return quality is not None and quality < settings.PDQ_QUALITY_FLOOR
 
 
 @dataclass

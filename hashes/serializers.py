@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from rest_framework import serializers
+
+from hashes.models import Entry
 
 
 class EnvelopeSerializer(serializers.Serializer):
@@ -49,3 +54,44 @@ class FeedPageSerializer(serializers.Serializer):
     events = FeedEventSerializer(many=True)
     next = serializers.CharField(help_text="pass as `after` to continue")
     has_more = serializers.BooleanField()
+
+
+class EntryProvenanceSerializer(serializers.Serializer):
+    """What every view that shows an entry shows: its hash, status and who vouches for it."""
+
+    list = serializers.CharField()
+    algorithm = serializers.CharField()
+    value = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    quality = serializers.IntegerField(allow_null=True, help_text="PDQ quality, if given")
+    low_quality = serializers.BooleanField(help_text="quality below PDQ_QUALITY_FLOOR")
+    partner = serializers.CharField(help_text="the submitter")
+    signing_key = serializers.CharField(help_text="id of the key that signed the submission")
+    submission = serializers.IntegerField()
+    envelope_sha256 = serializers.CharField()
+    log_index = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+def quality_is_low(quality: int | None) -> bool:
+    return quality is not None and quality < settings.PDQ_QUALITY_FLOOR
+
+
+def entry_provenance(entry: Entry) -> dict[str, Any]:
+    """The EntryProvenanceSerializer fields of `entry` (loaded with entries_with_provenance)."""
+    return {
+        "list": entry.hash_list.name,
+        "algorithm": entry.algorithm,
+        "value": entry.value,
+        "labels": entry.labels,
+        "status": entry.status,
+        "quality": entry.quality,
+        "low_quality": quality_is_low(entry.quality),
+        "partner": entry.partner.name,
+        "signing_key": entry.submission.signing_key.key_id,
+        "submission": entry.submission_id,
+        "envelope_sha256": entry.submission.envelope_sha256,
+        "log_index": entry.log_index,
+        "created_at": entry.created_at,
+    }

@@ -19,7 +19,12 @@ from consortium.api import ConsortiumView
 from consortium.errors import InvalidCursor, MalformedRequest
 from hashes import selectors, services
 from hashes.models import Entry
-from hashes.serializers import EnvelopeSerializer, FeedPageSerializer
+from hashes.serializers import (
+    EntryProvenanceSerializer,
+    EnvelopeSerializer,
+    FeedPageSerializer,
+    entry_provenance,
+)
 
 
 def _int_param(
@@ -138,7 +143,7 @@ class EntryDetailView(ConsortiumView):
     required_scope = "read"
 
     @extend_schema_serializer(component_name="Entry")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(EntryProvenanceSerializer):
         class RevocationOut(serializers.Serializer):
             reason = serializers.CharField()
             revoked_by = serializers.CharField()
@@ -146,18 +151,7 @@ class EntryDetailView(ConsortiumView):
             revoked_at = serializers.DateTimeField()
 
         id = serializers.IntegerField()
-        list = serializers.CharField()
-        algorithm = serializers.CharField()
-        value = serializers.CharField()
-        labels = serializers.ListField(child=serializers.CharField())
         note = serializers.CharField()
-        status = serializers.CharField()
-        partner = serializers.CharField(help_text="the submitter")
-        signing_key = serializers.CharField(help_text="id of the key that signed the submission")
-        submission = serializers.IntegerField()
-        envelope_sha256 = serializers.CharField()
-        log_index = serializers.IntegerField()
-        created_at = serializers.DateTimeField()
         revocation = RevocationOut(allow_null=True)
 
     @extend_schema(operation_id="entry", responses=OutputSerializer)
@@ -175,19 +169,9 @@ class EntryDetailView(ConsortiumView):
             }
         data = {
             "id": entry.pk,
-            "list": entry.hash_list.name,
-            "algorithm": entry.algorithm,
-            "value": entry.value,
-            "labels": entry.labels,
             "note": entry.note,
-            "status": entry.status,
-            "partner": entry.partner.name,
-            "signing_key": entry.submission.signing_key.key_id,
-            "submission": entry.submission_id,
-            "envelope_sha256": entry.submission.envelope_sha256,
-            "log_index": entry.log_index,
-            "created_at": entry.created_at,
             "revocation": revocation,
+            **entry_provenance(entry),
         }
         return Response(self.OutputSerializer(data).data)
 
