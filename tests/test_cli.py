@@ -32,6 +32,11 @@ def _run(setup: dict[str, str], *args: str) -> int:
     return cli.main(["--url", setup["url"], "--api-key", setup["key"], *args])
 
 
+def _submit(setup: dict[str, str], hashes: Path, list_name: str = "cli-list") -> int:
+    """`consortium submit` of a hashes file, signed with the partner's key."""
+    return _run(setup, "submit", "--key", setup["private"], "--list", list_name, str(hashes))
+
+
 def test_cli_submits_syncs_and_revokes(partner_setup, tmp_path: Path, capsys) -> None:
     hashes = tmp_path / "hashes.txt"
     values = [pdq(), pdq()]
@@ -105,18 +110,7 @@ def test_cli_refuses_bad_hash_files_in_one_line(
 ) -> None:
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(content)
-    assert (
-        _run(
-            partner_setup,
-            "submit",
-            "--key",
-            partner_setup["private"],
-            "--list",
-            "cli-list",
-            str(hashes),
-        )
-        == 1
-    )
+    assert _submit(partner_setup, hashes) == 1
     error = capsys.readouterr().err
     assert message in error
     assert error.count("\n") == 1
@@ -125,18 +119,7 @@ def test_cli_refuses_bad_hash_files_in_one_line(
 def test_cli_reports_a_server_refusal_in_one_line(partner_setup, tmp_path: Path, capsys) -> None:
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(f"pdq {pdq()}\n")
-    assert (
-        _run(
-            partner_setup,
-            "submit",
-            "--key",
-            partner_setup["private"],
-            "--list",
-            "no-such-list",
-            str(hashes),
-        )
-        == 1
-    )
+    assert _submit(partner_setup, hashes, "no-such-list") == 1
     error = capsys.readouterr().err
     assert "unknown-list" in error
     assert error.count("\n") == 1
@@ -166,18 +149,7 @@ def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, 
     Image.open(original).resize((128, 128)).save(resized, quality=40)
     hashes = tmp_path / "hashes.txt"
     hashes.write_text(f"pdq {image_file_hashes(original).values['pdq']}\n")
-    assert (
-        _run(
-            partner_setup,
-            "submit",
-            "--key",
-            partner_setup["private"],
-            "--list",
-            "cli-list",
-            str(hashes),
-        )
-        == 0
-    )
+    assert _submit(partner_setup, hashes) == 0
     capsys.readouterr()
     mirror = tmp_path / "mirror.jsonl"
     assert _run(partner_setup, "feed") == 0
