@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,6 @@ class EventDraft:
     fields: dict[str, Any]
     hash_list_id: int | None = None
     partner_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # A log row, in the order of LogEvent's fields (the order LogEvent.from_db expects).
