@@ -18,11 +18,19 @@ class Actor:
     api_key: ApiKey | None = None
     user: User | None = None
     client_ip: str | None = None
+    # The prefix of the key presented, also when it was refused (an anonymous actor).
+    key_prefix: str = ""
 
     @classmethod
     def for_api_key(cls, api_key: ApiKey, *, client_ip: str | None) -> Actor:
         partner = api_key.partner
-        return cls(f"partner:{partner.name}", partner, api_key, None, client_ip)
+        return cls(
+            f"partner:{partner.name}",
+            partner,
+            api_key,
+            client_ip=client_ip,
+            key_prefix=api_key.prefix,
+        )
 
     @classmethod
     def for_user(cls, user: User, *, client_ip: str | None = None) -> Actor:
@@ -34,18 +42,11 @@ class Actor:
 
     @classmethod
     def anonymous(cls, *, key_prefix: str = "", client_ip: str | None) -> Actor:
-        return cls(f"anonymous:{key_prefix}" if key_prefix else "anonymous", client_ip=client_ip)
+        label = f"anonymous:{key_prefix}" if key_prefix else "anonymous"
+        return cls(label, client_ip=client_ip, key_prefix=key_prefix)
 
     def require_partner(self) -> tuple[Partner, ApiKey]:
         """The acting partner and its key, for operations only partners perform."""
         if self.partner is None or self.api_key is None:
             raise ValueError(f"{self.label} is not a partner's API key")
         return self.partner, self.api_key
-
-    @property
-    def key_prefix(self) -> str:
-        if self.api_key is not None:
-            return self.api_key.prefix
-        if self.label.startswith("anonymous:"):
-            return self.label.removeprefix("anonymous:")
-        return ""

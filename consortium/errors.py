@@ -91,6 +91,17 @@ _DRF_EQUIVALENTS: list[tuple[type[Exception], type[ConsortiumError]]] = [
 ]
 
 
+def problem_types() -> list[type[ConsortiumError]]:
+    """Every refusal defined so far (apps define some of their own), by status then slug."""
+    found: set[type[ConsortiumError]] = set()
+    pending = [ConsortiumError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.add(sub)
+            pending.append(sub)
+    return sorted(found, key=lambda problem: (problem.status, problem.slug))
+
+
 def problem_body(error: ConsortiumError, *, instance: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": error.type,

@@ -62,7 +62,9 @@ def match_hashes(
     if not candidates:
         return results
     entries = entries_with_provenance(
-        entries_visible(partner=partner).filter(pk__in=list(candidates), status=Entry.Status.ACTIVE)
+        entries_visible(partner=partner, list_ids=list(hash_lists)).filter(
+            pk__in=list(candidates), status=Entry.Status.ACTIVE
+        )
     )
     for entry in entries:
         radius = _radius(hash_lists, entry)

@@ -65,11 +65,14 @@ def lists_visible_ids(*, partner: Partner) -> list[int]:
     return list(lists_visible(partner=partner).values_list("pk", flat=True))
 
 
-def entries_visible(*, partner: Partner) -> QuerySet[Entry]:
-    """Entries on lists `partner` sees. The list ids are read first (there are few): as a
+def entries_visible(*, partner: Partner, list_ids: list[int] | None = None) -> QuerySet[Entry]:
+    """Entries on lists `partner` sees; `list_ids` is `lists_visible_ids(partner=partner)`
+    when the caller has already read it. The ids are read first (there are few): as a
     subquery they hide their count from the planner, which then walks a whole list's
     entries instead of looking ids up by primary key."""
-    return Entry.objects.filter(hash_list_id__in=lists_visible_ids(partner=partner))
+    if list_ids is None:
+        list_ids = lists_visible_ids(partner=partner)
+    return Entry.objects.filter(hash_list_id__in=list_ids)
 
 
 def entries_revocable(*, partner: Partner) -> QuerySet[Entry]:

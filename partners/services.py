@@ -74,7 +74,10 @@ def _partner_status_set(
     previous = partner.status
     partner.status = status
     partner.save(update_fields=["status"])
-    if previous != Partner.Status.PENDING or status == Partner.Status.SUSPENDED:
+    # Suspensions and reactivations are logged for every partner to see; the first
+    # activation of a pending partner is an onboarding step, recorded as access only.
+    first_activation = previous == Partner.Status.PENDING and status == Partner.Status.ACTIVE
+    if not first_activation:
         log_append(
             drafts=[
                 EventDraft(
