@@ -111,6 +111,31 @@ def shared_list(alice: PartnerClient) -> HashList:
     return HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
 
 
+def store_counts() -> dict[str, int]:
+    """What a refused request must not change: the log and every table of shared data."""
+    from audit.models import LogEvent, LogHead
+    from hashes.models import Entry, Revocation, Submission
+
+    return {
+        "log events": LogEvent.objects.count(),
+        "log size": LogHead.objects.values_list("size", flat=True).first() or 0,
+        "entries": Entry.objects.count(),
+        "revoked entries": Entry.objects.filter(status=Entry.Status.REVOKED).count(),
+        "submissions": Submission.objects.count(),
+        "revocations": Revocation.objects.count(),
+    }
+
+
+def assert_refusal_audited(*, action: str, status: int, slug: str, partner: Partner) -> None:
+    """The latest access event records this refusal, with its problem type."""
+    from audit.models import AccessEvent
+
+    event = AccessEvent.objects.order_by("-id").first()
+    assert event is not None
+    assert (event.action, event.status, event.partner) == (action, status, partner)
+    assert event.detail["problem"] == slug
+
+
 def problem(response: Any) -> str:
     """The stable slug of a problem+json response."""
     assert response["Content-Type"] == "application/problem+json", response.content

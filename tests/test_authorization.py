@@ -19,7 +19,7 @@ from audit.models import AccessEvent
 from hashes.models import HashList
 from partners import services
 from partners.models import Partner
-from tests.conftest import ADMIN, PartnerClient, partner_client, pdq, problem
+from tests.conftest import ADMIN, PartnerClient, partner_client, pdq, problem, store_counts
 from tests.factories import HashListFactory, SharingGroupFactory
 
 
@@ -458,10 +458,13 @@ def test_owner_only_contributors_refuse_other_partners(alice, bob) -> None:
         contributors=HashList.Contributors.OWNER,
     )
 
+    before = store_counts()
+
     response = bob.submit("curated", [{"algorithm": "pdq", "value": pdq()}])
 
     assert response.status_code == 403
     assert problem(response) == "list-not-writable"
+    assert store_counts() == before
     lists = {item["name"]: item for item in json.loads(bob.get("/api/v1/lists").content)}
     assert lists["curated"]["may_submit"] is False
     assert alice.submit("curated", [{"algorithm": "pdq", "value": pdq()}]).status_code == 201

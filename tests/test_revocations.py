@@ -13,25 +13,22 @@ import pytest
 from django.contrib.auth.models import User
 
 from audit.actors import Actor
-from audit.models import AccessEvent, LogEvent, LogHead
+from audit.models import AccessEvent
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, envelope_sign
 from consortium_client.keys import key_generate, public_key_pem
 from hashes.models import Entry, HashList, Revocation
 from hashes.services import revocation_by_administrator
 from partners import services
-from tests.conftest import ADMIN, PartnerClient, pdq, problem
+from tests.conftest import (
+    ADMIN,
+    PartnerClient,
+    assert_refusal_audited,
+    pdq,
+    problem,
+    store_counts,
+)
 
 _MISSING: Any = object()
-
-
-def snapshot() -> dict[str, int]:
-    """What a refused revocation must not change."""
-    return {
-        "log events": LogEvent.objects.count(),
-        "log size": LogHead.objects.values_list("size", flat=True).first() or 0,
-        "revocations": Revocation.objects.count(),
-        "revoked entries": Entry.objects.filter(status=Entry.Status.REVOKED).count(),
-    }
 
 
 def revocation(
@@ -214,17 +211,16 @@ def test_bad_revocation_is_refused_and_changes_nothing(
     settings.SUBMISSION_MAX_ENTRIES = 3
     build, status, slug = REFUSALS[case]
     body = build(alice, bob, own)
-    before = snapshot()
+    before = store_counts()
 
     response = alice.post("/api/v1/revocations", body)
 
     assert response.status_code == status, response.content
     assert problem(response) == slug
-    assert snapshot() == before
-    refusal = AccessEvent.objects.order_by("-id").first()
-    assert refusal is not None
-    assert (refusal.action, refusal.status) == ("revocation.create", status)
-    assert refusal.detail["problem"] == slug
+    assert store_counts() == before
+    assert_refusal_audited(
+        action="revocation.create", status=status, slug=slug, partner=alice.partner
+    )
 
 
 def test_refusal_points_at_the_offending_entry(alice, bob, own) -> None:
@@ -257,13 +253,13 @@ def test_same_revocation_twice_is_idempotent(alice, own) -> None:
     envelope = revocation(alice, list(reversed(own)))
     first = alice.post("/api/v1/revocations", envelope)
     assert first.status_code == 201, first.content
-    after_first = snapshot()
+    after_first = store_counts()
 
     second = alice.post("/api/v1/revocations", envelope)
 
     assert second.status_code == 200
     assert second.content == first.content
-    assert snapshot() == after_first
+    assert store_counts() == after_first
 
 
 def test_revocation_signed_with_another_active_key_is_accepted(alice, bob, own) -> None:
@@ -317,14 +313,14 @@ def test_entry_revoked_by_an_administrator_says_so(alice, bob, own) -> None:
 
 def test_administrator_revocation_needs_a_reason(alice, own) -> None:
     admin = User.objects.create_superuser("root", "root@example.org", None)
-    before = snapshot()
+    before = store_counts()
 
     with pytest.raises(ValueError, match="reason"):
         revocation_by_administrator(
             actor=Actor.for_user(admin), entries=[Entry.objects.get(pk=own[0])], reason=" "
         )
 
-    assert snapshot() == before
+    assert store_counts() == before
 
 
 def test_revoked_entry_can_be_submitted_again_as_a_new_entry(alice, shared_list) -> None:
@@ -345,12 +341,12 @@ def test_revoked_entry_can_be_submitted_again_as_a_new_entry(alice, shared_list)
 
 def test_revocation_by_a_suspended_partner_is_refused(alice, own) -> None:
     services.partner_suspend(partner=alice.partner, reason="review", actor=ADMIN)
-    before = snapshot()
+    before = store_counts()
 
     response = alice.revoke(own)
 
     assert problem(response) == "invalid-api-key"
-    assert snapshot() == before
+    assert store_counts() == before
 
 
 def test_a_partner_that_left_a_group_can_still_revoke_its_own_entries(alice, bob) -> None:

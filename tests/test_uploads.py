@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings
 from django.db import connection
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -158,7 +157,3 @@ def test_a_multipart_match_without_an_image_is_a_problem(alice, shared_list) -> 
     )
     assert response.status_code == 400
     assert json.loads(response.content)["type"] == "urn:consortium:problem:image-missing"
-
-
-def test_image_caps_are_configured() -> None:
-    assert settings.FILE_UPLOAD_HANDLERS == ["hashes.uploads.InMemoryImageUploadHandler"]
