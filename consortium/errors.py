@@ -6,12 +6,15 @@ the `detail` is for people and may change. `docs/problems.md` lists every type.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:consortium:problem:"
@@ -55,6 +58,9 @@ BatchTooLarge = _error("batch-too-large", "The batch has too many entries", 413)
 RequestTooLarge = _error("request-too-large", "The request body is too large", 413)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
 InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
+StaleEnvelope = _error(
+    "stale-envelope", "The envelope's signed timestamp is outside the accepted window", 400
+)
 # State.
 UnknownList = _error("unknown-list", "No such list is visible to this partner", 404)
 ListNotWritable = _error("list-not-writable", "This partner may not submit to the list", 403)
@@ -65,6 +71,14 @@ UnknownSubmission = _error(
 )
 NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
 EntryAlreadyRevoked = _error("entry-already-revoked", "The entry is already revoked", 409)
+NonceReused = _error(
+    "nonce-reused", "This partner already signed another statement with this nonce", 409
+)
+SignedBeforeRevocation = _error(
+    "signed-before-revocation",
+    "The hash was revoked after this envelope was signed; only a newer signature re-adds it",
+    409,
+)
 ImageMissing = _error("image-missing", "No image was sent", 400)
 ImageTooLarge = _error("image-too-large", "The image is too large", 413)
 NotAnImage = _error("not-an-image", "The upload is not an accepted image format", 415)
@@ -145,6 +159,12 @@ def _detail_text(detail: Any) -> str:
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     error = as_consortium_error(exc)
     if error is None:
-        return exception_handler(exc, context)
+        response = exception_handler(exc, context)
+        if response is not None:
+            return response
+        # A bug, not a refusal. Answered here rather than by Django's handler500 so that the
+        # view still writes its access event (status 500): a failed request is audited too.
+        logger.error("unhandled error in %s", context.get("view"), exc_info=exc)
+        error = InternalError("the server failed; the error is logged")
     request = context.get("request")
     return problem_response(error, instance=request.path if request is not None else None)

@@ -110,6 +110,11 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Envelopes are read whole; this caps the request body (a batch of the maximum size fits).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=8 * 1024 * 1024)
 SUBMISSION_MAX_ENTRIES = env.int("SUBMISSION_MAX_ENTRIES", default=10_000)
+# A signed statement is accepted only if its signed timestamp is at most ENVELOPE_MAX_AGE
+# seconds old and at most ENVELOPE_MAX_SKEW seconds ahead of the server's clock: a partner
+# may sign batches offline for a day, and an envelope that leaked unsent expires.
+ENVELOPE_MAX_AGE = env.int("ENVELOPE_MAX_AGE", default=24 * 60 * 60)
+ENVELOPE_MAX_SKEW = env.int("ENVELOPE_MAX_SKEW", default=5 * 60)
 FEED_PAGE_MAX = 10_000
 
 if not DEBUG:

@@ -5,6 +5,7 @@ library's, so partners and the server run the same code."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -26,10 +27,15 @@ _ERRORS = {
 }
 
 
-def envelope_open(
-    *, raw: bytes, partner: Partner, payload_type: str
-) -> tuple[dict[str, Any], SigningKey]:
-    """Return the verified payload as JSON and the signing key that signed it."""
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    payload: dict[str, Any]  # the signed payload, parsed
+    payload_bytes: bytes  # exactly what was signed
+    signing_key: SigningKey
+
+
+def envelope_open(*, raw: bytes, partner: Partner, payload_type: str) -> OpenedEnvelope:
+    """Verify `raw` against the partner's active signing keys and return what it signed."""
     try:
         envelope = envelope_parse(raw)
         if envelope.payload_type != payload_type:
@@ -51,4 +57,4 @@ def envelope_open(
         raise InvalidPayload("the signed payload is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidPayload("the signed payload must be a JSON object")
-    return payload, keys[signer]
+    return OpenedEnvelope(payload, envelope.payload, keys[signer])

@@ -79,7 +79,24 @@ def match_distances_clean(distances: object) -> dict[str, int]:
     return distances
 
 
-class Submission(models.Model):
+class SignedStatement(models.Model):
+    """What every signed document stores to take effect at most once (hashes.statements).
+
+    A partner's statement is known by its signed `nonce`; `payload_sha256` tells a replay of
+    the same statement (answered with the original result) from a nonce reused for other
+    content (refused). Both are NULL only for an administrator's revocation, which is not
+    signed.
+    """
+
+    nonce = models.CharField(max_length=128, null=True)  # noqa: DJ001 - NULL when unsigned
+    payload_sha256 = models.CharField(max_length=64, null=True)  # noqa: DJ001 - NULL when unsigned
+    signed_at = models.DateTimeField(null=True, help_text="The payload's signed timestamp.")
+
+    class Meta:
+        abstract = True
+
+
+class Submission(SignedStatement):
     """A signed batch, stored as the exact bytes received."""
 
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="submissions")
@@ -97,13 +114,15 @@ class Submission(models.Model):
             models.UniqueConstraint(
                 fields=["partner", "envelope_sha256"], name="submission_once_per_envelope"
             ),
+            # A statement takes effect once: keyed on what was signed, not on the bytes.
+            models.UniqueConstraint(fields=["partner", "nonce"], name="submission_once_per_nonce"),
         ]
 
     def __str__(self) -> str:
         return f"submission {self.pk} by {self.partner_id}"
 
 
-class Revocation(models.Model):
+class Revocation(SignedStatement):
     """A signed statement by a submitter, or an administrator's decision, ending entries."""
 
     partner = models.ForeignKey(
@@ -126,6 +145,7 @@ class Revocation(models.Model):
             models.UniqueConstraint(
                 fields=["partner", "envelope_sha256"], name="revocation_once_per_envelope"
             ),
+            models.UniqueConstraint(fields=["partner", "nonce"], name="revocation_once_per_nonce"),
             models.CheckConstraint(
                 condition=Q(partner__isnull=False) | Q(administrator__isnull=False),
                 name="revocation_has_an_author",
@@ -189,6 +209,15 @@ class Entry(models.Model):
                 fields=["hash_list", "algorithm", "value", "partner"],
                 condition=Q(status="active"),
                 name="entry_active_once_per_partner",
+            ),
+        ]
+        indexes = [
+            # Revoked hashes by value, for refusing a resubmission signed before the
+            # revocation. Partial: revocations are rare, and ingest pays nothing for it.
+            models.Index(
+                fields=["hash_list", "algorithm", "value", "partner"],
+                condition=Q(status="revoked"),
+                name="entry_revoked_by_hash",
             ),
         ]
 

@@ -26,6 +26,13 @@ MAX_LABELS = 32
 MAX_NOTE = 2000
 MAX_REASON = 1000
 MAX_NONCE = 128
+NONCE_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_NONCE}}}")
+
+
+@dataclass(frozen=True)
+class StatementHeader:
+    signed_at: datetime
+    nonce: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class RevocationPayload:
     reason: str
 
 
-def _common_fields(payload: dict[str, Any]) -> None:
+def statement_header_parse(payload: dict[str, Any]) -> StatementHeader:
+    """The fields every signed statement carries: when it was signed, and its nonce."""
     timestamp = payload.get("timestamp")
     if not isinstance(timestamp, str):
         raise InvalidPayload("timestamp must be an RFC 3339 date-time string", pointer="/timestamp")
@@ -62,10 +70,11 @@ def _common_fields(payload: dict[str, Any]) -> None:
     if moment.tzinfo is None:
         raise InvalidPayload("timestamp must carry a time zone", pointer="/timestamp")
     nonce = payload.get("nonce")
-    if not isinstance(nonce, str) or not 0 < len(nonce) <= MAX_NONCE:
+    if not isinstance(nonce, str) or not NONCE_PATTERN.fullmatch(nonce):
         raise InvalidPayload(
-            f"nonce must be a string of 1 to {MAX_NONCE} characters", pointer="/nonce"
+            f"nonce must be 1 to {MAX_NONCE} printable ASCII characters", pointer="/nonce"
         )
+    return StatementHeader(signed_at=moment, nonce=nonce)
 
 
 def _batch_size(items: Any, pointer: str) -> list[Any]:
@@ -135,7 +144,6 @@ def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:
     list_name = payload.get("list")
     if not isinstance(list_name, str) or not list_name:
         raise InvalidPayload("list must name a list", pointer="/list")
-    _common_fields(payload)
     items = _batch_size(payload.get("entries"), "/entries")
     entries: list[EntryDraft] = []
     seen: dict[tuple[str, str], int] = {}
@@ -153,7 +161,6 @@ def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:
 
 
 def revocation_payload_parse(payload: dict[str, Any]) -> RevocationPayload:
-    _common_fields(payload)
     items = _batch_size(payload.get("entries"), "/entries")
     ids: list[int] = []
     seen: set[int] = set()

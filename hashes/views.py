@@ -103,8 +103,10 @@ class SubmissionsView(ConsortiumView):
         request=EnvelopeSerializer,
         responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
         description="A DSSE envelope of type application/vnd.consortium.submission.v1+json. "
-        f"At most {settings.SUBMISSION_MAX_ENTRIES} entries. Sending the same bytes again "
-        "returns the same result with status 200.",
+        f"At most {settings.SUBMISSION_MAX_ENTRIES} entries. A statement takes effect once: "
+        "the same signed payload again, however re-encoded, returns the same result with "
+        "status 200; its nonce with another payload is refused (nonce-reused), and so is a "
+        "timestamp outside the accepted window (stale-envelope).",
     )
     def post(self, request: Request) -> Response:
         result = services.submission_create(actor=self.actor(), envelope=self.body())
@@ -194,7 +196,8 @@ class RevocationsView(ConsortiumView):
         request=EnvelopeSerializer,
         responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
         description="A DSSE envelope of type application/vnd.consortium.revocation.v1+json "
-        "naming entries this partner submitted, with a reason.",
+        "naming entries this partner submitted, with a reason. Takes effect once, like a "
+        "submission: the same signed payload again returns the same result with status 200.",
     )
     def post(self, request: Request) -> Response:
         result = services.revocation_create(actor=self.actor(), envelope=self.body())

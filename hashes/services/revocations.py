@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -12,10 +11,10 @@ from audit.services import EventDraft, access_event_record, log_append
 from consortium.errors import EntryAlreadyRevoked, NotEntrySubmitter, UnknownEntry
 from consortium_client import leaves
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
-from hashes.envelopes import envelope_open
 from hashes.models import Entry, Revocation
 from hashes.payloads import revocation_payload_parse
 from hashes.selectors import entries_revocable
+from hashes.statements import SignedStatement, statement_key_check, statement_take_effect
 
 ACTION = "revocation.create"
 
@@ -31,34 +30,29 @@ def revocation_create(*, actor: Actor, envelope: bytes) -> RevocationResult:
     """Revoke entries by a signed envelope of their submitter.
 
     Only the partner that submitted an entry may revoke it (with any of its active signing
-    keys). All or nothing, idempotent for the same envelope bytes, like submissions.
+    keys). All or nothing, and taking effect once like submissions (hashes.statements).
     """
-    partner, api_key = actor.require_partner()
-    digest = hashlib.sha256(envelope).hexdigest()
-    existing = _replay(actor=actor, digest=digest)
-    if existing is not None:
-        return existing
-    payload, signing_key = envelope_open(
-        raw=envelope, partner=partner, payload_type=REVOCATION_PAYLOAD_TYPE
+    return statement_take_effect(
+        actor=actor,
+        envelope=envelope,
+        payload_type=REVOCATION_PAYLOAD_TYPE,
+        model=Revocation,
+        store=lambda statement: _store(actor=actor, statement=statement),
+        replay=lambda revocation: _replay(actor=actor, revocation=revocation),
     )
-    parsed = revocation_payload_parse(payload)
-    try:
-        with transaction.atomic():
-            entries = _entries_lock(actor=actor, entry_ids=parsed.entry_ids)
-            revocation = Revocation.objects.create(
-                partner=partner,
-                api_key=api_key,
-                signing_key=signing_key,
-                envelope=envelope,
-                envelope_sha256=digest,
-                reason=parsed.reason,
-            )
-            return _revoke(actor=actor, revocation=revocation, entries=entries)
-    except IntegrityError:
-        replay = _replay(actor=actor, digest=digest)
-        if replay is None:
-            raise
-        return replay
+
+
+@transaction.atomic
+def _store(*, actor: Actor, statement: SignedStatement) -> RevocationResult:
+    partner, api_key = actor.require_partner()
+    parsed = revocation_payload_parse(statement.payload)
+    entries = _entries_lock(actor=actor, entry_ids=parsed.entry_ids)
+    revocation = Revocation.objects.create(
+        partner=partner, api_key=api_key, reason=parsed.reason, **statement.stored_fields()
+    )
+    result = _revoke(actor=actor, revocation=revocation, entries=entries)
+    statement_key_check(statement)
+    return result
 
 
 @transaction.atomic
@@ -76,14 +70,18 @@ def revocation_by_administrator(
 
 
 def _entries_lock(*, actor: Actor, entry_ids: list[int]) -> list[Entry]:
-    """Lock the entries (in id order, so concurrent revocations cannot deadlock) and check
-    that the actor may revoke each one, in the order they were named."""
+    """Lock the entries and check that the actor may revoke each one, in the order named.
+
+    The lock order is the one log_append documents: entries in id order, then the log head.
+    Only the entry rows are locked, FOR NO KEY UPDATE: a plain FOR UPDATE would also lock
+    the joined list and partner rows, and block every submission (whose inserts take KEY
+    SHARE on them) while it waits for the log head those submissions hold: a deadlock."""
     source = (
         Entry.objects.all() if actor.partner is None else entries_revocable(partner=actor.partner)
     )
     found = {
         entry.pk: entry
-        for entry in Entry.objects.select_for_update()
+        for entry in Entry.objects.select_for_update(of=("self",), no_key=True)
         .filter(pk__in=source.filter(pk__in=entry_ids).values("pk"))
         .select_related("hash_list", "partner")
         .order_by("pk")
@@ -150,10 +148,7 @@ def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> Re
 
 
 @transaction.atomic
-def _replay(*, actor: Actor, digest: str) -> RevocationResult | None:
-    revocation = Revocation.objects.filter(partner=actor.partner, envelope_sha256=digest).first()
-    if revocation is None:
-        return None
+def _replay(*, actor: Actor, revocation: Revocation) -> RevocationResult:
     events = [
         (entry_id, log_index)
         for entry_id, log_index in revocation.entries.order_by("revoked_log_index").values_list(

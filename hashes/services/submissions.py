@@ -1,21 +1,20 @@
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from audit.actors import Actor
 from audit.services import EventDraft, access_event_record, log_append
 from consortium.bulk import rows_insert
-from consortium.errors import EntryExists
+from consortium.errors import EntryExists, SignedBeforeRevocation
 from consortium_client import leaves
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE
-from hashes.envelopes import envelope_open
 from hashes.models import Entry, HashList, Submission
 from hashes.payloads import EntryDraft, submission_payload_parse
 from hashes.selectors import list_for_submission
-from partners.models import SigningKey
+from hashes.statements import SignedStatement, statement_key_check, statement_take_effect
 
 ACTION = "submission.create"
 
@@ -30,58 +29,48 @@ class SubmissionResult:
 def submission_create(*, actor: Actor, envelope: bytes) -> SubmissionResult:
     """Verify `envelope` against the partner's signing keys and append its entries to the log.
 
-    All or nothing: the first problem refuses the whole batch and nothing is stored.
-    Idempotent: the same envelope bytes from the same partner return the existing
-    submission. Each entry's id is the log index of the event that added it.
+    All or nothing: the first problem refuses the whole batch and nothing is stored. A signed
+    submission takes effect once (hashes.statements): sent again, however re-encoded, it
+    returns the existing submission. A hash the partner held in the list and that was revoked
+    after the envelope was signed is refused: only a newer signature can add it back. Each
+    entry's id is the log index of the event that added it.
     """
-    partner, _ = actor.require_partner()
-    digest = hashlib.sha256(envelope).hexdigest()
-    existing = _replay(actor=actor, digest=digest)
-    if existing is not None:
-        return existing
-    payload, signing_key = envelope_open(
-        raw=envelope, partner=partner, payload_type=SUBMISSION_PAYLOAD_TYPE
+    return statement_take_effect(
+        actor=actor,
+        envelope=envelope,
+        payload_type=SUBMISSION_PAYLOAD_TYPE,
+        model=Submission,
+        store=lambda statement: _store(actor=actor, statement=statement),
+        replay=lambda submission: _replay(actor=actor, submission=submission),
+        explain_conflict=lambda statement: _raise_first_existing(actor=actor, statement=statement),
     )
-    parsed = submission_payload_parse(payload)
+
+
+def _store(*, actor: Actor, statement: SignedStatement) -> SubmissionResult:
+    partner, _ = actor.require_partner()
+    parsed = submission_payload_parse(statement.payload)
     hash_list = list_for_submission(partner=partner, name=parsed.list_name)
-    try:
-        return _store(
-            actor=actor,
-            envelope=envelope,
-            digest=digest,
-            hash_list=hash_list,
-            signing_key=signing_key,
-            drafts=parsed.entries,
-        )
-    except IntegrityError:
-        # Two cases reach here: the same envelope committed concurrently (replay), or a
-        # hash this partner already holds active in the list (refused, naming it).
-        replay = _replay(actor=actor, digest=digest)
-        if replay is not None:
-            return replay
-        _raise_first_existing(actor=actor, hash_list=hash_list, drafts=parsed.entries)
-        raise
+    return _store_entries(
+        actor=actor, statement=statement, hash_list=hash_list, drafts=parsed.entries
+    )
 
 
 @transaction.atomic
-def _store(
+def _store_entries(
     *,
     actor: Actor,
-    envelope: bytes,
-    digest: str,
+    statement: SignedStatement,
     hash_list: HashList,
-    signing_key: SigningKey,
     drafts: list[EntryDraft],
 ) -> SubmissionResult:
     partner, api_key = actor.require_partner()
+    signing_key = statement.signing_key
     submission = Submission.objects.create(
         partner=partner,
         api_key=api_key,
-        signing_key=signing_key,
         hash_list=hash_list,
-        envelope=envelope,
-        envelope_sha256=digest,
         entry_count=len(drafts),
+        **statement.stored_fields(),
     )
     events = log_append(
         drafts=[
@@ -94,7 +83,7 @@ def _store(
                     "labels": draft.labels,
                     "partner": partner.name,
                     "key": signing_key.key_id,
-                    "envelope": digest,
+                    "envelope": statement.envelope_sha256,
                     "submission": submission.pk,
                     # Only PDQ entries may carry a quality; other leaves stay as they were.
                     **({"quality": draft.quality} if draft.quality is not None else {}),
@@ -136,13 +125,20 @@ def _store(
             for draft, event in zip(drafts, events, strict=True)
         ],
     )
+    # After log_append: it holds the log head until commit, and every revocation takes it
+    # too, so a revocation that committed before this point is visible here, and one that
+    # has not cannot commit before this submission does.
+    statement_key_check(statement)
+    _refuse_signed_before_revocation(
+        partner_id=partner.pk, hash_list=hash_list, drafts=drafts, signed_at=statement.signed_at
+    )
     access_event_record(
         actor=actor,
         action=ACTION,
         status=201,
         target=f"list:{hash_list.name}",
         records=len(drafts),
-        detail={"submission": submission.pk, "envelope": digest},
+        detail={"submission": submission.pk, "envelope": statement.envelope_sha256},
     )
     return SubmissionResult(
         submission,
@@ -152,14 +148,7 @@ def _store(
 
 
 @transaction.atomic
-def _replay(*, actor: Actor, digest: str) -> SubmissionResult | None:
-    submission = (
-        Submission.objects.select_related("hash_list")
-        .filter(partner=actor.partner, envelope_sha256=digest)
-        .first()
-    )
-    if submission is None:
-        return None
+def _replay(*, actor: Actor, submission: Submission) -> SubmissionResult:
     entries = list(submission.entries.order_by("id").values_list("id", "algorithm", "value"))
     access_event_record(
         actor=actor,
@@ -172,7 +161,41 @@ def _replay(*, actor: Actor, digest: str) -> SubmissionResult | None:
     return SubmissionResult(submission, entries, replayed=True)
 
 
-def _raise_first_existing(*, actor: Actor, hash_list: HashList, drafts: list[EntryDraft]) -> None:
+def _refuse_signed_before_revocation(
+    *, partner_id: int, hash_list: HashList, drafts: list[EntryDraft], signed_at: datetime
+) -> None:
+    """An old signature never brings back what its partner's hash lost to a revocation."""
+    revoked = (
+        Entry.objects.filter(
+            hash_list=hash_list,
+            partner_id=partner_id,
+            status=Entry.Status.REVOKED,
+            algorithm__in={draft.algorithm for draft in drafts},
+            value__in=[draft.value for draft in drafts],
+            revoked_at__gte=signed_at,
+        )
+        .order_by("revoked_at")  # the latest revocation of a hash names it
+        .values_list("algorithm", "value", "id", "revoked_at")
+    )
+    by_hash = {(algorithm, value): (entry_id, at) for algorithm, value, entry_id, at in revoked}
+    for position, draft in enumerate(drafts):
+        found = by_hash.get((draft.algorithm, draft.value))
+        if found is not None:
+            entry_id, revoked_at = found
+            raise SignedBeforeRevocation(
+                f"entry {entry_id} with this {draft.algorithm} hash was revoked at "
+                f"{revoked_at}, after this envelope was signed "
+                f"({signed_at}); sign a new submission to add it again",
+                pointer=f"/entries/{position}",
+                entry=entry_id,
+            )
+
+
+def _raise_first_existing(*, actor: Actor, statement: SignedStatement) -> None:
+    partner, _ = actor.require_partner()
+    parsed = submission_payload_parse(statement.payload)
+    hash_list = list_for_submission(partner=partner, name=parsed.list_name)
+    drafts = parsed.entries
     held = set(
         Entry.objects.filter(
             hash_list=hash_list,
