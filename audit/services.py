@@ -45,6 +45,15 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
     gap. A reader paging by index can never pass a hole that a slow writer fills later.
     (PostgreSQL makes a commit visible before it releases that transaction's row locks.)
     A rolled-back writer also rolls back its increment, so no index is ever lost.
+
+    Lock order, for every write that appends to the log (the one place it is written down):
+    1. rows the write changes, each table's rows in primary-key order (entries being revoked,
+       the partner being suspended, the signing key being revoked), locked FOR NO KEY UPDATE
+       and never together with joined rows (`select_for_update(of=("self",), no_key=True)`);
+    2. the log head, here, always last, held to commit.
+    Inserts take KEY SHARE locks on the rows their foreign keys name (list, partner, keys),
+    which conflict only with FOR UPDATE and key changes: so nothing takes FOR UPDATE on a
+    parent row, and no writer waits for a row lock while holding the log head.
     """
     if not drafts:
         return []

@@ -68,7 +68,7 @@ def partner_onboard(
 def _partner_status_set(
     *, partner: Partner, status: str, event_type: str, reason: str, actor: Actor
 ) -> Partner:
-    partner = Partner.objects.select_for_update().get(pk=partner.pk)
+    partner = Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
     if partner.status == status:
         return partner
     previous = partner.status
@@ -177,7 +177,7 @@ def apikey_create(
 @transaction.atomic
 def apikey_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
     """Revoke a key with immediate effect. Revoking twice changes nothing."""
-    api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    api_key = ApiKey.objects.select_for_update(no_key=True).get(pk=api_key.pk)
     created = api_key.revoked_at is None
     if created:
         api_key.revoked_at = timezone.now()
@@ -233,7 +233,7 @@ def signing_key_register(
 @transaction.atomic
 def signing_key_revoke(*, signing_key: SigningKey, actor: Actor, reason: str = "") -> SigningKey:
     """Revoke a signing key: nothing signed with it is accepted from now on. Logged."""
-    signing_key = SigningKey.objects.select_for_update().get(pk=signing_key.pk)
+    signing_key = SigningKey.objects.select_for_update(no_key=True).get(pk=signing_key.pk)
     created = signing_key.revoked_at is None
     if created:
         signing_key.revoked_at = timezone.now()
