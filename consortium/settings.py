@@ -8,6 +8,7 @@ deployment: DEBUG off, SECRET_KEY and ALLOWED_HOSTS required, PostgreSQL and a b
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,6 +20,13 @@ if QUICK_START:
     SECRET_KEY = env("SECRET_KEY", default="quick-start-only-not-secret")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 else:
+    # Both named at once, in one line that manage.py and wsgi.py print without a traceback.
+    _missing = [name for name in ("SECRET_KEY", "ALLOWED_HOSTS") if not env.str(name, default="")]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"set {' and '.join(_missing)} in the environment "
+            "(DATABASE_URL is set, so this is a deployment, not the quick start)"
+        )
     SECRET_KEY = env("SECRET_KEY")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
