@@ -1,4 +1,4 @@
-"""A deployment missing its configuration says what to set, in one line, and stops."""
+"""Starting the server or the suite misconfigured: one line that says what to do, and stop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+_SUITE_ENV = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS")
 
 
 def _deployment_env(*missing: str) -> dict[str, str]:
@@ -66,3 +67,29 @@ def test_gunicorn_names_missing_settings_in_one_line_and_stops() -> None:
     ] * len(app_lines)
     assert app_lines
     assert "Traceback" not in done.stderr
+
+
+def _pytest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plain_pytest_gets_the_make_test_environment() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in _SUITE_ENV}
+    done = _pytest(env, "tests/test_docs.py", "-k", "problem_type")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+def test_pytest_on_sqlite_refuses_in_one_line() -> None:
+    done = _pytest({**os.environ, "DATABASE_URL": "sqlite:///unused.sqlite3"}, "tests/test_docs.py")
+    assert done.returncode == 2
+    (line,) = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if line]
+    assert "the test suite needs PostgreSQL" in line
+    assert "make test" in line
