@@ -31,9 +31,6 @@ class ServerUnreachable(ApiError):
         super().__init__(0, {"title": "cannot reach the server", "detail": reason})
         self.args = (f"cannot reach the server at {base_url}: {reason}",)
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 def _unreachable_reason(error: BaseException, timeout: float) -> str:
     """One short phrase for why a connection failed, instead of urllib's nested reprs."""
