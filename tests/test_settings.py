@@ -47,10 +47,22 @@ def test_manage_py_names_missing_settings_in_one_line(missing, named) -> None:
     assert done.stderr.count("\n") == 1
 
 
-def test_gunicorn_names_missing_settings_in_one_line_and_stops() -> None:
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param([], id="project-config-many-workers"),
+        # Without gunicorn.conf.py (started elsewhere), the workers fail at boot: wsgi.py.
+        pytest.param(["--config", "{empty}", "--workers", "1"], id="no-config-one-worker"),
+    ],
+)
+def test_gunicorn_names_missing_settings_in_one_line_and_stops(
+    tmp_path: Path, config: list[str]
+) -> None:
+    (tmp_path / "empty.conf.py").write_text("")
+    args = [arg.format(empty=tmp_path / "empty.conf.py") for arg in config]
     gunicorn = Path(sys.executable).parent / "gunicorn"
     done = subprocess.run(  # noqa: S603 - a fixed command line
-        [str(gunicorn), "--bind", "127.0.0.1:0", "--workers", "2", "consortium.wsgi"],
+        [str(gunicorn), "--bind", "127.0.0.1:0", "--workers", "3", *args, "consortium.wsgi"],
         cwd=ROOT,
         env=_deployment_env("SECRET_KEY"),
         capture_output=True,
@@ -64,9 +76,7 @@ def test_gunicorn_names_missing_settings_in_one_line_and_stops() -> None:
     assert app_lines == [
         "consortium: set SECRET_KEY in the environment "
         "(DATABASE_URL is set, so this is a deployment, not the quick start)"
-    ] * len(app_lines)
-    assert app_lines
-    assert "Traceback" not in done.stderr
+    ]
 
 
 def _pytest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
