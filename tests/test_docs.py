@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -68,3 +70,28 @@ def test_api_docs_page_loads_every_asset_from_this_server(
         kind = ASSET_TYPES[Path(url).suffix]
         assert kind in asset["Content-Type"], (url, asset["Content-Type"])
         assert b"".join(asset.streaming_content if asset.streaming else [asset.content])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_api_docs_render_in_a_browser_that_reaches_no_other_host(live_server) -> None:
+    done = subprocess.run(  # noqa: S603 - a fixed command line
+        [
+            str(shutil.which("chromium")),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            # Every host name but the live server's address fails, as offline.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{live_server.url}/api/v1/docs/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Swagger UI drew the schema: its title and an operation of each kind are in the page.
+    assert 'class="title">Consortium API' in done.stdout, done.stderr[-2000:]
+    assert 'data-path="/api/v1/feed"' in done.stdout
+    assert 'data-path="/api/v1/submissions"' in done.stdout
