@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -292,4 +294,25 @@ def test_cli_hash_refuses_a_non_image_in_one_line(tmp_path: Path, capsys) -> Non
     assert cli.main(["hash", str(not_image)]) == 1
     error = capsys.readouterr().err
     assert "not an image in an accepted format" in error
+    assert error.count("\n") == 1
+
+
+def test_cli_reports_a_server_that_is_not_consortium_in_one_line(tmp_path: Path, capsys) -> None:
+    # Any web server that answers 200 with a page, as a proxy or another site would.
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Welcome</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Page) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(["--url", url, "--api-key", "csk_x", "feed"]) == 1
+    error = capsys.readouterr().err
+    assert f"{url} answered with something other than JSON" in error
     assert error.count("\n") == 1

@@ -81,14 +81,20 @@ class ConsortiumApi:
             # URLError, refused and reset connections, timeouts while reading: all OSError.
             raise ServerUnreachable(self.base_url, _unreachable_reason(exc, self.timeout)) from None
 
+    def _json(self, status: int, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            # Something answered, but not this API (a proxy's page, another site at --url).
+            detail = f"{self.base_url} answered with something other than JSON"
+            raise ApiError(status, {"title": "not a Consortium server", "detail": detail}) from None
+
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        _, raw = self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else ""))
-        return json.loads(raw)
+        return self._json(*self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else "")))
 
     def post_envelope(self, path: str, envelope: bytes) -> Any:
-        _, raw = self._request("POST", f"/api/v1/{path}", envelope)
-        return json.loads(raw)
+        return self._json(*self._request("POST", f"/api/v1/{path}", envelope))
 
     def feed(
         self, after: str | None = None, limit: int = 10_000
