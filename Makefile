@@ -8,13 +8,33 @@ TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium \
 	REDIS_URL=redis://127.0.0.1:6379/0 SECRET_KEY=test-only-secret \
 	ALLOWED_HOSTS=testserver,127.0.0.1,localhost
 
-.PHONY: run test lint install bench
+.PHONY: run test lint install bench FORCE
+
+# Which Python a venv comes from. A venv made by another Python, or whose Python no longer
+# runs (a failed creation, a removed interpreter), is made again from scratch.
+PYTHON_ID := import sys; print(sys.base_prefix, sys.version.split()[0])
+WANT_PYTHON := $(shell $(PYTHON) -c '$(PYTHON_ID)' 2>/dev/null)
+VENV_PYTHON := $(shell $(BIN)/python -c '$(PYTHON_ID)' 2>/dev/null)
+ifneq ($(WANT_PYTHON),$(VENV_PYTHON))
+$(STAMP): FORCE
+endif
 
 $(STAMP): requirements.txt requirements-dev.txt client/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "make: needs Python >= 3.11 as '$(PYTHON)' (or say which: make PYTHON=python3.12 ...)"; \
+		exit 1; }
+	@if [ "$(WANT_PYTHON)" != "$(VENV_PYTHON)" ]; then \
+		echo "making $(VENV) with $(PYTHON) ($(WANT_PYTHON))"; \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+			echo "make: '$(PYTHON) -m venv' failed (Debian, Ubuntu: apt install python3-venv)"; \
+			exit 1; }; \
+	fi
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $(STAMP)
+
+FORCE:
 
 install: $(STAMP)
 

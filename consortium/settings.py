@@ -8,6 +8,7 @@ deployment: DEBUG off, SECRET_KEY and ALLOWED_HOSTS required, PostgreSQL and a b
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,6 +20,13 @@ if QUICK_START:
     SECRET_KEY = env("SECRET_KEY", default="quick-start-only-not-secret")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 else:
+    # Both named at once, in one line that manage.py and wsgi.py print without a traceback.
+    _missing = [name for name in ("SECRET_KEY", "ALLOWED_HOSTS") if not env.str(name, default="")]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"set {' and '.join(_missing)} in the environment "
+            "(DATABASE_URL is set, so this is a deployment, not the quick start)"
+        )
     SECRET_KEY = env("SECRET_KEY")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
@@ -35,6 +43,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's and Redoc's files, served from here rather than a CDN (works offline).
+    "drf_spectacular_sidecar",
     "django_filters",
     "partners",
     "hashes",
@@ -43,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (the API docs' assets, admin) under gunicorn, DEBUG off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +117,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+# `manage.py collectstatic` fills it for a deployment; WhiteNoise serves it.
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # Envelopes are read whole; this caps the request body (a batch of the maximum size fits).
@@ -147,6 +160,9 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are public; every operation in them still needs a key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

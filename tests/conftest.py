@@ -21,6 +21,36 @@ from partners.models import Partner, SigningKey
 from tests.factories import HashListFactory, PartnerFactory
 
 ADMIN = Actor.command("tests")
+HOW_TO_RUN = "run `make test`, or `scripts/services-up` then `pytest`"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse in one line to run on anything but a reachable PostgreSQL.
+
+    On SQLite the append-only triggers and concurrent-writer tests cannot hold, and an
+    unreachable server fails every test with the same traceback.
+    """
+    import psycopg
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        pytest.exit(f"the test suite needs PostgreSQL, not {database['ENGINE']}: {HOW_TO_RUN}", 2)
+    try:
+        psycopg.connect(
+            host=database["HOST"],
+            port=database["PORT"] or 5432,
+            user=database["USER"],
+            password=database["PASSWORD"],
+            dbname="postgres",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError as exc:
+        where = f"{database['HOST']}:{database['PORT'] or 5432}"
+        reason = str(exc).splitlines()[0].rsplit(": ", 1)[-1]
+        pytest.exit(f"PostgreSQL at {where} does not answer ({reason}): {HOW_TO_RUN}", 2)
+
+
 ALL_SCOPES = ("submit", "read", "match", "audit")
 
 

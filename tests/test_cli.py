@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -163,4 +168,151 @@ def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, 
     assert cli.main(["match", "--mirror", str(mirror), str(hashes)]) == 1
     error = capsys.readouterr().err
     assert "not an image in an accepted format" in error
+    assert error.count("\n") == 1
+
+
+def _options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((f"{name} {what}", a) for what, a in _options(sub))
+        elif not isinstance(action, argparse._HelpAction):
+            yield "/".join(action.option_strings) or action.dest, action
+
+
+def test_cli_help_explains_every_option_and_the_environment(capsys) -> None:
+    undocumented = [name for name, action in _options(cli.parser_build()) if not action.help]
+    assert undocumented == []
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "CONSORTIUM_URL" in out
+    assert "CONSORTIUM_API_KEY" in out
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_cli_reports_a_refused_connection_in_one_sentence(capsys) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    assert cli.main(["--url", url, "--api-key", "csk_x", "feed"]) == 1
+    error = capsys.readouterr().err
+    assert error == f"consortium: cannot reach the server at {url}: connection refused " + (
+        "(is the server running, and is the URL right?)\n"
+    )
+
+
+def test_cli_reports_a_silent_server_in_one_sentence(capsys) -> None:
+    # A server that accepts the connection and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        code = cli.main(["--url", url, "--api-key", "csk_x", "--timeout", "0.5", "feed"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error == f"consortium: cannot reach the server at {url}: no answer within 0.5 seconds\n"
+
+
+@pytest.mark.parametrize("suffix", ["/", "/api/v1", "/api/v1/"])
+def test_cli_accepts_a_url_copied_with_the_api_prefix(
+    partner_setup, tmp_path: Path, capsys, suffix: str
+) -> None:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(f"pdq {pdq()}\n")
+    setup = {**partner_setup, "url": partner_setup["url"] + suffix}
+    assert _submit(setup, hashes) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["entries"]
+    assert _run(setup, "feed") == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["index"] for e in events if e["type"] == "entry_added"] == [entry["id"]]
+
+
+def test_cli_accepts_a_byte_order_mark_in_a_hashes_file(
+    partner_setup, tmp_path: Path, capsys
+) -> None:
+    hashes = tmp_path / "hashes.txt"
+    value = pdq()
+    # As Notepad saves "UTF-8": a byte-order mark, then CRLF line ends.
+    hashes.write_bytes(f"pdq {value}\r\nmd5 {'b' * 32}\r\n".encode("utf-8-sig"))
+    assert _submit(partner_setup, hashes) == 0
+    created = json.loads(capsys.readouterr().out)["entries"]
+    assert [(e["algorithm"], e["value"]) for e in created] == [("pdq", value), ("md5", "b" * 32)]
+
+
+def test_cli_hash_output_submits_and_submit_ids_revoke(
+    partner_setup, tmp_path: Path, capsys
+) -> None:
+    from tests.test_matching import picture
+
+    image = tmp_path / "photo.png"
+    picture(seed=21).save(image)
+    assert cli.main(["hash", "--algorithm", "pdq", "--algorithm", "md5", str(image)]) == 0
+    hashes = tmp_path / "photo.txt"
+    hashes.write_text(capsys.readouterr().out)
+    assert [line.split()[0] for line in hashes.read_text().splitlines()] == ["pdq", "md5"]
+
+    assert (
+        _run(
+            partner_setup,
+            "submit",
+            "--ids",
+            "--key",
+            partner_setup["private"],
+            "--list",
+            "cli-list",
+            str(hashes),
+        )
+        == 0
+    )
+    ids = capsys.readouterr().out.split()
+    entries = Entry.objects.filter(pk__in=[int(i) for i in ids]).order_by("pk")
+    assert [e.algorithm for e in entries] == ["pdq", "md5"]
+
+    assert (
+        _run(
+            partner_setup,
+            "revoke",
+            "--key",
+            partner_setup["private"],
+            "--reason",
+            "mistake",
+            ids[0],
+        )
+        == 0
+    )
+    assert Entry.objects.get(pk=int(ids[0])).status == Entry.Status.REVOKED
+
+
+def test_cli_hash_refuses_a_non_image_in_one_line(tmp_path: Path, capsys) -> None:
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello\n")
+    assert cli.main(["hash", str(not_image)]) == 1
+    error = capsys.readouterr().err
+    assert "not an image in an accepted format" in error
+    assert error.count("\n") == 1
+
+
+def test_cli_reports_a_server_that_is_not_consortium_in_one_line(tmp_path: Path, capsys) -> None:
+    # Any web server that answers 200 with a page, as a proxy or another site would.
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Welcome</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Page) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(["--url", url, "--api-key", "csk_x", "feed"]) == 1
+    error = capsys.readouterr().err
+    assert f"{url} answered with something other than JSON" in error
     assert error.count("\n") == 1

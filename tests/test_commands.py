@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, get_commands
 from django.test import Client
 
 from audit.models import AccessEvent, LogEvent
@@ -339,3 +340,33 @@ def test_list_create_refuses_bad_input(
 
     assert mentions in refused("list_create", *args)
     assert list(HashList.objects.values_list("name", flat=True)) == ["taken"]
+
+
+# Quick start -------------------------------------------------------------------------------
+
+
+def test_demo_setup_belongs_to_the_app_that_owns_lists() -> None:
+    # It creates a list; partners knows nothing of what is shared.
+    assert get_commands()["demo_setup"] == "hashes"
+
+
+def test_demo_setup_makes_a_working_demo_and_can_run_again(db, settings, tmp_path: Path) -> None:
+    settings.QUICK_START = True
+    first = run("demo_setup", "--directory", str(tmp_path))
+    second = run("demo_setup", "--directory", str(tmp_path))
+
+    keys = [re.search(r"API key \(shown once\):\s+(\S+)", out) for out in (first, second)]
+    assert all(keys)
+    for key in keys:
+        assert me(key.group(1)).status_code == 200  # type: ignore[union-attr]
+    demo = Partner.objects.get(name="demo")
+    assert HashList.objects.get(name="demo").owner == demo
+    assert SigningKey.objects.filter(partner=demo).count() == 1
+    assert (tmp_path / "signing-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_demo_setup_refuses_outside_the_quick_start(db, tmp_path: Path) -> None:
+    message = refused("demo_setup", "--directory", str(tmp_path))
+
+    assert "quick start" in message
+    assert not Partner.objects.filter(name="demo").exists()

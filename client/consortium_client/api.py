@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,11 +24,35 @@ class ApiError(Exception):
         super().__init__(f"{title}: {detail} [{slug}, HTTP {status}]" if detail else title)
 
 
+class ServerUnreachable(ApiError):
+    """No answer from the server: refused, timed out, unknown host, cut off."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(0, {"title": "cannot reach the server", "detail": reason})
+        self.args = (f"cannot reach the server at {base_url}: {reason}",)
+
+
+def _unreachable_reason(error: BaseException, timeout: float) -> str:
+    """One short phrase for why a connection failed, instead of urllib's nested reprs."""
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        error = error.reason
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the server running, and is the URL right?)"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return f"no answer within {timeout:g} seconds"
+    if isinstance(error, socket.gaierror):
+        return "unknown host name"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
 class ConsortiumApi:
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("the server URL must start with http:// or https://")
-        self.base_url = base_url.rstrip("/")
+        # The API's own prefix is added to every path; a URL copied with it still works.
+        self.base_url = base_url.rstrip("/").removesuffix("/api/v1")
         self.api_key = api_key
         self.timeout = timeout
 
@@ -51,19 +77,24 @@ class ConsortiumApi:
             except ValueError:
                 problem = {"title": exc.reason, "detail": raw[:200].decode("utf-8", "replace")}
             raise ApiError(exc.code, problem) from None
-        except urllib.error.URLError as exc:
-            raise ApiError(
-                0, {"title": "cannot reach the server", "detail": str(exc.reason)}
-            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError, refused and reset connections, timeouts while reading: all OSError.
+            raise ServerUnreachable(self.base_url, _unreachable_reason(exc, self.timeout)) from None
+
+    def _json(self, status: int, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            # Something answered, but not this API (a proxy's page, another site at --url).
+            detail = f"{self.base_url} answered with something other than JSON"
+            raise ApiError(status, {"title": "not a Consortium server", "detail": detail}) from None
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        _, raw = self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else ""))
-        return json.loads(raw)
+        return self._json(*self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else "")))
 
     def post_envelope(self, path: str, envelope: bytes) -> Any:
-        _, raw = self._request("POST", f"/api/v1/{path}", envelope)
-        return json.loads(raw)
+        return self._json(*self._request("POST", f"/api/v1/{path}", envelope))
 
     def feed(
         self, after: str | None = None, limit: int = 10_000

@@ -28,6 +28,15 @@ from consortium_client.keys import (
 )
 from consortium_client.payloads import revocation_envelope, submission_envelope
 
+EPILOG = """\
+environment:
+  CONSORTIUM_URL      the server, as for --url (default http://127.0.0.1:8000)
+  CONSORTIUM_API_KEY  your API key, as for --api-key
+
+A hashes file has one 'algorithm value' (or 'algorithm:value') a line, for example
+'pdq 9f...' or 'md5:d4...'; blank lines and '#' comments are skipped. 'consortium hash'
+prints one for an image. Run 'consortium COMMAND --help' for a command's options."""
+
 
 class CliError(Exception):
     """A one-line error for the user."""
@@ -37,7 +46,9 @@ def hashes_read(lines: Iterable[str], labels: list[str]) -> list[dict[str, Any]]
     """Read `algorithm value` (or `algorithm:value`) lines; blank lines and # comments skip."""
     entries = []
     for number, line in enumerate(lines, start=1):
-        text = line.split("#", 1)[0].strip()
+        # A byte-order mark (Windows editors write one) is not part of the first line.
+        text = line.removeprefix("\ufeff") if number == 1 else line
+        text = text.split("#", 1)[0].strip()
         if not text:
             continue
         parts = text.replace(":", " ", 1).split()
@@ -57,9 +68,13 @@ def hashes_read(lines: Iterable[str], labels: list[str]) -> list[dict[str, Any]]
 
 def _read_text(source: str) -> str:
     try:
-        return sys.stdin.read() if source == "-" else Path(source).read_text()
+        if source == "-":
+            return sys.stdin.read()
+        return Path(source).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"cannot read {source}: not UTF-8 text") from exc
 
 
 def _private_key(path: str) -> Any:
@@ -75,7 +90,7 @@ def _api(args: argparse.Namespace) -> ConsortiumApi:
     if not args.api_key:
         raise CliError("no API key: pass --api-key or set CONSORTIUM_API_KEY")
     try:
-        return ConsortiumApi(args.url, args.api_key)
+        return ConsortiumApi(args.url, args.api_key, timeout=args.timeout)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
@@ -110,7 +125,27 @@ def cmd_submit(args: argparse.Namespace) -> None:
         entries = hashes_read(_read_text(args.hashes).splitlines(), _labels(args.labels))
         envelope = submission_envelope(args.list, entries, _private_key(args.key))
     result = _api(args).post_envelope("submissions", envelope)
-    print(json.dumps(result))
+    if args.ids:
+        for entry in result["entries"]:
+            print(entry["id"])
+    else:
+        print(json.dumps(result))
+
+
+def cmd_hash(args: argparse.Namespace) -> None:
+    from consortium_client.imaging import ImageRejected, image_file_hashes
+
+    algorithms = args.algorithm or None
+    for path in args.images:
+        try:
+            hashed = image_file_hashes(path)
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+        except ImageRejected as exc:
+            raise CliError(f"{path}: {exc.message}") from exc
+        for algorithm, value in hashed.values.items():
+            if algorithms is None or algorithm in algorithms:
+                print(f"{algorithm} {value}")
 
 
 def cmd_revoke(args: argparse.Namespace) -> None:
@@ -140,7 +175,7 @@ def cmd_match(args: argparse.Namespace) -> None:
     from consortium_client.mirror import mirror_load
 
     try:
-        mirror = mirror_load(Path(args.mirror).read_text().splitlines())
+        mirror = mirror_load(_read_text(args.mirror).splitlines())
     except OSError as exc:
         raise CliError(f"cannot read {args.mirror}: {exc.strerror}") from exc
     except ValueError as exc:
@@ -171,40 +206,79 @@ def cmd_match(args: argparse.Namespace) -> None:
 
 
 def parser_build() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("CONSORTIUM_URL", "http://127.0.0.1:8000"))
-    parser.add_argument("--api-key", default=os.environ.get("CONSORTIUM_API_KEY"))
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="consortium",
+        description="The partner command line of a Consortium hash-sharing server.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CONSORTIUM_URL", "http://127.0.0.1:8000"),
+        help="the server, e.g. https://consortium.example (a trailing /api/v1 is accepted); "
+        "default $CONSORTIUM_URL or http://127.0.0.1:8000",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("CONSORTIUM_API_KEY"),
+        help="your API key; default $CONSORTIUM_API_KEY",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the server's answer (default 30)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = commands.add_parser("keygen", help="make an Ed25519 key pair; print its key id")
     keygen.add_argument("--out", required=True, help="writes OUT.pem and OUT.pub.pem")
     keygen.set_defaults(handler=cmd_keygen)
 
+    hash_ = commands.add_parser(
+        "hash", help="print an image's hashes as 'algorithm value' lines, computed locally"
+    )
+    hash_.add_argument(
+        "--algorithm",
+        action="append",
+        choices=["pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256"],
+        help="only this algorithm (repeatable; default all)",
+    )
+    hash_.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, WebP, ...)")
+    hash_.set_defaults(handler=cmd_hash)
+
     sign = commands.add_parser("sign", help="print a signed submission envelope")
-    sign.add_argument("--key", required=True, help="private key PEM")
-    sign.add_argument("--list", required=True)
-    sign.add_argument("--labels", default="")
-    sign.add_argument("hashes", help="file of 'algorithm value' lines, or -")
+    sign.add_argument("--key", required=True, help="your private signing key (PEM)")
+    sign.add_argument("--list", required=True, help="the list to submit to")
+    sign.add_argument("--labels", default="", help="comma-separated labels for every entry")
+    sign.add_argument("hashes", help="file of 'algorithm value' lines, or - for standard input")
     sign.set_defaults(handler=cmd_sign)
 
     submit = commands.add_parser("submit", help="sign (unless --envelope) and submit hashes")
-    submit.add_argument("--envelope", help="an envelope made by 'sign', or -")
-    submit.add_argument("--key")
-    submit.add_argument("--list")
-    submit.add_argument("--labels", default="")
-    submit.add_argument("hashes", nargs="?")
+    submit.add_argument("--envelope", help="an envelope made by 'sign' (or - for standard input)")
+    submit.add_argument("--key", help="your private signing key (PEM)")
+    submit.add_argument("--list", help="the list to submit to")
+    submit.add_argument("--labels", default="", help="comma-separated labels for every entry")
+    submit.add_argument(
+        "--ids", action="store_true", help="print only the new entries' ids, one a line"
+    )
+    submit.add_argument(
+        "hashes", nargs="?", help="file of 'algorithm value' lines, or - for standard input"
+    )
     submit.set_defaults(handler=cmd_submit)
 
     revoke = commands.add_parser("revoke", help="sign and send a revocation of your entries")
-    revoke.add_argument("--key", required=True)
-    revoke.add_argument("--reason", required=True)
-    revoke.add_argument("entries", nargs="+", type=int)
+    revoke.add_argument("--key", required=True, help="your private signing key (PEM)")
+    revoke.add_argument("--reason", required=True, help="why, as every partner will read it")
+    revoke.add_argument("entries", nargs="+", type=int, help="entry ids (from 'submit --ids')")
     revoke.set_defaults(handler=cmd_revoke)
 
     feed = commands.add_parser("feed", help="print events after a cursor as JSON lines")
-    feed.add_argument("--after")
+    feed.add_argument("--after", help="start after this cursor (default: the beginning)")
     # The server's largest page: a full sync then costs a tenth of the requests.
-    feed.add_argument("--limit", type=int, default=10_000)
+    feed.add_argument(
+        "--limit", type=int, default=10_000, help="events per request (default 10000)"
+    )
     feed.add_argument("--cursor-file", help="resume from and save the cursor here")
     feed.set_defaults(handler=cmd_feed)
 
@@ -213,7 +287,7 @@ def parser_build() -> argparse.ArgumentParser:
     match.add_argument("--hash", action="append", help="algorithm:value (repeatable)")
     match.add_argument("--radius", type=int, help="override the algorithm's default radius")
     match.add_argument("--dihedral", action="store_true", help="also rotations and mirrors")
-    match.add_argument("images", nargs="*")
+    match.add_argument("images", nargs="*", help="image files to hash locally and match")
     match.set_defaults(handler=cmd_match)
     return parser
 
