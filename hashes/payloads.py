@@ -19,6 +19,7 @@ from consortium.errors import (
     UnknownAlgorithm,
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
+from consortium_client.strictjson import has_lone_surrogate, json_strings
 
 # Used with fullmatch: `$` would also accept a label ending in a newline.
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -49,7 +50,19 @@ class RevocationPayload:
     reason: str
 
 
+def _storable_text(payload: dict[str, Any]) -> None:
+    """Every string of a signed payload, names included, must be text PostgreSQL can hold
+    and UTF-8 can encode: a NUL or a lone surrogate would fail at the database (a 500)
+    after the signature was accepted, so it is refused here, first, with its pointer."""
+    for text, pointer in json_strings(payload):
+        if "\x00" in text:
+            raise InvalidPayload("text must not contain NUL (\\u0000)", pointer=pointer)
+        if has_lone_surrogate(text):
+            raise InvalidPayload("text must not contain a lone surrogate", pointer=pointer)
+
+
 def _common_fields(payload: dict[str, Any]) -> None:
+    _storable_text(payload)
     timestamp = payload.get("timestamp")
     if not isinstance(timestamp, str):
         raise InvalidPayload("timestamp must be an RFC 3339 date-time string", pointer="/timestamp")
