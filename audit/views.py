@@ -39,8 +39,12 @@ class AccessEventsView(ConsortiumView):
         parameters=[
             OpenApiParameter("partner", str),
             OpenApiParameter("action", str),
-            OpenApiParameter("since", str, description="ISO 8601, inclusive"),
-            OpenApiParameter("until", str, description="ISO 8601, exclusive"),
+            OpenApiParameter(
+                "since", str, description="ISO 8601, inclusive; offset ±15:59 at most"
+            ),
+            OpenApiParameter(
+                "until", str, description="ISO 8601, exclusive; offset ±15:59 at most"
+            ),
             OpenApiParameter("before", int, description="cursor"),
             OpenApiParameter("limit", int, description=f"1 to {PAGE_MAX}"),
         ],
