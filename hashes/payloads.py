@@ -19,7 +19,7 @@ from consortium.errors import (
     UnknownAlgorithm,
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
-from consortium_client.strictjson import has_lone_surrogate, json_strings
+from consortium_client.strictjson import string_pointer
 
 # Used with fullmatch: `$` would also accept a label ending in a newline.
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -27,6 +27,7 @@ MAX_LABELS = 32
 MAX_NOTE = 2000
 MAX_REASON = 1000
 MAX_NONCE = 128
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,11 @@ def _storable_text(payload: dict[str, Any]) -> None:
     """Every string of a signed payload, names included, must be text PostgreSQL can hold
     and UTF-8 can encode: a NUL or a lone surrogate would fail at the database (a 500)
     after the signature was accepted, so it is refused here, first, with its pointer."""
-    for text, pointer in json_strings(payload):
-        if "\x00" in text:
-            raise InvalidPayload("text must not contain NUL (\\u0000)", pointer=pointer)
-        if has_lone_surrogate(text):
-            raise InvalidPayload("text must not contain a lone surrogate", pointer=pointer)
+    pointer = string_pointer(payload, _UNSTORABLE.search)
+    if pointer is not None:
+        raise InvalidPayload(
+            "text must not contain NUL (\\u0000) or a lone surrogate", pointer=pointer
+        )
 
 
 def _common_fields(payload: dict[str, Any]) -> None:

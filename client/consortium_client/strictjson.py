@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 MAX_DEPTH = 64
@@ -64,31 +65,72 @@ def _int(text: str) -> int:
     return int(text)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# After strict UTF-8 decoding, the only way to a surrogate is an escape such as \ud800.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    """Whether `text` holds a surrogate code point: never valid text (json.loads pairs the
+    escapes of a valid pair into one character, so any left over are lone)."""
+    return _SURROGATE.search(text) is not None
 
 
-def json_strings(document: Any, *, max_depth: int = MAX_DEPTH) -> Iterator[tuple[str, str]]:
-    """Every string of `document` (member names and values) with its pointer, checking
-    depth on the way. Iterative, so that the check itself cannot run out of stack."""
-    pending: list[tuple[Any, str, int]] = [(document, "", 1)]
+def json_strings(document: Any) -> Iterator[tuple[str, str]]:
+    """Every string of `document` (member names and values) with its pointer."""
+    pending: list[tuple[Any, str]] = [(document, "")]
     while pending:
-        value, pointer, depth = pending.pop()
+        value, pointer = pending.pop()
         if isinstance(value, str):
             yield value, pointer
         elif isinstance(value, dict | list):
-            if depth > max_depth:
-                raise StrictJsonError(f"nesting deeper than {max_depth} levels", pointer=pointer)
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 child = f"{pointer}/{pointer_token(key)}"
                 if isinstance(key, str):
                     yield key, child
-                pending.append((item, child, depth + 1))
+                pending.append((item, child))
+
+
+def _any_string(document: Any, predicate: Callable[[str], object]) -> bool:
+    # Level by level, without pointers: the pass every valid document pays for.
+    level = [document]
+    while level:
+        containers: list[Any] = []
+        for value in level:
+            if isinstance(value, str):
+                if predicate(value):
+                    return True
+            elif isinstance(value, dict):
+                if any(map(predicate, value)):
+                    return True
+                containers.extend(value.values())
+            elif isinstance(value, list):
+                containers.extend(value)
+        level = containers
+    return False
+
+
+def string_pointer(document: Any, predicate: Callable[[str], object]) -> str | None:
+    """The RFC 6901 pointer of a string of `document` (member names included) for which
+    `predicate` holds, or None."""
+    if not _any_string(document, predicate):
+        return None
+    return next((pointer for text, pointer in json_strings(document) if predicate(text)), None)
+
+
+def _deeper_than(document: Any, max_depth: int) -> bool:
+    level = [document] if isinstance(document, dict | list) else []
+    for _ in range(max_depth):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def strict_json_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -118,8 +160,11 @@ def strict_json_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise StrictJsonError(f"nesting deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise StrictJsonError(f"not valid JSON: {exc}") from None
-    for text_value, pointer in json_strings(document, max_depth=max_depth):
-        if has_lone_surrogate(text_value):
+    if _deeper_than(document, max_depth):
+        raise StrictJsonError(f"nesting deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(text):
+        pointer = string_pointer(document, has_lone_surrogate)
+        if pointer is not None:
             raise StrictJsonError(
                 "a string holds a lone surrogate (an unpaired \\ud800-\\udfff escape)",
                 pointer=pointer,
