@@ -82,6 +82,7 @@ ImageTruncated = _error("image-truncated", "The image is truncated", 422)
 ImageCorrupt = _error("image-corrupt", "The image cannot be decoded", 422)
 NotFound = _error("not-found", "Not found", 404)
 MethodNotAllowed = _error("method-not-allowed", "Method not allowed", 405)
+NotAcceptable = _error("not-acceptable", "No acceptable response format", 406)
 UnsupportedMediaType = _error("unsupported-media-type", "Unsupported media type", 415)
 Throttled = _error("throttled", "Too many requests", 429)
 InternalError = _error("internal-error", "Internal server error", 500)
@@ -95,6 +96,7 @@ _DRF_EQUIVALENTS: list[tuple[type[Exception], type[ConsortiumError]]] = [
     (exceptions.NotFound, NotFound),
     (Http404, NotFound),
     (exceptions.MethodNotAllowed, MethodNotAllowed),
+    (exceptions.NotAcceptable, NotAcceptable),
     (exceptions.UnsupportedMediaType, UnsupportedMediaType),
     (exceptions.Throttled, Throttled),
 ]

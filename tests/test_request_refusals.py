@@ -80,6 +80,20 @@ def _short_content_length(alice: PartnerClient) -> Any:
     )
 
 
+def _accepting(accept: str) -> Send:
+    def send(alice: PartnerClient) -> Any:
+        body = b'{"hashes": [' + MD5 + b"]}"
+        return alice.http.post(
+            "/api/v1/match",
+            body,
+            content_type="application/json",
+            HTTP_ACCEPT=accept,
+            **_auth(alice),
+        )
+
+    return send
+
+
 def _authorization(value: str) -> Send:
     def send(alice: PartnerClient) -> Any:
         return alice.http.get("/api/v1/me", HTTP_AUTHORIZATION=value)
@@ -178,6 +192,7 @@ REFUSALS: dict[str, tuple[Send, str, int, str, bool]] = {
         "unsupported-media-type",
         True,
     ),
+    "match: accepting only HTML": (_accepting("text/html"), "match", 406, "not-acceptable", True),
     # Forms: Django's caps raise SuspiciousOperation while DRF parses, inside the view.
     "match: two files": (
         _form("/api/v1/match", lambda: {"image": _image(), "other": _image()}),
