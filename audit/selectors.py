@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
@@ -15,6 +17,7 @@ from audit.models import AccessEvent
 
 # The widest UTC offset PostgreSQL accepts; no zone, past or present, has been further out.
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+CURSOR_PATTERN = re.compile(r"[0-9]{1,19}")
 
 
 class UtcDateTimeField(IsoDateTimeField):
@@ -44,12 +47,32 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcDateTimeField
 
 
+class CursorField(forms.CharField):
+    """An event id as ASCII digits: a decimal field would also read `1.5`, `1e3` and ` 7 `,
+    so that one cursor had many spellings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strip=False, **kwargs)
+
+    def to_python(self, value: Any) -> int | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if text is None or text in self.empty_values:
+            return None
+        if not CURSOR_PATTERN.fullmatch(text):
+            raise ValidationError("must be an event id (ASCII digits)", code="invalid")
+        return int(text)
+
+
+class CursorFilter(django_filters.Filter):
+    field_class = CursorField
+
+
 class AccessEventFilter(django_filters.FilterSet):
     partner = django_filters.CharFilter(field_name="partner__name")
     action = django_filters.CharFilter()
     since = UtcDateTimeFilter(field_name="time", lookup_expr="gte")
     until = UtcDateTimeFilter(field_name="time", lookup_expr="lt")
-    before = django_filters.NumberFilter(field_name="id", lookup_expr="lt", min_value=0)
+    before = CursorFilter(field_name="id", lookup_expr="lt")
 
     class Meta:
         model = AccessEvent

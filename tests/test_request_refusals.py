@@ -300,6 +300,34 @@ REFUSALS: dict[str, tuple[Send, str, int, str, bool]] = {
         "malformed-request",
         True,
     ),
+    "audit: fractional cursor": (
+        _query("/api/v1/audit/events", before="1.5"),
+        "audit.read",
+        400,
+        "malformed-request",
+        True,
+    ),
+    "audit: exponent cursor": (
+        _query("/api/v1/audit/events", before="1e3"),
+        "audit.read",
+        400,
+        "malformed-request",
+        True,
+    ),
+    "audit: negative cursor": (
+        _query("/api/v1/audit/events", before="-1"),
+        "audit.read",
+        400,
+        "malformed-request",
+        True,
+    ),
+    "audit: padded limit": (
+        _query("/api/v1/audit/events", limit=" 5"),
+        "audit.read",
+        400,
+        "malformed-request",
+        True,
+    ),
     # One spelling per cursor: int() alone also reads these.
     "feed: Arabic-Indic digits": (
         _query("/api/v1/feed", after="١٢"),
