@@ -2,20 +2,77 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from audit.models import AccessEvent
+
+# The widest UTC offset PostgreSQL accepts; no zone, past or present, has been further out.
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+CURSOR_PATTERN = re.compile(r"[0-9]{1,19}")
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time within what the database can hold, normalised to UTC here.
+
+    An offset past ±15:59 fails inside PostgreSQL, and a value at the edge of Python's range
+    may have no UTC equivalent (0001-01-01T00:00+01:00): either would be a 500 from within
+    the query, so both are refused while the parameter is validated. So is NUL, which
+    `datetime.fromisoformat` silently treats as the end of the text."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError("must not contain NUL", code="invalid")
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        offset = moment.utcoffset()
+        if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+            raise ValidationError("has a UTC offset beyond ±15:59", code="invalid")
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("has no UTC equivalent in range", code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class CursorField(forms.CharField):
+    """An event id as ASCII digits: a decimal field would also read `1.5`, `1e3` and ` 7 `,
+    so that one cursor had many spellings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strip=False, **kwargs)
+
+    def to_python(self, value: Any) -> int | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if text is None or text in self.empty_values:
+            return None
+        if not CURSOR_PATTERN.fullmatch(text):
+            raise ValidationError("must be an event id (ASCII digits)", code="invalid")
+        return int(text)
+
+
+class CursorFilter(django_filters.Filter):
+    field_class = CursorField
 
 
 class AccessEventFilter(django_filters.FilterSet):
     partner = django_filters.CharFilter(field_name="partner__name")
     action = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="lt")
-    before = django_filters.NumberFilter(field_name="id", lookup_expr="lt", min_value=0)
+    since = UtcDateTimeFilter(field_name="time", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="time", lookup_expr="lt")
+    before = CursorFilter(field_name="id", lookup_expr="lt")
 
     class Meta:
         model = AccessEvent

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit.selectors import AccessEventFilter, access_events_page
+from audit.selectors import CURSOR_PATTERN, AccessEventFilter, access_events_page
 from consortium.api import ConsortiumView
 from consortium.errors import MalformedRequest
 
@@ -39,8 +39,12 @@ class AccessEventsView(ConsortiumView):
         parameters=[
             OpenApiParameter("partner", str),
             OpenApiParameter("action", str),
-            OpenApiParameter("since", str, description="ISO 8601, inclusive"),
-            OpenApiParameter("until", str, description="ISO 8601, exclusive"),
+            OpenApiParameter(
+                "since", str, description="ISO 8601, inclusive; offset ±15:59 at most"
+            ),
+            OpenApiParameter(
+                "until", str, description="ISO 8601, exclusive; offset ±15:59 at most"
+            ),
             OpenApiParameter("before", int, description="cursor"),
             OpenApiParameter("limit", int, description=f"1 to {PAGE_MAX}"),
         ],
@@ -52,10 +56,10 @@ class AccessEventsView(ConsortiumView):
         if not filters.is_valid():
             field, messages = next(iter(filters.errors.items()))
             raise MalformedRequest(f"{field}: {messages[0]}", parameter=field)
-        try:
-            limit = int(request.query_params.get("limit", 100))
-        except ValueError:
-            raise MalformedRequest("limit must be an integer", parameter="limit") from None
+        raw_limit = request.query_params.get("limit", "100")
+        if not CURSOR_PATTERN.fullmatch(raw_limit):
+            raise MalformedRequest("limit must be an integer", parameter="limit")
+        limit = int(raw_limit)
         if not 1 <= limit <= PAGE_MAX:
             raise MalformedRequest(f"limit must be between 1 and {PAGE_MAX}", parameter="limit")
         page = access_events_page(filters=filters, limit=limit)

@@ -9,6 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -56,6 +63,8 @@ InvalidHashValue = _error("invalid-hash-value", "The hash value is not valid", 4
 EmptyBatch = _error("empty-batch", "The batch has no entries", 400)
 BatchTooLarge = _error("batch-too-large", "The batch has too many entries", 413)
 RequestTooLarge = _error("request-too-large", "The request body is too large", 413)
+TooManyFiles = _error("too-many-files", "The request carries too many files", 400)
+TooManyFields = _error("too-many-fields", "The request carries too many form fields", 400)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
 InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
 StaleEnvelope = _error(
@@ -87,6 +96,7 @@ ImageTruncated = _error("image-truncated", "The image is truncated", 422)
 ImageCorrupt = _error("image-corrupt", "The image cannot be decoded", 422)
 NotFound = _error("not-found", "Not found", 404)
 MethodNotAllowed = _error("method-not-allowed", "Method not allowed", 405)
+NotAcceptable = _error("not-acceptable", "No acceptable response format", 406)
 UnsupportedMediaType = _error("unsupported-media-type", "Unsupported media type", 415)
 Throttled = _error("throttled", "Too many requests", 429)
 InternalError = _error("internal-error", "Internal server error", 500)
@@ -100,6 +110,7 @@ _DRF_EQUIVALENTS: list[tuple[type[Exception], type[ConsortiumError]]] = [
     (exceptions.NotFound, NotFound),
     (Http404, NotFound),
     (exceptions.MethodNotAllowed, MethodNotAllowed),
+    (exceptions.NotAcceptable, NotAcceptable),
     (exceptions.UnsupportedMediaType, UnsupportedMediaType),
     (exceptions.Throttled, Throttled),
 ]
@@ -137,9 +148,26 @@ def problem_response(error: ConsortiumError, *, instance: str | None = None) -> 
     return response
 
 
+def _suspicious_request(exc: SuspiciousOperation) -> ConsortiumError:
+    # Django raises these while reading a body (DRF reads lazily, inside the view), and
+    # would answer with its HTML 400 page; each cap gets its own problem type instead.
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return RequestTooLarge(f"the body exceeds {limit} bytes", limit=limit)
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return TooManyFiles(f"the request carries more than {limit} file(s)", limit=limit)
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return TooManyFields(f"the request carries more than {limit} form fields", limit=limit)
+    return MalformedRequest("the request cannot be read")
+
+
 def as_consortium_error(exc: Exception) -> ConsortiumError | None:
     if isinstance(exc, ConsortiumError):
         return exc
+    if isinstance(exc, SuspiciousOperation):
+        return _suspicious_request(exc)
     for drf_class, ours in _DRF_EQUIVALENTS:
         if isinstance(exc, drf_class):
             detail = getattr(exc, "detail", None)

@@ -8,7 +8,9 @@ from consortium.errors import (
     PROBLEM_CONTENT_TYPE,
     ConsortiumError,
     InternalError,
+    MalformedRequest,
     NotFound,
+    as_consortium_error,
     problem_body,
 )
 from consortium.health import healthz
@@ -45,6 +47,13 @@ urlpatterns = [
 def _problem(error: ConsortiumError, request: HttpRequest) -> JsonResponse:
     body = problem_body(error, instance=request.path)
     return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+
+
+def handler400(request: HttpRequest, exception: Exception) -> JsonResponse:
+    # Reached by SuspiciousOperation raised outside DRF's handling (a non-API path, or
+    # Django reading the body before a view): problem+json there too, never an HTML page.
+    error = as_consortium_error(exception) or MalformedRequest("the request cannot be read")
+    return _problem(error, request)
 
 
 def handler404(request: HttpRequest, exception: Exception) -> JsonResponse:

@@ -4,7 +4,6 @@ library's, so partners and the server run the same code."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from consortium.errors import (
     WrongPayloadType,
 )
 from consortium_client.dsse import EnvelopeError, envelope_parse, envelope_verify
+from consortium_client.strictjson import StrictJsonError, strict_json_loads
 from partners.models import Partner, SigningKey
 
 _ERRORS = {
@@ -50,11 +50,12 @@ def envelope_open(*, raw: bytes, partner: Partner, payload_type: str) -> OpenedE
         signer = envelope_verify(envelope, trusted)
     except EnvelopeError as exc:
         raise _ERRORS[exc.reason](str(exc)) from exc
-    # As in envelope_parse: huge integers and deep nesting are bad input too.
+    # As in envelope_parse: strict, so the payload means one thing to every verifier.
     try:
-        payload = json.loads(envelope.payload)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidPayload("the signed payload is not valid JSON") from exc
+        payload = strict_json_loads(envelope.payload)
+    except StrictJsonError as exc:
+        where = {} if exc.pointer is None else {"pointer": exc.pointer}
+        raise InvalidPayload(f"the signed payload is not strict JSON: {exc}", **where) from exc
     if not isinstance(payload, dict):
         raise InvalidPayload("the signed payload must be a JSON object")
     return OpenedEnvelope(payload, envelope.payload, keys[signer])

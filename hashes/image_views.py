@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -22,6 +22,7 @@ from consortium.errors import (
     MalformedRequest,
     NotAnImage,
 )
+from consortium.parsers import StrictJSONParser
 from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.imaging import DIHEDRAL_TRANSFORMS, ImageHashes, ImageRejected, image_hashes
 from hashes.matching import HashQuery, QueryResult, match_hashes
@@ -146,7 +147,7 @@ class MatchOut(serializers.Serializer):
 class MatchView(ConsortiumView):
     audit_action = "match"
     required_scope = "match"
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [StrictJSONParser, MultiPartParser]
 
     @extend_schema(
         operation_id="match",

@@ -19,6 +19,7 @@ from consortium.errors import (
     UnknownAlgorithm,
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
+from consortium_client.strictjson import string_pointer
 
 # Used with fullmatch: `$` would also accept a label ending in a newline.
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -27,6 +28,7 @@ MAX_NOTE = 2000
 MAX_REASON = 1000
 MAX_NONCE = 128
 NONCE_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_NONCE}}}")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,21 @@ class RevocationPayload:
     reason: str
 
 
+def _storable_text(payload: dict[str, Any]) -> None:
+    """Every string of a signed payload, names included, must be text PostgreSQL can hold
+    and UTF-8 can encode: a NUL or a lone surrogate would fail at the database (a 500)
+    after the signature was accepted, so it is refused here, first, with its pointer."""
+    pointer = string_pointer(payload, _UNSTORABLE.search)
+    if pointer is not None:
+        raise InvalidPayload(
+            "text must not contain NUL (\\u0000) or a lone surrogate", pointer=pointer
+        )
+
+
 def statement_header_parse(payload: dict[str, Any]) -> StatementHeader:
-    """The fields every signed statement carries: when it was signed, and its nonce."""
+    """The fields every signed statement carries: when it was signed, and its nonce. Every
+    string of the payload is checked storable first, so no kind can forget it."""
+    _storable_text(payload)
     timestamp = payload.get("timestamp")
     if not isinstance(timestamp, str):
         raise InvalidPayload("timestamp must be an RFC 3339 date-time string", pointer="/timestamp")

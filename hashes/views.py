@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -26,6 +27,8 @@ from hashes.serializers import (
     entry_provenance,
 )
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
 
 def _int_param(
     request: Request,
@@ -39,10 +42,11 @@ def _int_param(
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise error(f"{name} must be an integer", parameter=name) from None
+    # ASCII digits only: int() would also take '١٢', '1_000' and ' 7 ', so that one cursor
+    # had many spellings (and a 5000-digit one costs a ValueError, not a 500, either way).
+    if not _INTEGER.fullmatch(raw):
+        raise error(f"{name} must be an integer", parameter=name)
+    value = int(raw)
     if not low <= value <= high:
         raise error(f"{name} must be between {low} and {high}", parameter=name)
     return value

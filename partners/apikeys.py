@@ -16,6 +16,7 @@ from django.conf import settings
 KEY_MARK = "csk"
 PREFIX_BYTES = 6
 SECRET_BYTES = 32
+_HEX_DIGITS = "0123456789abcdef"
 
 
 def apikey_digest(full_key: str) -> str:
@@ -35,6 +36,10 @@ def apikey_prefix(full_key: str) -> str | None:
     mark, _, rest = full_key.partition("_")
     prefix, _, secret = rest.partition("_")
     if mark != KEY_MARK or len(prefix) != 2 * PREFIX_BYTES or not secret:
+        return None
+    # Only what apikey_generate makes: the prefix is looked up and written to the access
+    # log, and a NUL in it would fail in PostgreSQL rather than be refused.
+    if not all(character in _HEX_DIGITS for character in prefix):
         return None
     return prefix
 

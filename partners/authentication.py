@@ -31,7 +31,13 @@ def client_ip(request: Request) -> str | None:
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
     if proxies and forwarded:
         hops = [hop.strip() for hop in forwarded.split(",")]
-        return hops[-min(proxies, len(hops))]
+        hop = hops[-min(proxies, len(hops))]
+        # With fewer hops than proxies the value is the client's own text: anything but an
+        # address is unknown (None), which no allow-list admits and the access log can hold.
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return None
     return remote
 
 
@@ -54,7 +60,12 @@ class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request: Request) -> tuple[Partner, ApiKey] | None:
-        header = get_authorization_header(request).split()
+        try:
+            header = get_authorization_header(request).split()
+        except UnicodeEncodeError:
+            # A header value no HTTP connection can carry (only a test client or a broken
+            # gateway makes one); refused like any malformed header, not a 500.
+            raise _refuse(request, "malformed-header", "") from None
         if not header or header[0].lower() != self.keyword:
             return None
         if len(header) != 2:

@@ -177,6 +177,45 @@ def _over_the_limit(alice, bob, own) -> bytes:
     return revocation(alice, list(range(4)))
 
 
+def _raw(alice: PartnerClient, text: str) -> bytes:
+    """A revocation payload written by hand, properly signed, naming alice's entries."""
+    document = {"timestamp": datetime.now(UTC).isoformat(), "nonce": secrets.token_hex(8)}
+    raw = json.dumps(document)[:-1] + ", " + text + "}"
+    return envelope_sign(REVOCATION_PAYLOAD_TYPE, raw.encode(), alice.private_key)
+
+
+def _duplicate_entries_key(alice, bob, own) -> bytes:
+    # A last-wins parser revokes the second list; a first-wins verifier reads the first.
+    return _raw(alice, f'"entries": [{own[0]}], "entries": [{own[1]}], "reason": "mistake"')
+
+
+def _duplicate_reason_key(alice, bob, own) -> bytes:
+    return _raw(alice, f'"entries": [{own[0]}], "reason": "a", "reason": "b"')
+
+
+def _nan_id(alice, bob, own) -> bytes:
+    return _raw(alice, '"entries": [NaN], "reason": "mistake"')
+
+
+def _id_beyond_safe_integers(alice, bob, own) -> bytes:
+    return _raw(alice, f'"entries": [{2**63}], "reason": "mistake"')
+
+
+def _reason_escape_surrogate(alice, bob, own) -> bytes:
+    return _raw(alice, f'"entries": [{own[0]}], "reason": "\\udbff"')
+
+
+def _utf16_payload(alice, bob, own) -> bytes:
+    document = {
+        "entries": own,
+        "reason": "mistake",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "nonce": secrets.token_hex(8),
+    }
+    raw = json.dumps(document).encode("utf-16")
+    return envelope_sign(REVOCATION_PAYLOAD_TYPE, raw, alice.private_key)
+
+
 REFUSALS: dict[str, tuple[Case, int, str]] = {
     "unknown id": (_unknown_id, 404, "unknown-entry"),
     "entry of another partner": (_other_partners_entry, 403, "not-entry-submitter"),
@@ -201,6 +240,23 @@ REFUSALS: dict[str, tuple[Case, int, str]] = {
     "payload changed after signing": (_tampered, 400, "invalid-signature"),
     "body not JSON": (_not_json, 400, "malformed-envelope"),
     "more entries than the limit": (_over_the_limit, 413, "batch-too-large"),
+    "NUL in reason": (
+        lambda a, b, own: revocation(a, own, reason="x\x00y"),
+        400,
+        "invalid-payload",
+    ),
+    "lone surrogate in reason": (
+        lambda a, b, own: revocation(a, own, reason="x\ud800"),
+        400,
+        "invalid-payload",
+    ),
+    "NUL in nonce": (lambda a, b, own: revocation(a, own, nonce="\x00"), 400, "invalid-payload"),
+    "lone surrogate escape in reason": (_reason_escape_surrogate, 400, "invalid-payload"),
+    "duplicate entries key": (_duplicate_entries_key, 400, "invalid-payload"),
+    "duplicate reason key": (_duplicate_reason_key, 400, "invalid-payload"),
+    "NaN as an id": (_nan_id, 400, "invalid-payload"),
+    "id beyond 2**53": (_id_beyond_safe_integers, 400, "invalid-payload"),
+    "payload in UTF-16": (_utf16_payload, 400, "invalid-payload"),
 }
 
 

@@ -295,6 +295,89 @@ def _long_note(alice: PartnerClient) -> bytes:
     return signed(payload(entries=entries), alice.private_key)
 
 
+def _raw_payload(text: str) -> Case:
+    """A payload written by hand (as no careful client would), properly signed by alice, so
+    that only the strictness of the parser can refuse it."""
+
+    def case(alice: PartnerClient) -> bytes:
+        document = json.dumps(payload())[:-1] + ", " + text + "}"
+        return signed(document.encode(), alice.private_key)
+
+    return case
+
+
+def _payload_encoded(encoding: str) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        return signed(json.dumps(payload()).encode(encoding), alice.private_key)
+
+    return case
+
+
+def _payload_with_bom(alice: PartnerClient) -> bytes:
+    return signed(b"\xef\xbb\xbf" + json.dumps(payload()).encode(), alice.private_key)
+
+
+def _payload_latin1(alice: PartnerClient) -> bytes:
+    entries = [{"algorithm": "pdq", "value": pdq(), "note": "café"}]
+    return signed(
+        json.dumps(payload(entries=entries), ensure_ascii=False).encode("latin-1"),
+        alice.private_key,
+    )
+
+
+def _duplicate_value_in_entry(alice: PartnerClient) -> bytes:
+    # Signed once, read two ways: a last-wins parser stores the second hash, a first-wins
+    # verifier believes the first was shared.
+    first, second = pdq(), pdq()
+    document = json.dumps(payload(entries=[{"algorithm": "pdq", "value": first}]))
+    document = document.replace(f'"value": "{first}"', f'"value": "{first}", "value": "{second}"')
+    return signed(document.encode(), alice.private_key)
+
+
+def _text_in_entry(field: str, text: Any) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        entries = [{"algorithm": "pdq", "value": pdq(), field: text}]
+        return signed(payload(entries=entries), alice.private_key)
+
+    return case
+
+
+def _text_field(field: str, text: str) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        return signed(payload(**{field: text}), alice.private_key)
+
+    return case
+
+
+def _envelope_with_two_payloads(alice: PartnerClient) -> bytes:
+    # The signature covers the second payload; a first-wins verifier would read the first.
+    envelope = signed(payload(), alice.private_key).decode()
+    other = _b64(json.dumps(payload()).encode())
+    return envelope.replace('"payload": ', f'"payload": "{other}", "payload": ', 1).encode()
+
+
+def _envelope_encoded(encoding: str) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        return signed(payload(), alice.private_key).decode().encode(encoding)
+
+    return case
+
+
+def _envelope_with_bom(alice: PartnerClient) -> bytes:
+    return b"\xef\xbb\xbf" + signed(payload(), alice.private_key)
+
+
+def _envelope_with_nan(alice: PartnerClient) -> bytes:
+    return signed(payload(), alice.private_key)[:-1] + b', "extra": NaN}'
+
+
+def _envelope_with_lone_surrogate(alice: PartnerClient) -> bytes:
+    def edit(document: dict[str, Any]) -> None:
+        document["signatures"][0]["keyid"] = "\udc00"
+
+    return envelope_edit(signed(payload(), alice.private_key), edit)
+
+
 REFUSALS: dict[str, tuple[Case, int, str]] = {
     "bad base64 in payload": (_bad_payload_base64, 400, "invalid-base64"),
     "bad base64 in sig": (_bad_sig_base64, 400, "invalid-base64"),
@@ -348,6 +431,42 @@ REFUSALS: dict[str, tuple[Case, int, str]] = {
     "labels not a list": (_labels("ncii"), 400, "invalid-payload"),
     "too many labels": (_labels([f"l{n}" for n in range(33)]), 400, "invalid-payload"),
     "note too long": (_long_note, 400, "invalid-payload"),
+    # Strict JSON: one envelope, one meaning for every verifier.
+    "envelope with a duplicate key": (_envelope_with_two_payloads, 400, "malformed-envelope"),
+    "envelope in UTF-16": (_envelope_encoded("utf-16"), 400, "malformed-envelope"),
+    "envelope in UTF-32": (_envelope_encoded("utf-32"), 400, "malformed-envelope"),
+    "envelope with a BOM": (_envelope_with_bom, 400, "malformed-envelope"),
+    "envelope with NaN": (_envelope_with_nan, 400, "malformed-envelope"),
+    "envelope with a lone surrogate": (_envelope_with_lone_surrogate, 400, "malformed-envelope"),
+    "payload with a duplicate key": (_raw_payload('"list": "other"'), 400, "invalid-payload"),
+    "duplicate key in an entry": (_duplicate_value_in_entry, 400, "invalid-payload"),
+    "payload with NaN": (_raw_payload('"n": NaN'), 400, "invalid-payload"),
+    "payload with Infinity": (_raw_payload('"n": Infinity'), 400, "invalid-payload"),
+    "payload with -Infinity": (_raw_payload('"n": -Infinity'), 400, "invalid-payload"),
+    "payload with 1e400": (_raw_payload('"n": 1e400'), 400, "invalid-payload"),
+    "payload with 2**53": (_raw_payload(f'"n": {2**53}'), 400, "invalid-payload"),
+    "payload with a lone surrogate": (_raw_payload('"n": "\\ud800"'), 400, "invalid-payload"),
+    "payload in UTF-16": (_payload_encoded("utf-16"), 400, "invalid-payload"),
+    "payload in UTF-16-LE": (_payload_encoded("utf-16-le"), 400, "invalid-payload"),
+    "payload in UTF-32": (_payload_encoded("utf-32"), 400, "invalid-payload"),
+    "payload with a BOM": (_payload_with_bom, 400, "invalid-payload"),
+    "payload in Latin-1": (_payload_latin1, 400, "invalid-payload"),
+    # Text PostgreSQL cannot hold, in every signed text field.
+    "NUL in note": (_text_in_entry("note", "a\x00b"), 400, "invalid-payload"),
+    "lone surrogate in note": (_text_in_entry("note", "a\ud800b"), 400, "invalid-payload"),
+    "NUL in a label": (_text_in_entry("labels", ["ncii\x00"]), 400, "invalid-payload"),
+    "lone surrogate in a label": (_text_in_entry("labels", ["\udfff"]), 400, "invalid-payload"),
+    "NUL in list": (_text_field("list", "nc\x00ii"), 400, "invalid-payload"),
+    "lone surrogate in list": (_text_field("list", "nc\udc00ii"), 400, "invalid-payload"),
+    "NUL in nonce": (_text_field("nonce", "n\x00"), 400, "invalid-payload"),
+    "lone surrogate in nonce": (_text_field("nonce", "n\ud800"), 400, "invalid-payload"),
+    "NUL in timestamp": (
+        _text_field("timestamp", "2026-01-01T00:00:00Z\x00"),
+        400,
+        "invalid-payload",
+    ),
+    "NUL in an unknown field": (_text_field("comment", "\x00"), 400, "invalid-payload"),
+    "NUL in a member name": (_text_field("\x00", "x"), 400, "invalid-payload"),
 }
 
 
@@ -367,6 +486,24 @@ def test_bad_submission_is_refused_and_stores_nothing(
     assert_refusal_audited(
         action="submission.create", status=status, slug=slug, partner=alice.partner
     )
+
+
+@pytest.mark.parametrize(
+    ("build", "pointer"),
+    [
+        (_text_in_entry("note", "a\x00b"), "/entries/0/note"),
+        (_text_in_entry("note", "a\ud800b"), "/entries/0/note"),
+        (_text_in_entry("labels", ["ok", "\x00"]), "/entries/0/labels/1"),
+        (_text_field("list", "\x00"), "/list"),
+        (_text_field("a/b~c", "\x00"), "/a~1b~0c"),
+    ],
+    ids=["nul-note", "surrogate-note", "nul-label", "nul-list", "escaped-name"],
+)
+def test_text_refusal_points_at_the_field(alice, shared_list, build, pointer) -> None:
+    response = alice.post("/api/v1/submissions", build(alice))
+
+    assert problem(response) == "invalid-payload"
+    assert json.loads(response.content)["pointer"] == pointer
 
 
 def test_refusal_names_the_first_problem_with_a_pointer(alice, shared_list) -> None:

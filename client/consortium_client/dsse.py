@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from consortium_client.keys import key_id
+from consortium_client.strictjson import StrictJsonError, strict_json_loads
 
 SUBMISSION_PAYLOAD_TYPE = "application/vnd.consortium.submission.v1+json"
 REVOCATION_PAYLOAD_TYPE = "application/vnd.consortium.revocation.v1+json"
@@ -63,12 +64,14 @@ def b64decode(text: object, *, field: str) -> bytes:
 
 def envelope_parse(raw: bytes) -> Envelope:
     """Parse the JSON of an envelope without verifying it."""
-    # ValueError also covers integers past Python's digit limit, and RecursionError nesting
-    # deeper than the decoder's stack: both are bad input, not a failure of the verifier.
+    # Strict, so that no two verifiers can read one envelope differently (duplicate keys,
+    # UTF-16, NaN); it also bounds nesting and integers, which are bad input, not a failure.
     try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise EnvelopeError("malformed-envelope", "the envelope is not valid JSON") from exc
+        document = strict_json_loads(raw)
+    except StrictJsonError as exc:
+        raise EnvelopeError(
+            "malformed-envelope", f"the envelope is not strict JSON: {exc}"
+        ) from exc
     if not isinstance(document, dict):
         raise EnvelopeError("malformed-envelope", "the envelope must be a JSON object")
     payload_type = document.get("payloadType")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -11,12 +10,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.strictjson import strict_json_dumps
 
 
 def _stamp(payload: dict[str, Any]) -> bytes:
     payload.setdefault("timestamp", datetime.now(UTC).isoformat().replace("+00:00", "Z"))
     payload.setdefault("nonce", secrets.token_hex(16))
-    return json.dumps(payload, separators=(",", ":")).encode()
+    # Only what the server's strict parser accepts: a payload that one verifier reads
+    # differently from another must not be signable in the first place.
+    return strict_json_dumps(payload)
 
 
 def submission_envelope(
