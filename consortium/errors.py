@@ -55,6 +55,7 @@ BatchTooLarge = _error("batch-too-large", "The batch has too many entries", 413)
 RequestTooLarge = _error("request-too-large", "The request body is too large", 413)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
 InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
+LimitOutOfRange = _error("limit-out-of-range", "The limit is outside the allowed range", 400)
 # State.
 UnknownList = _error("unknown-list", "No such list is visible to this partner", 404)
 ListNotWritable = _error("list-not-writable", "This partner may not submit to the list", 403)
