@@ -348,6 +348,13 @@ class _Segment:
         starts, lengths, key_queries = starts[occupied], lengths[occupied], key_queries[occupied]
         # Expand each [start, start + length) range into positions, without a Python loop.
         ends = np.cumsum(lengths)
+        scan_cost = _scan_cost(len(self), self.bits) * len(queries)
+        if len(ends) and ends[-1] * _COST_CANDIDATE > scan_cost:
+            # Crowded keys (many near-identical rows, as one partner may plant) would gather
+            # each row once per chunk: reading every row once costs less, and bounds the work.
+            hits = _scan(self.ids, self.words, self.removed, queries, radius)
+            hits.queries += first
+            return hits
         positions = np.arange(ends[-1] if len(ends) else 0, dtype=np.int64)
         positions += np.repeat(starts - (ends - lengths), lengths)
         rows = self.postings.take(positions).astype(np.int64)

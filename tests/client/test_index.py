@@ -434,3 +434,19 @@ def test_an_exact_search_limit_keeps_the_lowest_ids() -> None:
     exact = ExactIndex(128)
     exact.add([9, 3, 7, 1], ["a" * 32] * 4)
     assert exact.search_batch(["a" * 32], 0, 2) == [[(1, 0), (3, 0)]]
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_a_crowd_of_near_duplicates_costs_no_more_than_a_scan(bits: int) -> None:
+    rng = random.Random(5)
+    crowd = random_hash(rng, bits)
+    near = {flip(crowd, rng.sample(range(bits), rng.randint(0, 3))) for _ in range(10_000)}
+    values = sorted(near) + [random_hash(rng, bits) for _ in range(30_000)]
+    hamming = HammingIndex(bits)
+    hamming.add(range(len(values)), values)
+    assert hamming.memory_breakdown()["tables"] > 0
+    queries = [crowd, random_hash(rng, bits)]
+    found = hamming.search_batch(queries, RADIUS[bits])
+    live = dict(enumerate(values))
+    assert found == [brute_force(live, query, RADIUS[bits]) for query in queries]
+    assert hamming.candidates_examined <= len(values) * len(queries)
