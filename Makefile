@@ -59,5 +59,7 @@ bench: $(STAMP)
 	scripts/services-up
 	$(TEST_ENV) $(BIN)/python bench/ingest_feed.py
 	$(TEST_ENV) $(BIN)/python bench/match_api.py
+	$(TEST_ENV) $(BIN)/python bench/match_timing.py
+	$(TEST_ENV) $(BIN)/python bench/match_amplification.py
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py

@@ -70,6 +70,7 @@ InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
 StaleEnvelope = _error(
     "stale-envelope", "The envelope's signed timestamp is outside the accepted window", 400
 )
+LimitOutOfRange = _error("limit-out-of-range", "The limit is outside the allowed range", 400)
 # State.
 UnknownList = _error("unknown-list", "No such list is visible to this partner", 404)
 ListNotWritable = _error("list-not-writable", "This partner may not submit to the list", 403)

@@ -176,6 +176,11 @@ LOGGING = {
 # such entries and queries are flagged in match results.
 PDQ_QUALITY_FLOOR = env.int("PDQ_QUALITY_FLOOR", default=50)
 MATCH_MAX_HASHES = env.int("MATCH_MAX_HASHES", default=1000)
+# Matches returned per query hash (the nearest first; `limit` in the request), and per request
+# (hashes x limit): one partner's near-duplicates cannot make every answer huge.
+MATCH_DEFAULT_LIMIT = env.int("MATCH_DEFAULT_LIMIT", default=10)
+MATCH_MAX_LIMIT = env.int("MATCH_MAX_LIMIT", default=100)
+MATCH_MAX_RESULTS = env.int("MATCH_MAX_RESULTS", default=10_000)
 # Images sent for server-side hashing are held in memory only, within these caps.
 IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)

@@ -19,6 +19,7 @@ from consortium.errors import (
     ImageTooLarge,
     ImageTooManyPixels,
     ImageTruncated,
+    LimitOutOfRange,
     MalformedRequest,
     NotAnImage,
 )
@@ -95,6 +96,14 @@ class ImageUploadSerializer(serializers.Serializer):
     )
 
 
+class ImageMatchSerializer(ImageUploadSerializer):
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="matches per hash, nearest first (MATCH_DEFAULT_LIMIT, at most MATCH_MAX_LIMIT)",
+    )
+
+
 class ImageHashesView(ConsortiumView):
     audit_action = "image.hash"
     required_scope = "match"
@@ -120,6 +129,12 @@ class MatchInput(serializers.Serializer):
         value = serializers.CharField()
 
     hashes = HashIn(many=True)
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="matches per hash, nearest first: MATCH_DEFAULT_LIMIT (10) by default, at "
+        "most MATCH_MAX_LIMIT (100), and hashes x limit at most MATCH_MAX_RESULTS (10,000)",
+    )
 
 
 class MatchQueryOut(serializers.Serializer):
@@ -138,6 +153,9 @@ class MatchItemOut(EntryProvenanceSerializer):
 class MatchResultOut(serializers.Serializer):
     query = MatchQueryOut()
     matches = MatchItemOut(many=True)
+    truncated = serializers.BooleanField(
+        help_text="more entries were within reach than `limit`: only the nearest are listed"
+    )
 
 
 class MatchOut(serializers.Serializer):
@@ -151,20 +169,30 @@ class MatchView(ConsortiumView):
 
     @extend_schema(
         operation_id="match",
-        request={"application/json": MatchInput, "multipart/form-data": ImageUploadSerializer},
+        request={"application/json": MatchInput, "multipart/form-data": ImageMatchSerializer},
         responses=MatchOut,
         description="Match hashes (JSON, at most MATCH_MAX_HASHES) or an image (multipart; "
         "hashed in memory with every algorithm, never stored) against every active entry this "
-        "partner may see, within each list's radius for the algorithm.",
+        "partner may see, within each list's radius for the algorithm. Each hash gets its "
+        "nearest `limit` matches (distance, then entry id), `truncated` when there were more.",
     )
     def post(self, request: Request) -> Response:
+        limit = _limit(request.data)
         if request.content_type.startswith("multipart/"):
             queries = self._image_queries(request)
             self.audit_target = "image"
         else:
             queries = self._hash_queries(request.data)
             self.audit_target = f"hashes:{len(queries)}"
-        results = match_hashes(partner=self.partner, queries=queries)
+        if len(queries) * limit > settings.MATCH_MAX_RESULTS:
+            most = max(1, settings.MATCH_MAX_RESULTS // len(queries))
+            raise LimitOutOfRange(
+                f"{len(queries)} hashes x limit {limit} exceeds MATCH_MAX_RESULTS "
+                f"({settings.MATCH_MAX_RESULTS}); ask for at most {most} per hash",
+                pointer="/limit",
+                limit=most,
+            )
+        results = match_hashes(partner=self.partner, queries=queries, limit=limit)
         self.audit_records = sum(len(result.matches) for result in results)
         return Response({"results": [_result_body(result) for result in results]})
 
@@ -193,6 +221,24 @@ class MatchView(ConsortiumView):
         ]
 
 
+def _limit(data: Any) -> int:
+    """The request's `limit` (JSON number, or multipart field), checked against the caps."""
+    raw = data.get("limit") if isinstance(data, Mapping) else None
+    if raw is None or raw == "":
+        return int(settings.MATCH_DEFAULT_LIMIT)
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise MalformedRequest("limit must be an integer", pointer="/limit")
+    if not 1 <= raw <= settings.MATCH_MAX_LIMIT:
+        raise LimitOutOfRange(
+            f"limit must be between 1 and {settings.MATCH_MAX_LIMIT}",
+            pointer="/limit",
+            limit=settings.MATCH_MAX_LIMIT,
+        )
+    return raw
+
+
 def _result_body(result: QueryResult) -> dict[str, Any]:
     query = result.query
     return {
@@ -207,4 +253,5 @@ def _result_body(result: QueryResult) -> dict[str, Any]:
             {"entry": match.entry.pk, "distance": match.distance, **entry_provenance(match.entry)}
             for match in result.matches
         ],
+        "truncated": result.truncated,
     }

@@ -1,19 +1,25 @@
 """Matching hashes against every active entry a partner may see.
 
-The index answers "which entries are within the radius", for all lists at once; visibility,
-status and each list's own radius are then checked against the database, in one query for the
-whole batch, through the same selector as every other read.
+The index holds one index per list, built from the log; a query searches only the lists the
+partner may see, each at its own radius, and keeps the nearest `limit` entries per hash. Only
+those are then loaded from the database, in one query for the whole batch, for their
+provenance and a last status check. Nothing in this path reads or counts an entry of a list
+the partner cannot see, so neither the answer nor the work (database queries, index
+candidates examined, and so the time) depends on one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from hashes.match_index import MatchIndexes, match_indexes
-from hashes.models import Entry, HashList
+from hashes.match_index import IndexHit, MatchIndexes, match_indexes
+from hashes.models import Entry
 from hashes.selectors import entries_visible, entries_with_provenance, lists_visible
 from partners.models import Partner
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,47 +40,72 @@ class EntryMatch:
 class QueryResult:
     query: HashQuery
     matches: list[EntryMatch] = field(default_factory=list)
+    truncated: bool = False  # more entries were within reach than `limit`
 
 
 def match_hashes(
-    *, partner: Partner, queries: list[HashQuery], indexes: MatchIndexes = match_indexes
+    *,
+    partner: Partner,
+    queries: list[HashQuery],
+    limit: int,
+    indexes: MatchIndexes = match_indexes,
 ) -> list[QueryResult]:
-    """Every active entry visible to `partner` within its list's radius of each query.
+    """The nearest `limit` active entries (by distance, then id) visible to `partner` within
+    their list's radius of each query; `truncated` when more were within reach.
 
-    Exact for every radius (the index is exact); a revoked entry never matches, even if the
-    revocation committed after the index was refreshed, because status is checked again.
+    Exact for every radius (the index is exact). What matches is decided by the log: a row
+    whose list, algorithm or value differs from its log leaf never matches (and is logged),
+    and a row cannot bring back an entry the log revoked, because the index never holds it.
+    The row's status is checked again only to honour a revocation that committed after the
+    index was refreshed.
     """
     indexes.refresh()
-    hash_lists = {hash_list.pk: hash_list for hash_list in lists_visible(partner=partner)}
+    hash_lists = list(lists_visible(partner=partner))
     results = [QueryResult(query) for query in queries]
     if not hash_lists:
         return results
-    candidates: dict[int, list[tuple[int, int]]] = defaultdict(list)  # entry -> (query, dist)
+    found: dict[int, list[tuple[int, IndexHit]]] = defaultdict(list)  # entry -> (query, hit)
     by_algorithm: dict[str, list[int]] = defaultdict(list)
     for position, query in enumerate(queries):
         by_algorithm[query.algorithm].append(position)
     for algorithm, positions in by_algorithm.items():
-        radius = max(hash_list.match_distance(algorithm) for hash_list in hash_lists.values())
-        found = indexes.search(algorithm, [queries[p].value for p in positions], radius)
-        for position, matches in zip(positions, found, strict=True):
-            for entry_id, distance in matches:
-                candidates[entry_id].append((position, distance))
-    if not candidates:
+        radii = {hash_list.pk: hash_list.match_distance(algorithm) for hash_list in hash_lists}
+        searched = indexes.search(
+            algorithm=algorithm,
+            values=[queries[p].value for p in positions],
+            radii=radii,
+            limit=limit,
+        )
+        for position, index_result in zip(positions, searched, strict=True):
+            results[position].truncated = index_result.truncated
+            for hit in index_result.hits:
+                found[hit.entry_id].append((position, hit))
+    if not found:
         return results
     entries = entries_with_provenance(
-        entries_visible(partner=partner, list_ids=list(hash_lists)).filter(
-            pk__in=list(candidates), status=Entry.Status.ACTIVE
-        )
+        entries_visible(partner=partner, list_ids=[hash_list.pk for hash_list in hash_lists])
+        .filter(pk__in=list(found), status=Entry.Status.ACTIVE)
+        .order_by("pk")
     )
     for entry in entries:
-        radius = _radius(hash_lists, entry)
-        for position, distance in candidates[entry.pk]:
-            if distance <= radius:
-                results[position].matches.append(EntryMatch(entry, distance))
+        for position, hit in found[entry.pk]:
+            if _row_matches_log(entry, hit):
+                results[position].matches.append(EntryMatch(entry, hit.distance))
     for result in results:
         result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
     return results
 
 
-def _radius(hash_lists: dict[int, HashList], entry: Entry) -> int:
-    return hash_lists[entry.hash_list_id].match_distance(entry.algorithm)
+def _row_matches_log(entry: Entry, hit: IndexHit) -> bool:
+    """Whether the entry row still says what its log leaf says. A row that does not was
+    changed outside the application; it is left out rather than shown with data the log
+    contradicts, and reported, so that an operator looks at the table."""
+    if (entry.hash_list_id, entry.algorithm, entry.value) == (
+        hit.list_id,
+        hit.algorithm,
+        hit.value,
+    ):
+        return True
+    # The values stay out of the server's log: they may be erased later, its lines may not.
+    logger.error("entry %s differs from its log leaf; left out of a match", entry.pk)
+    return False

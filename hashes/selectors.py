@@ -4,11 +4,11 @@ commands and tasks all go through these functions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from django.db.models import Func, Q, QuerySet, TextField
+from django.db.models import Q, QuerySet
 
 from audit.models import LogEvent, LogHead
+from audit.selectors import LeafText
 from consortium.errors import ListNotWritable, UnknownEntry, UnknownList, UnknownSubmission
 from hashes.models import Entry, HashList, Submission
 from partners.models import Partner
@@ -16,20 +16,6 @@ from partners.models import Partner
 # A feed page examines at most this many log indexes per requested event, so a partner
 # who may see little of a large log still gets bounded queries (and a cursor that moves).
 FEED_SCAN_FACTOR = 20
-
-
-class LeafText(Func):
-    """A log leaf read as text. Leaves are ASCII JSON (consortium_client.leaves), so the text
-    is the same bytes without bytea's hex encoding: half the data on the wire and no
-    unescaping in libpq, the largest single cost of a large feed page. A leaf that were not
-    UTF-8 would fail the query, never be served altered."""
-
-    function = "convert_from"
-    template = "%(function)s(%(expressions)s, 'UTF8')"
-    output_field = TextField()
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="CAST(%(expressions)s AS TEXT)", **extra)
 
 
 def lists_visible(*, partner: Partner) -> QuerySet[HashList]:

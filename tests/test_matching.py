@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import secrets
 from typing import Any
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from PIL import Image, ImageDraw
 
 from consortium_client.imaging import image_hashes
+from hashes.match_index import match_indexes
 from hashes.models import HashList
-from tests.conftest import PartnerClient, partner_client
+from tests.conftest import (
+    PartnerClient,
+    assert_refusal_audited,
+    partner_client,
+    problem,
+    store_counts,
+)
 from tests.factories import HashListFactory
 
 
@@ -207,3 +217,143 @@ def test_image_hashes_endpoint_returns_every_algorithm(alice) -> None:
     body = json.loads(response.content)
     assert body["hashes"] == image_hashes(data).values
     assert set(body["hashes"]) == {"pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256"}
+
+
+def match_response(client: PartnerClient, hashes: list[tuple[str, str]], **fields: Any) -> Any:
+    body = {"hashes": [{"algorithm": a, "value": v} for a, v in hashes], **fields}
+    return client.post("/api/v1/match", json.dumps(body).encode())
+
+
+def planted_near_duplicates(client: PartnerClient, base: str, count: int) -> dict[int, int]:
+    """`count` entries of `client` within 31 bits of `base`: entry id -> distance to it."""
+    rng = random.Random(7)
+    values = {base}
+    while len(values) < count:
+        bits = rng.sample(range(256), rng.randint(1, 31))
+        values.add(f"{int(base, 16) ^ sum(1 << bit for bit in bits):064x}")
+    ordered = sorted(values)
+    ids = submit(client, "ncii", [{"algorithm": "pdq", "value": v} for v in ordered])
+    return {
+        entry_id: (int(value, 16) ^ int(base, 16)).bit_count()
+        for entry_id, value in zip(ids, ordered, strict=True)
+    }
+
+
+def test_matches_per_hash_are_capped_nearest_first_and_marked_truncated(
+    make_partner, bob, shared_list
+) -> None:
+    mallory = make_partner("mallory")
+    base = secrets.token_hex(32)
+    planted = planted_near_duplicates(mallory, base, 300)
+    best = sorted(planted, key=lambda entry_id: (planted[entry_id], entry_id))
+    lone = secrets.token_hex(32)
+    (lone_id,) = submit(bob, "ncii", [{"algorithm": "pdq", "value": lone}])
+
+    response = match_response(bob, [("pdq", base), ("pdq", lone)], limit=7)
+    assert response.status_code == 200, response.content
+    crowded, single = json.loads(response.content)["results"]
+    assert [(m["entry"], m["distance"]) for m in crowded["matches"]] == [
+        (entry_id, planted[entry_id]) for entry_id in best[:7]
+    ]
+    assert crowded["truncated"] is True
+    assert ([m["entry"] for m in single["matches"]], single["truncated"]) == ([lone_id], False)
+
+    default = match(bob, [("pdq", base)] * 50)
+    assert all(len(result["matches"]) == 10 and result["truncated"] for result in default)
+    widest = json.loads(match_response(bob, [("pdq", base)], limit=100).content)["results"][0]
+    assert [m["entry"] for m in widest["matches"]] == best[:100]
+
+
+def test_an_exact_hash_held_by_many_lists_is_capped_too(make_partner, bob) -> None:
+    value = secrets.token_hex(16)
+    for n in range(12):
+        owner = make_partner(f"owner-{n}")
+        HashListFactory(name=f"list-{n}", owner=owner.partner, visibility=HashList.Visibility.ALL)
+        submit(owner, f"list-{n}", [{"algorithm": "md5", "value": value}])
+    (result,) = json.loads(match_response(bob, [("md5", value)], limit=5).content)["results"]
+    assert len(result["matches"]) == 5
+    assert result["truncated"] is True
+    entries = [m["entry"] for m in result["matches"]]
+    assert entries == sorted(entries)
+
+
+@pytest.mark.parametrize(
+    ("limit", "slug"),
+    [
+        (101, "limit-out-of-range"),
+        (0, "limit-out-of-range"),
+        (-1, "limit-out-of-range"),
+        ("ten", "malformed-request"),
+        (2.5, "malformed-request"),
+        (True, "malformed-request"),
+    ],
+)
+def test_a_limit_outside_the_allowed_range_is_refused(alice, shared_list, limit, slug) -> None:
+    before = store_counts()
+    response = match_response(alice, [("md5", "0" * 32)], limit=limit)
+    assert response.status_code == 400
+    assert problem(response) == slug
+    assert store_counts() == before
+    assert_refusal_audited(action="match", status=400, slug=slug, partner=alice.partner)
+
+
+def test_hashes_times_limit_above_the_request_cap_is_refused(alice, shared_list, settings) -> None:
+    settings.MATCH_MAX_RESULTS = 100
+    hashes = [("md5", secrets.token_hex(16)) for _ in range(11)]
+    response = match_response(alice, hashes, limit=10)
+    assert response.status_code == 400
+    assert problem(response) == "limit-out-of-range"
+    assert json.loads(response.content)["limit"] == 9
+    assert match_response(alice, hashes, limit=9).status_code == 200
+
+
+def test_an_image_match_takes_a_limit_as_a_form_field(alice, bob, shared_list) -> None:
+    hashed = image_hashes(encode(picture(seed=5)))
+    submit(alice, "ncii", [{"algorithm": "pdq", "value": hashed.values["pdq"]}])
+    assert problem(match_image(bob, encode(picture(seed=5)), limit="101")) == "limit-out-of-range"
+    response = match_image(bob, encode(picture(seed=5)), limit="1")
+    assert response.status_code == 200, response.content
+    pdq_result = next(
+        r for r in json.loads(response.content)["results"] if r["query"]["algorithm"] == "pdq"
+    )
+    assert (len(pdq_result["matches"]), pdq_result["truncated"]) == (1, False)
+
+
+def _measured_match(client: PartnerClient, algorithm: str, value: str) -> tuple[int, int, Any]:
+    """Database queries made and index candidates examined by one match, and its results."""
+    examined = match_indexes.candidates_examined
+    with CaptureQueriesContext(connection) as queries:
+        response = match_response(client, [(algorithm, value)])
+    assert response.status_code == 200, response.content
+    return len(queries), match_indexes.candidates_examined - examined, response
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "pdq"])
+def test_match_work_is_the_same_for_a_hash_in_a_hidden_list_as_for_an_absent_one(
+    alice, bob, shared_list, algorithm
+) -> None:
+    width = 32 if algorithm == "md5" else 64
+    HashListFactory(name="hidden", owner=bob.partner, visibility=HashList.Visibility.OWNER)
+    held = secrets.token_hex(width // 2)
+    submit(bob, "hidden", [{"algorithm": algorithm, "value": held}])
+    # Entries alice may see, so that her searches do real work to compare.
+    submit(alice, "ncii", [{"algorithm": algorithm, "value": secrets.token_hex(width // 2)}])
+    query_hidden = held if algorithm == "md5" else flip(held, 3)
+    absent = secrets.token_hex(width // 2)
+    match(alice, [(algorithm, absent)])  # the index loads and catches up outside the count
+
+    measured = [
+        _measured_match(alice, algorithm, value)
+        for value in (query_hidden, absent, query_hidden, absent)
+    ]
+    assert len({(queries, examined) for queries, examined, _ in measured}) == 1
+    # A PDQ search scans alice's list; an exact lookup examines only the ids the value holds.
+    assert measured[0][1] == (1 if algorithm == "pdq" else 0)
+    bodies = [json.loads(response.content)["results"] for _, _, response in measured]
+    for body in bodies:
+        body[0]["query"].pop("value")
+    assert all(body == bodies[0] for body in bodies)
+    assert bodies[0][0]["matches"] == []
+    assert {len(response.content) for _, _, response in measured} == {len(measured[0][2].content)}
+    # bob, who may see the list, gets the match, so the hash really is there.
+    assert len(match(bob, [(algorithm, query_hidden)])[0]["matches"]) == 1

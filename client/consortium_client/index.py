@@ -91,9 +91,15 @@ class MatchIndex(Protocol):
 
     def remove(self, ids: Iterable[int] | _Ints) -> int: ...
 
+    candidates_examined: int
+
     def search(self, query: Query, radius: int) -> list[Match]: ...
 
-    def search_batch(self, queries: Hashes, radius: int) -> list[list[Match]]: ...
+    def search_batch(
+        self, queries: Hashes, radius: int, limit: int | None = None
+    ) -> list[list[Match]]: ...
+
+    def values_get(self, ids: Iterable[int]) -> dict[int, str]: ...
 
     def __len__(self) -> int: ...
 
@@ -222,6 +228,8 @@ class _Hits:
     queries: _Ints
     ids: _Ints
     distances: _Ints
+    # Rows whose distance was computed (candidates verified, or rows scanned), per query summed.
+    examined: int = 0
 
     @classmethod
     def concat(cls, parts: list[_Hits]) -> _Hits:
@@ -229,6 +237,7 @@ class _Hits:
             np.concatenate([p.queries for p in parts]),
             np.concatenate([p.ids for p in parts]),
             np.concatenate([p.distances for p in parts]),
+            sum(p.examined for p in parts),
         )
 
 
@@ -339,6 +348,13 @@ class _Segment:
         starts, lengths, key_queries = starts[occupied], lengths[occupied], key_queries[occupied]
         # Expand each [start, start + length) range into positions, without a Python loop.
         ends = np.cumsum(lengths)
+        scan_cost = _scan_cost(len(self), self.bits) * len(queries)
+        if len(ends) and ends[-1] * _COST_CANDIDATE > scan_cost:
+            # Crowded keys (many near-identical rows, as one partner may plant) would gather
+            # each row once per chunk: reading every row once costs less, and bounds the work.
+            hits = _scan(self.ids, self.words, self.removed, queries, radius)
+            hits.queries += first
+            return hits
         positions = np.arange(ends[-1] if len(ends) else 0, dtype=np.int64)
         positions += np.repeat(starts - (ends - lengths), lengths)
         rows = self.postings.take(positions).astype(np.int64)
@@ -357,8 +373,11 @@ class _Segment:
         first_seen = order[_run_starts(pairs[order])]
         rows, candidate_queries = rows[first_seen], candidate_queries[first_seen]
         distances = distances[first_seen]
+        examined = len(near)
         live = ~self.removed[rows]
-        return _Hits(candidate_queries[live] + first, self.ids[rows[live]], distances[live])
+        return _Hits(
+            candidate_queries[live] + first, self.ids[rows[live]], distances[live], examined
+        )
 
 
 def _scan(
@@ -377,6 +396,7 @@ def _scan(
                 query_positions.astype(np.int64) + first,
                 ids[rows],
                 distances[query_positions, rows],
+                distances.size,
             )
         )
     return _Hits.concat(parts)
@@ -452,6 +472,9 @@ class HammingIndex:
         self._segments: list[_Segment] = []
         self._buffer = _Buffer(bits // 64)
         self._live = 0
+        # Rows whose distance a search computed, over the index's life: the work a search did,
+        # so that a caller can show it depends only on what it searched (never on other data).
+        self.candidates_examined = 0
 
     def __len__(self) -> int:
         return self._live
@@ -504,9 +527,24 @@ class HammingIndex:
         """Entries within `radius` bits of `query`, as (id, distance) by distance then id."""
         return self._search_packed(_query_pack(query, self.bits), radius)[0]
 
-    def search_batch(self, queries: Hashes, radius: int) -> list[list[Match]]:
-        """`search` for each query, in order."""
-        return self._search_packed(hashes_pack(queries, self.bits), radius)
+    def search_batch(
+        self, queries: Hashes, radius: int, limit: int | None = None
+    ) -> list[list[Match]]:
+        """`search` for each query, in order; only the first `limit` matches of each if given
+        (the nearest, ties by id), cut before any Python object is made for the rest."""
+        return self._search_packed(hashes_pack(queries, self.bits), radius, limit)
+
+    def values_get(self, ids: Iterable[int]) -> dict[int, str]:
+        """The hex value of each live entry among `ids` (absent ids are left out)."""
+        wanted = _unique(np.fromiter(ids, dtype=np.int64))
+        width = self.bits // 8
+        values: dict[int, str] = {}
+        for part in self._parts():
+            rows = part.rows_live(wanted)
+            raw = part.words[rows].astype(">u8").tobytes()
+            for position, entry_id in enumerate(part.ids[rows].tolist()):
+                values[entry_id] = raw[position * width : (position + 1) * width].hex()
+        return values
 
     def memory_bytes(self) -> int:
         """Bytes held in arrays: hashes, ids, removal masks, offset tables, postings, buffer."""
@@ -531,12 +569,22 @@ class HammingIndex:
     def _parts(self) -> list[_Segment | _Buffer]:
         return [*self._segments, self._buffer]
 
-    def _search_packed(self, queries: _Words, radius: int) -> list[list[Match]]:
+    def _search_packed(
+        self, queries: _Words, radius: int, limit: int | None = None
+    ) -> list[list[Match]]:
         if radius < 0:
             raise ValueError("radius must not be negative")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
         results: list[list[Match]] = [[] for _ in range(len(queries))]
         hits = _Hits.concat([part.search(queries, radius) for part in self._parts()])
+        self.candidates_examined += hits.examined
         order = np.lexsort((hits.ids, hits.distances, hits.queries))
+        if limit is not None:
+            # Rank of each hit within its query (hits are grouped by query after the sort).
+            grouped = hits.queries[order]
+            rank = np.arange(len(grouped)) - np.searchsorted(grouped, grouped, side="left")
+            order = order[rank < limit]
         for position, entry_id, distance in zip(
             hits.queries[order].tolist(),
             hits.ids[order].tolist(),
@@ -585,6 +633,7 @@ class ExactIndex:
         self.bits = bits
         self._ids_by_value: dict[bytes, tuple[int, ...]] = {}
         self._value_by_id: dict[int, bytes] = {}
+        self.candidates_examined = 0  # ids looked at by searches, as HammingIndex counts
 
     def __len__(self) -> int:
         return len(self._value_by_id)
@@ -624,14 +673,25 @@ class ExactIndex:
             query.reshape(1, -1) if isinstance(query, np.ndarray) else [query], radius
         )[0]
 
-    def search_batch(self, queries: Hashes, radius: int = 0) -> list[list[Match]]:
-        """`search` for each query, in order."""
+    def search_batch(
+        self, queries: Hashes, radius: int = 0, limit: int | None = None
+    ) -> list[list[Match]]:
+        """`search` for each query, in order; only the first `limit` ids of each if given."""
         if radius != 0:
             raise ValueError("exact hashes match only at radius 0")
-        return [
-            [(i, 0) for i in sorted(self._ids_by_value.get(value, ()))]
-            for value in self._values(queries)
-        ]
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        results = []
+        for value in self._values(queries):
+            found = self._ids_by_value.get(value, ())
+            self.candidates_examined += len(found)
+            results.append([(i, 0) for i in sorted(found)[:limit]])
+        return results
+
+    def values_get(self, ids: Iterable[int]) -> dict[int, str]:
+        """The hex value of each live entry among `ids` (absent ids are left out)."""
+        found = ((int(i), self._value_by_id.get(int(i))) for i in ids)
+        return {entry_id: value.hex() for entry_id, value in found if value is not None}
 
     def memory_bytes(self) -> int:
         """Bytes held by the two dicts, their keys and their id tuples (an O(n) walk)."""

@@ -370,3 +370,83 @@ def test_index_for_follows_the_algorithm() -> None:
     md5 = index_for("md5")
     assert isinstance(md5, ExactIndex)
     assert md5.bits == 128
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_a_search_limit_keeps_the_nearest_of_the_whole_answer(bits: int) -> None:
+    rng = random.Random(bits)
+    queries = [random_hash(rng, bits) for _ in range(3)]
+    # Crowds of near-duplicates around each query, spread over a tabled segment, small
+    # segments and the buffer, among unrelated values.
+    values = [random_hash(rng, bits) for _ in range(20_000)]
+    for query in queries:
+        values += [
+            flip(query, rng.sample(range(bits), rng.randint(0, RADIUS[bits]))) for _ in range(300)
+        ]
+    rng.shuffle(values)
+    hamming = HammingIndex(bits)
+    hamming.add(range(15_000), values[:15_000])
+    for first in range(15_000, len(values), 700):
+        batch = values[first : first + 700]
+        hamming.add(range(first, first + len(batch)), batch)
+    hamming.remove(range(0, len(values), 11))
+    whole = hamming.search_batch(queries, RADIUS[bits])
+    assert min(len(found) for found in whole) > 250
+    for limit in (0, 1, 7, 100, 10_000):
+        assert hamming.search_batch(queries, RADIUS[bits], limit) == [
+            found[:limit] for found in whole
+        ]
+
+
+def test_candidates_examined_counts_scanned_rows_and_verified_candidates() -> None:
+    rng = random.Random(3)
+    scanned = HammingIndex(256)
+    scanned.add(range(100), [random_hash(rng, 256) for _ in range(100)])
+    scanned.search_batch([random_hash(rng, 256) for _ in range(3)], 31)
+    assert scanned.candidates_examined == 300  # the buffer is scanned: every row, every query
+    tabled = HammingIndex(256)
+    tabled.add(range(50_000), [random_hash(rng, 256) for _ in range(50_000)])
+    tabled.search(random_hash(rng, 256), 31)
+    assert 0 < tabled.candidates_examined < 50_000  # the tables verify a few candidates only
+    exact = ExactIndex(128)
+    value = random_hash(rng, 128)
+    exact.add([1, 2, 3], [value, value, random_hash(rng, 128)])
+    exact.search_batch([value, random_hash(rng, 128)])
+    assert exact.candidates_examined == 2
+
+
+def test_values_get_returns_the_live_values_only() -> None:
+    rng = random.Random(4)
+    values = [random_hash(rng, 256) for _ in range(10_000)]
+    hamming = HammingIndex(256)
+    hamming.add(range(9_000), values[:9_000])
+    hamming.add(range(9_000, 10_000), values[9_000:])
+    hamming.remove([5, 9_500])
+    wanted = [4, 5, 6, 9_499, 9_500, 12_345]
+    assert hamming.values_get(wanted) == {i: values[i] for i in (4, 6, 9_499)}
+    exact = ExactIndex(128)
+    exact.add([1, 2], ["0" * 32, "f" * 32])
+    exact.remove([2])
+    assert exact.values_get([1, 2, 3]) == {1: "0" * 32}
+
+
+def test_an_exact_search_limit_keeps_the_lowest_ids() -> None:
+    exact = ExactIndex(128)
+    exact.add([9, 3, 7, 1], ["a" * 32] * 4)
+    assert exact.search_batch(["a" * 32], 0, 2) == [[(1, 0), (3, 0)]]
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_a_crowd_of_near_duplicates_costs_no_more_than_a_scan(bits: int) -> None:
+    rng = random.Random(5)
+    crowd = random_hash(rng, bits)
+    near = {flip(crowd, rng.sample(range(bits), rng.randint(0, 3))) for _ in range(10_000)}
+    values = sorted(near) + [random_hash(rng, bits) for _ in range(30_000)]
+    hamming = HammingIndex(bits)
+    hamming.add(range(len(values)), values)
+    assert hamming.memory_breakdown()["tables"] > 0
+    queries = [crowd, random_hash(rng, bits)]
+    found = hamming.search_batch(queries, RADIUS[bits])
+    live = dict(enumerate(values))
+    assert found == [brute_force(live, query, RADIUS[bits]) for query in queries]
+    assert hamming.candidates_examined <= len(values) * len(queries)
