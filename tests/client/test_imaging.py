@@ -414,7 +414,7 @@ WORKING_SET_MIB = 48
     ("label", "frame_mib"),
     [
         ("grey-png-7000x7000", 47),  # a PNG cannot decode at reduced size: 1 byte a pixel
-        ("jpeg-50mp", 0),  # decoded at 1/8 scale; at full size the frame alone is 200 MB
+        ("jpeg-50mp", 48),  # decoded at 1/2 scale; at full size the frame alone is 200 MB
         ("strip-png-20000x600", 46),  # RGB is decoded at 4 bytes a pixel
     ],
 )
