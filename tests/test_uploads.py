@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from django.db import connection
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from hashes.image_views import hashing_slots
+from tests.conftest import assert_refusal_audited, problem, store_counts
 from tests.test_matching import encode, match_image, picture
 
 
@@ -157,3 +160,40 @@ def test_a_multipart_match_without_an_image_is_a_problem(alice, shared_list) -> 
     )
     assert response.status_code == 400
     assert json.loads(response.content)["type"] == "urn:consortium:problem:image-missing"
+
+
+@pytest.mark.parametrize(
+    ("path", "action"), [("/api/v1/match", "match"), ("/api/v1/hashes", "image.hash")]
+)
+def test_image_hashing_past_the_concurrency_limit_is_429_and_other_requests_answer(
+    alice, shared_list, settings, path, action
+) -> None:
+    """With every slot held (as by images being hashed in other threads), an image is refused
+    at once with a Retry-After; hash matching still answers; a freed slot hashes again."""
+    settings.IMAGE_HASH_CONCURRENCY = 2
+    settings.IMAGE_HASH_WAIT = 0.05
+    data = encode(picture(seed=11))
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {alice.api_key}"}
+    slots = hashing_slots()
+    for _ in range(settings.IMAGE_HASH_CONCURRENCY):
+        assert slots.acquire(blocking=False)
+    try:
+        before = store_counts()
+        response = alice.http.post(path, {"image": io.BytesIO(data)}, **auth)
+        assert response.status_code == 429
+        assert problem(response) == "hashing-busy"
+        assert int(response["Retry-After"]) >= 1
+        assert_refusal_audited(
+            action=action, status=429, slug="hashing-busy", partner=alice.partner
+        )
+        assert store_counts() == before
+        hashes = {"hashes": [{"algorithm": "pdq", "value": "0" * 64}]}
+        matched = alice.http.post(
+            "/api/v1/match", json.dumps(hashes), content_type="application/json", **auth
+        )
+        assert matched.status_code == 200, matched.content
+    finally:
+        for _ in range(settings.IMAGE_HASH_CONCURRENCY):
+            slots.release()
+    response = alice.http.post(path, {"image": io.BytesIO(data)}, **auth)
+    assert response.status_code == 200, response.content
