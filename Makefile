@@ -41,3 +41,4 @@ bench: $(STAMP)
 	$(TEST_ENV) $(BIN)/python bench/match_api.py
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py
+	$(BIN)/python bench/image_worst_case.py
