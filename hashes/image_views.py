@@ -87,7 +87,7 @@ def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
         upload.close()
 
 
-class ImageView(ConsortiumView):
+class ImageHashingView(ConsortiumView):
     """A view that hashes an uploaded image: a busy refusal says when to come back."""
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -134,7 +134,7 @@ class ImageUploadSerializer(serializers.Serializer):
     )
 
 
-class ImageHashesView(ImageView):
+class ImageHashesView(ImageHashingView):
     audit_action = "image.hash"
     required_scope = "match"
     parser_classes = [MultiPartParser]
@@ -183,7 +183,7 @@ class MatchOut(serializers.Serializer):
     results = MatchResultOut(many=True)
 
 
-class MatchView(ImageView):
+class MatchView(ImageHashingView):
     audit_action = "match"
     required_scope = "match"
     parser_classes = [JSONParser, MultiPartParser]

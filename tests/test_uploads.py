@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
-from PIL import Image
+from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
 from hashes.image_views import hashing_slots
@@ -197,3 +197,21 @@ def test_image_hashing_past_the_concurrency_limit_is_429_and_other_requests_answ
             slots.release()
     response = alice.http.post(path, {"image": io.BytesIO(data)}, **auth)
     assert response.status_code == 200, response.content
+
+
+def test_the_issues_small_7000x7000_png_is_hashed(alice, shared_list) -> None:
+    """The file that stalled the server: a few kilobytes declaring 49 megapixels, under the
+    cap. It is hashed from a working image (tests/client/test_imaging.py bounds the work)."""
+    image = Image.new("L", (7000, 7000), 128)
+    ImageDraw.Draw(image).ellipse((1000, 1500, 5000, 6000), fill=40)
+    data = encode(image, "PNG")
+    assert len(data) < 100_000
+    response = alice.http.post(
+        "/api/v1/hashes",
+        {"image": io.BytesIO(data), "dihedral": "true"},
+        HTTP_AUTHORIZATION=f"Bearer {alice.api_key}",
+    )
+    assert response.status_code == 200, response.content
+    body = json.loads(response.content)
+    assert (body["format"], body["width"], body["height"]) == ("PNG", 7000, 7000)
+    assert len(body["pdq_dihedral"]) == 8
