@@ -52,7 +52,7 @@ DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # The most pixels each way the perceptual hashes see: an image that fits is hashed as decoded,
 # a longer side is reduced to between half this and this. PDQ and ImageHash then work on at
 # most 1 MP (tens of milliseconds, tens of MiB) and stay within a few bits of their values at
-# full resolution (tests/client/test_imaging.py measures it; at 512, PDQ drifted twice as far).
+# full resolution (tests/client/test_imaging.py measures it; at 512, PDQ drifted further).
 # Meta's own PDQ ports downsample to 512 before hashing for the same reason: cost.
 WORKING_SIDE = 1024
 # Pixels converted to RGB at a time while reducing a large decoded frame: bounds the copies.
