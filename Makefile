@@ -61,5 +61,8 @@ bench: $(STAMP)
 	$(TEST_ENV) $(BIN)/python bench/match_api.py
 	$(TEST_ENV) $(BIN)/python bench/match_timing.py
 	$(TEST_ENV) $(BIN)/python bench/match_amplification.py
+	$(TEST_ENV) $(BIN)/python bench/concurrent_writes.py
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py
+	$(BIN)/python bench/image_worst_case.py
+	$(BIN)/python bench/strict_json.py

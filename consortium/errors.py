@@ -95,6 +95,7 @@ NotAnImage = _error("not-an-image", "The upload is not an accepted image format"
 ImageTooManyPixels = _error("image-too-many-pixels", "The image has too many pixels", 422)
 ImageTruncated = _error("image-truncated", "The image is truncated", 422)
 ImageCorrupt = _error("image-corrupt", "The image cannot be decoded", 422)
+HashingBusy = _error("hashing-busy", "Every image hashing slot is busy", 429)
 NotFound = _error("not-found", "Not found", 404)
 MethodNotAllowed = _error("method-not-allowed", "Method not allowed", 405)
 NotAcceptable = _error("not-acceptable", "No acceptable response format", 406)

@@ -184,5 +184,10 @@ MATCH_MAX_RESULTS = env.int("MATCH_MAX_RESULTS", default=10_000)
 # Images sent for server-side hashing are held in memory only, within these caps.
 IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)
+# Images hashed at once per process (hashing is CPU-bound and a deployment runs about one
+# process per core); a request that finds no slot within IMAGE_HASH_WAIT seconds is refused
+# (429 hashing-busy), so a burst of images cannot hold every worker thread of a process.
+IMAGE_HASH_CONCURRENCY = env.int("IMAGE_HASH_CONCURRENCY", default=1)
+IMAGE_HASH_WAIT = env.float("IMAGE_HASH_WAIT", default=2.0)
 FILE_UPLOAD_HANDLERS = ["hashes.uploads.InMemoryImageUploadHandler"]
 DATA_UPLOAD_MAX_NUMBER_FILES = 1

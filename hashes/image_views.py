@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +16,7 @@ from rest_framework.response import Response
 
 from consortium.api import ConsortiumView
 from consortium.errors import (
+    HashingBusy,
     ImageCorrupt,
     ImageMissing,
     ImageTooLarge,
@@ -39,24 +42,61 @@ _REJECTIONS = {
 }
 
 
+# A slot frees within about a second: hashing one image under the caps costs at most that.
+HASHING_RETRY_AFTER_SECONDS = 1
+
+
+@functools.cache
+def _slots(concurrency: int) -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(concurrency)
+
+
+def hashing_slots() -> threading.BoundedSemaphore:
+    """This process's image hashing slots, IMAGE_HASH_CONCURRENCY of them."""
+    return _slots(settings.IMAGE_HASH_CONCURRENCY)
+
+
 def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
-    """Hash the request's `image` in memory. Its bytes live only in this call's frame."""
+    """Hash the request's `image` in memory. Its bytes live only in this call's frame.
+
+    At most IMAGE_HASH_CONCURRENCY images are hashed at once in a process; past that a request
+    waits up to IMAGE_HASH_WAIT seconds for a slot and is then refused, so that other requests
+    still find a thread and a core.
+    """
     if getattr(request._request, TOO_LARGE_MARK, False):
         raise ImageTooLarge(f"the image exceeds {settings.IMAGE_MAX_BYTES} bytes")
     upload = request.FILES.get("image")
     if upload is None:
         raise ImageMissing("send the image as the multipart field 'image'")
+    slots = hashing_slots()
     try:
-        return image_hashes(
-            upload.read(),
-            max_bytes=settings.IMAGE_MAX_BYTES,
-            max_pixels=settings.IMAGE_MAX_PIXELS,
-            dihedral=dihedral,
-        )
+        if not slots.acquire(timeout=settings.IMAGE_HASH_WAIT):
+            raise HashingBusy(
+                f"{settings.IMAGE_HASH_CONCURRENCY} images are being hashed; retry shortly"
+            )
+        try:
+            return image_hashes(
+                upload.read(),
+                max_bytes=settings.IMAGE_MAX_BYTES,
+                max_pixels=settings.IMAGE_MAX_PIXELS,
+                dihedral=dihedral,
+            )
+        finally:
+            slots.release()
     except ImageRejected as exc:
         raise _REJECTIONS.get(exc.reason, ImageCorrupt)(exc.message) from None
     finally:
         upload.close()
+
+
+class ImageHashingView(ConsortiumView):
+    """A view that hashes an uploaded image: a busy refusal says when to come back."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(exc, HashingBusy):
+            response["Retry-After"] = str(HASHING_RETRY_AFTER_SECONDS)
+        return response
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -104,7 +144,7 @@ class ImageMatchSerializer(ImageUploadSerializer):
     )
 
 
-class ImageHashesView(ConsortiumView):
+class ImageHashesView(ImageHashingView):
     audit_action = "image.hash"
     required_scope = "match"
     parser_classes = [MultiPartParser]
@@ -162,7 +202,7 @@ class MatchOut(serializers.Serializer):
     results = MatchResultOut(many=True)
 
 
-class MatchView(ConsortiumView):
+class MatchView(ImageHashingView):
     audit_action = "match"
     required_scope = "match"
     parser_classes = [StrictJSONParser, MultiPartParser]

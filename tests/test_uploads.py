@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -17,9 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
-from PIL import Image
+from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
+from hashes.image_views import hashing_slots
+from tests.conftest import assert_refusal_audited, problem, store_counts
 from tests.test_matching import encode, match_image, picture
 
 
@@ -157,3 +160,58 @@ def test_a_multipart_match_without_an_image_is_a_problem(alice, shared_list) -> 
     )
     assert response.status_code == 400
     assert json.loads(response.content)["type"] == "urn:consortium:problem:image-missing"
+
+
+@pytest.mark.parametrize(
+    ("path", "action"), [("/api/v1/match", "match"), ("/api/v1/hashes", "image.hash")]
+)
+def test_image_hashing_past_the_concurrency_limit_is_429_and_other_requests_answer(
+    alice, shared_list, settings, path, action
+) -> None:
+    """With every slot held (as by images being hashed in other threads), an image is refused
+    at once with a Retry-After; hash matching still answers; a freed slot hashes again."""
+    settings.IMAGE_HASH_CONCURRENCY = 2
+    settings.IMAGE_HASH_WAIT = 0.05
+    data = encode(picture(seed=11))
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {alice.api_key}"}
+    slots = hashing_slots()
+    for _ in range(settings.IMAGE_HASH_CONCURRENCY):
+        assert slots.acquire(blocking=False)
+    try:
+        before = store_counts()
+        response = alice.http.post(path, {"image": io.BytesIO(data)}, **auth)
+        assert response.status_code == 429
+        assert problem(response) == "hashing-busy"
+        assert int(response["Retry-After"]) >= 1
+        assert_refusal_audited(
+            action=action, status=429, slug="hashing-busy", partner=alice.partner
+        )
+        assert store_counts() == before
+        hashes = {"hashes": [{"algorithm": "pdq", "value": "0" * 64}]}
+        matched = alice.http.post(
+            "/api/v1/match", json.dumps(hashes), content_type="application/json", **auth
+        )
+        assert matched.status_code == 200, matched.content
+    finally:
+        for _ in range(settings.IMAGE_HASH_CONCURRENCY):
+            slots.release()
+    response = alice.http.post(path, {"image": io.BytesIO(data)}, **auth)
+    assert response.status_code == 200, response.content
+
+
+def test_the_issues_small_7000x7000_png_is_hashed(alice, shared_list) -> None:
+    """The file that stalled the server: a few kilobytes declaring 49 megapixels, under the
+    cap. It is hashed from a working image (tests/client/test_imaging.py bounds the work)."""
+    image = Image.new("L", (7000, 7000), 128)
+    ImageDraw.Draw(image).ellipse((1000, 1500, 5000, 6000), fill=40)
+    data = encode(image, "PNG")
+    assert len(data) < 100_000
+    response = alice.http.post(
+        "/api/v1/hashes",
+        {"image": io.BytesIO(data), "dihedral": "true"},
+        HTTP_AUTHORIZATION=f"Bearer {alice.api_key}",
+    )
+    assert response.status_code == 200, response.content
+    body = json.loads(response.content)
+    assert (body["format"], body["width"], body["height"]) == ("PNG", 7000, 7000)
+    assert len(body["pdq_dihedral"]) == 8

@@ -14,6 +14,16 @@ Limits, checked in this order so that the cheap checks run before any decoding:
 4. decoding itself: a truncated or corrupt file is refused, never hashed half-decoded.
 Every refusal is an `ImageRejected` with a stable `reason` slug.
 
+Cost is bounded whatever the dimensions. Only the first frame of an animated or multi-page
+file is decoded. A JPEG larger than the working size is decoded at 1/2, 1/4 or 1/8 scale
+(libjpeg's DCT scaling); other formats cannot decode at reduced size, so the decoded frame (at
+most 4 bytes a pixel under the pixel cap) is converted and box-reduced in bands of rows, never
+copied whole. The result is one 8-bit RGB working image of at most `WORKING_SIDE` pixels each
+way, and every perceptual hash is computed from it: they all shrink each axis to 64 pixels or
+fewer anyway (PDQ to 64x64, ImageHash to 32x32 and smaller), so the values stay within a few
+bits of hashing at full resolution (measured in tests/client/test_imaging.py). An image that
+fits in the working size is hashed as decoded, exactly as the libraries called directly.
+
 Values follow `hashvalues`: lowercase hex, `pdq` 64 characters (the reference bit order: the
 first hex digit holds bits 255..252), the 64-bit ImageHash values 16 characters. Pixels are
 hashed as stored; EXIF orientation is not applied, matching the reference PDQ tools, and the
@@ -26,18 +36,27 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import imagehash
 import numpy as np
 import numpy.typing as npt
 import pdqhash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# The most pixels each way the perceptual hashes see: an image that fits is hashed as decoded,
+# a longer side is reduced to between half this and this. PDQ and ImageHash then work on at
+# most 1 MP (tens of milliseconds, tens of MiB) and stay within a few bits of their values at
+# full resolution (tests/client/test_imaging.py measures it; at 512, PDQ drifted further).
+# Meta's own PDQ ports downsample to 512 before hashing for the same reason: cost.
+WORKING_SIDE = 1024
+# Pixels converted to RGB at a time while reducing a large decoded frame: bounds the copies.
+_BAND_PIXELS = 1 << 20
 
 # The order pdqhash.compute_dihedral returns its hashes in, named after the Pillow
 # `Image.Transpose` operation whose output hashes to that value (ROTATE_90 is anticlockwise).
@@ -98,9 +117,13 @@ def image_hashes(
     """Hash the image in `data` with every image algorithm, or raise `ImageRejected`."""
     if len(data) > max_bytes:
         raise ImageRejected("too-large", f"image is {len(data)} bytes; the limit is {max_bytes}")
-    image = _decode(data, max_pixels=max_pixels, formats=formats)
+    image = _open(data, max_pixels=max_pixels, formats=formats)
     try:
-        return _hashes(data, image, dihedral=dihedral)
+        width, height = image.size
+        working = _working_image(image)
+        return _hashes(
+            data, working, dihedral=dihedral, image_format=str(image.format), size=(width, height)
+        )
     finally:
         image.close()
 
@@ -121,12 +144,9 @@ def image_file_hashes(
     )
 
 
-def _decode(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> Image.Image:
-    # The explicit pixel check below is the defence; the warning filter only makes Pillow's own
-    # bomb check (at its global MAX_IMAGE_PIXELS) raise instead of warn if ours is ever looser.
-    # The filter is process-wide before Python 3.14, so it must not be what the safety rests on.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+def _open(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> Image.Image:
+    """The image's header, parsed and checked; no pixel is decoded yet."""
+    with _bomb_check_fails_closed():
         try:
             image = Image.open(io.BytesIO(data), formats=list(formats))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -138,22 +158,93 @@ def _decode(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> Image.Im
             ) from error
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise _decode_error(error) from error
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageRejected(
+            "too-many-pixels",
+            f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+        )
+    return image
+
+
+@contextmanager
+def _bomb_check_fails_closed() -> Iterator[None]:
+    # The explicit pixel check in `_open` is the defence; the warning filter only makes Pillow's
+    # own bomb check (at its global MAX_IMAGE_PIXELS) raise instead of warn if ours is ever
+    # looser. The filter is process-wide before Python 3.14, so the safety must not rest on it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _working_image(image: Image.Image) -> Image.Image:
+    """The first frame as 8-bit RGB, at most `WORKING_SIDE` pixels each way.
+
+    A side longer than that is box-reduced by the smallest whole factor that brings it within,
+    so to more than half the working side. Each axis is reduced on its own, as every hash
+    squeezes the image to a square anyway, so a long strip keeps all its rows. Decoding happens
+    here, and only of the current frame.
+    """
+    if isinstance(image, JpegImagePlugin.JpegImageFile):
+        # libjpeg picks the smallest scale (1/2, 1/4, 1/8) that keeps both sides at least
+        # the requested ones. Asking for twice the working image (Pillow's `reducing_gap` of
+        # 2) leaves the last step to the box reduction below: DCT scaling all the way down
+        # moved PDQ by 10 bits on a 50 MP JPEG, this by at most 8.
         width, height = image.size
-        if width * height > max_pixels:
-            image.close()
-            raise ImageRejected(
-                "too-many-pixels",
-                f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
-            )
+        image.draft(None, (_draft_side(width), _draft_side(height)))
+    with _bomb_check_fails_closed():
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            image.close()
             raise _bomb_error() from error
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-            image.close()
             raise _decode_error(error) from error
-    return image
+    factor = (_reduction(image.width), _reduction(image.height))
+    try:
+        return _rgb(image) if factor == (1, 1) else _reduced_rgb(image, factor)
+    except (OSError, ValueError) as error:
+        raise _decode_error(error) from error
+
+
+def _reduction(side: int) -> int:
+    # A box reduction (the mean of whole blocks) stays closest to PDQ's own box filters: with it
+    # the hashes differ from full resolution by fewer bits than after a Lanczos resample.
+    return -(-side // WORKING_SIDE)
+
+
+def _draft_side(side: int) -> int:
+    return min(side, 2 * -(-side // _reduction(side)))
+
+
+def _reduced_rgb(image: Image.Image, factor: tuple[int, int]) -> Image.Image:
+    """`_rgb(image).reduce(factor)`, converting at most about `_BAND_PIXELS` at a time.
+
+    A box reduction of bands whose height is a multiple of the vertical factor equals the
+    reduction of the whole, so the result is the same without a full-size RGB copy (4 bytes a
+    pixel in Pillow, 200 MB at 50 MP). Converting before reducing keeps the colours of
+    transparent pixels, as converting the whole image does; Pillow's reduce of RGBA would
+    premultiply them to black.
+    """
+    across, down = factor
+    width, height = image.size
+    reduced = Image.new("RGB", (-(-width // across), -(-height // down)))
+    rows = down * max(1, _BAND_PIXELS // (width * down))
+    for top in range(0, height, rows):
+        band = _rgb(image.crop((0, top, width, min(top + rows, height))))
+        reduced.paste(band.reduce(factor) if factor != (1, 1) else band, (0, top // down))
+    return reduced
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):
+        # Pillow's conversion clips 16-bit samples at 255, turning most of the image white;
+        # the high byte is the 8-bit image a viewer would show.
+        high = (np.asarray(image) >> 8).astype(np.uint8)
+        return Image.fromarray(high).convert("RGB")
+    return image.convert("RGB")
 
 
 def _bomb_error() -> ImageRejected:
@@ -168,11 +259,14 @@ def _decode_error(error: BaseException) -> ImageRejected:
     return ImageRejected("corrupt", f"image cannot be decoded: {error}")
 
 
-def _hashes(data: bytes, image: Image.Image, *, dihedral: bool) -> ImageHashes:
-    try:
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except (OSError, ValueError) as error:
-        raise _decode_error(error) from error
+def _hashes(
+    data: bytes,
+    rgb: Image.Image,
+    *,
+    dihedral: bool,
+    image_format: str,
+    size: tuple[int, int],
+) -> ImageHashes:
     pixels = np.asarray(rgb)
     dihedral_hexes: list[str] | None = None
     if dihedral:
@@ -197,9 +291,9 @@ def _hashes(data: bytes, image: Image.Image, *, dihedral: bool) -> ImageHashes:
         values=values,
         pdq_quality=int(quality),
         pdq_dihedral=dihedral_hexes,
-        format=str(image.format),
-        width=image.width,
-        height=image.height,
+        format=image_format,
+        width=size[0],
+        height=size[1],
     )
 
 
