@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 
 from audit.actors import Actor
 from audit.services import access_event_record
-from consortium.errors import TYPE_PREFIX, RequestTooLarge
+from consortium.errors import TYPE_PREFIX, RequestTooLarge, Throttled
+from consortium.throttling import ScopeRateThrottle
 from partners.authentication import client_ip
 from partners.models import ApiKey, Partner
 
@@ -39,6 +40,24 @@ class ConsortiumView(APIView):
         self.audit_records = 0
         self.access_recorded = False
         super().initial(request, *args, **kwargs)
+
+    def perform_authentication(self, request: Request) -> None:
+        super().perform_authentication(request)
+        # Limits are checked here, before the scope check (DRF checks them after it): a key
+        # flooding an operation it lacks the scope for costs the server as much, so it
+        # counts too. A request without a usable key is refused next, uncounted.
+        refusals = [
+            refusal
+            for throttle in self.get_throttles()
+            if isinstance(throttle, ScopeRateThrottle)
+            and (refusal := throttle.check(request, self))
+        ]
+        if refusals:
+            refusal = max(refusals, key=lambda found: found.retry_after)
+            raise Throttled(refusal.describe(), **refusal.extensions())
+
+    def check_throttles(self, request: Request) -> None:
+        """Done in perform_authentication, before the scope check."""
 
     def actor(self) -> Actor:
         return request_actor(self.request)
