@@ -46,11 +46,20 @@ class ConsortiumView(APIView):
         # Limits are checked here, before the scope check (DRF checks them after it): a key
         # flooding an operation it lacks the scope for costs the server as much, so it
         # counts too. A request without a usable key is refused next, uncounted.
+        self._rate_limit(request, cost=1)
+
+    def rate_limit_charge(self, cost: int) -> None:
+        """Count `cost` more against this request's limits, for an operation whose cost is
+        known only once its input is read (a match counts each of its hashes)."""
+        if cost > 0:
+            self._rate_limit(self.request, cost=cost)
+
+    def _rate_limit(self, request: Request, *, cost: int) -> None:
         refusals = [
             refusal
             for throttle in self.get_throttles()
             if isinstance(throttle, ScopeRateThrottle)
-            and (refusal := throttle.check(request, self))
+            and (refusal := throttle.check(request, self, cost))
         ]
         if refusals:
             refusal = max(refusals, key=lambda found: found.retry_after)

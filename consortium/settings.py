@@ -138,12 +138,13 @@ REST_FRAMEWORK = {
 # Rate limits (consortium/throttling.py) per API key and per partner (all its keys
 # together), for each scope ("any": operations that need none, like /me), counted in Redis
 # (in memory, per process, without it): RATE_LIMIT_<KEY|PARTNER>_<SCOPE> = N/s, N/m, N/h,
-# N/d or none. RATE_LIMIT_ENABLED=false turns them all off.
+# N/d or none; for match, N counts hashes matched, not requests. RATE_LIMIT_ENABLED=false
+# turns them all off. The defaults are argued in docs/api.md.
 RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
 RATE_LIMIT_STORAGE_URL = env("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
 _RATE_LIMIT_DEFAULTS = {
-    "key": {"any": "5/s", "read": "10/s", "match": "2/s", "submit": "2/s", "audit": "2/s"},
-    "partner": {"any": "10/s", "read": "20/s", "match": "4/s", "submit": "4/s", "audit": "5/s"},
+    "key": {"any": "5/s", "read": "10/s", "match": "1000/s", "submit": "2/s", "audit": "2/s"},
+    "partner": {"any": "10/s", "read": "20/s", "match": "2000/s", "submit": "4/s", "audit": "5/s"},
 }
 
 

@@ -81,10 +81,8 @@ class Refusal:
         count, _, period = self.rate.partition("/")
         per = _PERIOD_NAMES[period]
         who = "API key" if self.subject == "key" else "partner"
-        return (
-            f"This {who} has used its {count} '{self.scope}' requests per {per}; "
-            f"retry in {self.retry_after} s."
-        )
+        units = "hashes matched" if self.scope == "match" else f"'{self.scope}' requests"
+        return f"This {who} has used its {count} {units} per {per}; retry in {self.retry_after} s."
 
 
 def view_scope(view: Any) -> str:
@@ -104,14 +102,14 @@ class ScopeRateThrottle(BaseThrottle):
         raise NotImplementedError
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        self.refusal = self.check(request, view)
+        self.refusal = self.check(request, view, cost=1)
         return self.refusal is None
 
     def wait(self) -> float | None:
         return self.refusal.retry_after if self.refusal else None
 
-    def check(self, request: Request, view: Any) -> Refusal | None:
-        """Count this request; the limit it exceeds, if any."""
+    def check(self, request: Request, view: Any, cost: int) -> Refusal | None:
+        """Count `cost` (1 for the request itself); the limit it exceeds, if any."""
         api_key = request.auth
         if not isinstance(api_key, ApiKey):
             return None
@@ -121,7 +119,7 @@ class ScopeRateThrottle(BaseThrottle):
             return None
         limiter = FixedWindowRateLimiter(rate_limit_storage(settings.RATE_LIMIT_STORAGE_URL))
         item, ident = _item(rate), (self.subject, scope, self.ident(api_key))
-        if limiter.hit(item, *ident):
+        if limiter.hit(item, *ident, cost=cost):
             return None
         # A second round trip, on refusals only: when this window ends.
         reset_at = limiter.get_window_stats(item, *ident).reset_time

@@ -52,9 +52,9 @@ def me(client: PartnerClient, key: str | None = None) -> Any:
     return client.get("/api/v1/me", key=key)
 
 
-def match(client: PartnerClient, key: str | None = None) -> Any:
-    body = json.dumps({"hashes": [{"algorithm": "pdq", "value": pdq(1)}]}).encode()
-    return client.post("/api/v1/match", body, key=key)
+def match(client: PartnerClient, key: str | None = None, hashes: int = 1) -> Any:
+    values = [{"algorithm": "pdq", "value": pdq(n)} for n in range(1, hashes + 1)]
+    return client.post("/api/v1/match", json.dumps({"hashes": values}).encode(), key=key)
 
 
 def assert_throttled(response: Any, *, applies_to: str, scope: str, rate: str) -> None:
@@ -111,6 +111,18 @@ def test_limits_are_per_scope(alice: PartnerClient, settings: Any) -> None:
     assert_throttled(match(alice), applies_to="key", scope="match", rate="2/d")
     assert alice.get("/api/v1/lists").status_code == 200
     assert me(alice).status_code == 200
+
+
+def test_match_limits_count_hashes_not_requests(alice: PartnerClient, settings: Any) -> None:
+    """A batch of 1,000 hashes costs the server 1,000 times one hash, and counts so."""
+    settings.RATE_LIMITS = limits(key={"match": "5/d"}, partner={"match": "100/d"})
+    assert match(alice, hashes=3).status_code == 200
+    response = match(alice, hashes=3)
+    assert_throttled(response, applies_to="key", scope="match", rate="5/d")
+    assert "5 hashes matched per day" in json.loads(response.content)["detail"]
+    assert_refusal_audited(action="match", status=429, slug="throttled", partner=alice.partner)
+    # Over the limit now (6 of 5): even one hash is refused before its body is read.
+    assert_throttled(match(alice), applies_to="key", scope="match", rate="5/d")
 
 
 def test_refused_submission_stores_nothing(
