@@ -39,5 +39,6 @@ bench: $(STAMP)
 	scripts/services-up
 	$(TEST_ENV) $(BIN)/python bench/ingest_feed.py
 	$(TEST_ENV) $(BIN)/python bench/match_api.py
+	$(TEST_ENV) $(BIN)/python bench/flood.py
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py
