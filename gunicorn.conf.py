@@ -1,7 +1,7 @@
 """gunicorn settings for a deployment: `gunicorn -c gunicorn.conf.py consortium.wsgi`.
 
 Environment: `BIND` (comma-separated addresses, default 127.0.0.1:8000), `WEB_WORKERS`
-(default: CPU cores + 1), `WEB_TIMEOUT` (seconds, default 30). Put a reverse proxy that
+(default: 2 x CPU cores + 1), `WEB_TIMEOUT` (seconds, default 30). Put a reverse proxy that
 terminates TLS and buffers requests in front (nginx does both), and set NUM_PROXIES.
 """
 
@@ -14,13 +14,16 @@ bind = os.environ.get("BIND", "127.0.0.1:8000").split(",")
 # Python, and threads of one process share one interpreter lock, so in a gthread worker a
 # long match slows every request that shares its process, while separate processes are
 # shared out by the kernel. bench/flood.py measured it (one partner flooding 1,000-hash
-# matches, another's /me p95): sync was as fast or faster in every case, at most half the
+# matches, another's /me p95): sync was as fast or faster in every case, under half the
 # gthread figure without rate limits. Sync workers trust the proxy in front to buffer slow
-# clients. Each process holds its own match index (about 100 MiB per million PDQ entries,
-# docs/matching.md), so processes cost memory: one per core, plus one so that a core is not
-# idle while a process waits on PostgreSQL or Redis.
+# clients. Two processes per core plus one: much of a request is spent waiting on
+# PostgreSQL and Redis (every request writes its access event), and a flooding partner's
+# connections queue ahead of everyone else's until a process is free; against 3 processes
+# on 2 cores, 5 cut another partner's p95 under a flood from 142-158 ms to 99 ms. Each
+# process holds its own match index (about 100 MiB per million PDQ entries,
+# docs/matching.md): with a large index and little memory, set WEB_WORKERS lower.
 worker_class = "sync"
-workers = int(os.environ.get("WEB_WORKERS", multiprocessing.cpu_count() + 1))
+workers = int(os.environ.get("WEB_WORKERS", 2 * multiprocessing.cpu_count() + 1))
 
 # The largest request (1,000 hashes against 10M entries, or a 10,000-entry submission)
 # takes a second or two; a worker silent for this long is stuck and is restarted.
