@@ -15,6 +15,7 @@ in memory, per process.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -28,12 +29,15 @@ from limits import (
     RateLimitItemPerMinute,
     RateLimitItemPerSecond,
 )
+from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from partners.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 # The scope of views that need none (`/me`); settings.RATE_LIMITS has a rate for each.
 ANY_SCOPE = "any"
@@ -50,7 +54,7 @@ _ITEMS: dict[str, type[RateLimitItem]] = {
 def rate_limit_storage(url: str) -> Storage:
     """One storage (a Redis connection pool) per process and URL, made on first use, so
     after gunicorn has forked its workers."""
-    return cast(Storage, storage_from_string(url))
+    return cast(Storage, storage_from_string(url, wrap_exceptions=True))
 
 
 @functools.cache
@@ -119,10 +123,16 @@ class ScopeRateThrottle(BaseThrottle):
             return None
         limiter = FixedWindowRateLimiter(rate_limit_storage(settings.RATE_LIMIT_STORAGE_URL))
         item, ident = _item(rate), (self.subject, scope, self.ident(api_key))
-        if limiter.hit(item, *ident, cost=cost):
+        try:
+            if limiter.hit(item, *ident, cost=cost):
+                return None
+            # A second round trip, on refusals only: when this window ends.
+            reset_at = limiter.get_window_stats(item, *ident).reset_time
+        except StorageError:
+            # Open, not closed: with Redis down, refusing every request would turn a lost
+            # safeguard into an outage of the whole API. Logged, so it does not go unseen.
+            logger.exception("rate limits not counted: their storage failed")
             return None
-        # A second round trip, on refusals only: when this window ends.
-        reset_at = limiter.get_window_stats(item, *ident).reset_time
         return Refusal(self.subject, scope, rate, max(1, math.ceil(reset_at - time.time())))
 
 

@@ -179,6 +179,15 @@ def test_quick_start_limits_in_memory(alice: PartnerClient, settings: Any) -> No
     assert_throttled(me(alice), applies_to="key", scope="any", rate="2/d")
 
 
+def test_requests_are_served_when_the_counters_cannot_be_reached(
+    alice: PartnerClient, settings: Any, caplog: Any
+) -> None:
+    settings.RATE_LIMIT_STORAGE_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    settings.RATE_LIMITS = limits(key={"any": "1/d"})
+    assert [me(alice).status_code for _ in range(2)] == [200, 200]
+    assert "rate limits not counted" in caplog.text
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_flood_is_counted_exactly(settings: Any) -> None:
     """Eight threads at once: the counter is atomic, so exactly the limit is served."""
