@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 
 from audit.actors import Actor
 from audit.services import access_event_record
-from consortium.errors import TYPE_PREFIX, RequestTooLarge
+from consortium.errors import TYPE_PREFIX, RequestTooLarge, Throttled
+from consortium.throttling import ScopeRateThrottle
 from partners.authentication import client_ip
 from partners.models import ApiKey, Partner
 
@@ -39,6 +40,33 @@ class ConsortiumView(APIView):
         self.audit_records = 0
         self.access_recorded = False
         super().initial(request, *args, **kwargs)
+
+    def perform_authentication(self, request: Request) -> None:
+        super().perform_authentication(request)
+        # Limits are checked here, before the scope check (DRF checks them after it): a key
+        # flooding an operation it lacks the scope for costs the server as much, so it
+        # counts too. A request without a usable key is refused next, uncounted.
+        self._rate_limit(request, cost=1)
+
+    def rate_limit_charge(self, cost: int) -> None:
+        """Count `cost` more against this request's limits, for an operation whose cost is
+        known only once its input is read (a match counts each of its hashes)."""
+        if cost > 0:
+            self._rate_limit(self.request, cost=cost)
+
+    def _rate_limit(self, request: Request, *, cost: int) -> None:
+        refusals = [
+            refusal
+            for throttle in self.get_throttles()
+            if isinstance(throttle, ScopeRateThrottle)
+            and (refusal := throttle.check(request, self, cost))
+        ]
+        if refusals:
+            refusal = max(refusals, key=lambda found: found.retry_after)
+            raise Throttled(refusal.describe(), **refusal.extensions())
+
+    def check_throttles(self, request: Request) -> None:
+        """Done in perform_authentication, before the scope check."""
 
     def actor(self) -> Actor:
         return request_actor(self.request)

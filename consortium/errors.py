@@ -147,6 +147,8 @@ def problem_response(error: ConsortiumError, *, instance: str | None = None) -> 
     response.content_type = PROBLEM_CONTENT_TYPE
     if error.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="consortium"'
+    if error.status == 429 and "retry_after" in error.extensions:
+        response["Retry-After"] = str(error.extensions["retry_after"])
     return response
 
 

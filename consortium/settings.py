@@ -5,6 +5,7 @@ the web process, DEBUG on, and a throwaway secret. Anything else is treated as a
 deployment: DEBUG off, SECRET_KEY and ALLOWED_HOSTS required, PostgreSQL and a broker.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -145,6 +146,38 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     # Behind N trusted reverse proxies, the client address is read from X-Forwarded-For.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
+    "DEFAULT_THROTTLE_CLASSES": [
+        "consortium.throttling.ApiKeyRateThrottle",
+        "consortium.throttling.PartnerRateThrottle",
+    ],
+}
+
+# Rate limits (consortium/throttling.py) per API key and per partner (all its keys
+# together), for each scope ("any": operations that need none, like /me), counted in Redis
+# (in memory, per process, without it): RATE_LIMIT_<KEY|PARTNER>_<SCOPE> = N/s, N/m, N/h,
+# N/d or none; for match, N counts hashes matched, not requests. RATE_LIMIT_ENABLED=false
+# turns them all off. The defaults are argued in docs/api.md.
+RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
+RATE_LIMIT_STORAGE_URL = env("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
+_RATE_LIMIT_DEFAULTS = {
+    "key": {"any": "5/s", "read": "10/s", "match": "1000/s", "submit": "2/s", "audit": "2/s"},
+    "partner": {"any": "10/s", "read": "20/s", "match": "2000/s", "submit": "4/s", "audit": "5/s"},
+}
+
+
+def _rate_limit(subject: str, scope: str) -> str | None:
+    name = f"RATE_LIMIT_{subject.upper()}_{scope.upper()}"
+    value = env.str(name, default=_RATE_LIMIT_DEFAULTS[subject][scope]).strip().lower()
+    if value in {"", "none"}:
+        return None
+    if not re.fullmatch(r"[0-9]+/[smhd]", value):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected N/s, N/m, N/h, N/d or none")
+    return value
+
+
+RATE_LIMITS = {
+    subject: {scope: _rate_limit(subject, scope) for scope in scopes}
+    for subject, scopes in _RATE_LIMIT_DEFAULTS.items()
 }
 
 SPECTACULAR_SETTINGS = {

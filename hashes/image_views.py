@@ -232,6 +232,9 @@ class MatchView(ImageHashingView):
                 pointer="/limit",
                 limit=most,
             )
+        # A match costs in proportion to its hashes: the match limits count hashes, not
+        # requests (the request itself counted one, before its body was read).
+        self.rate_limit_charge(len(queries) - 1)
         results = match_hashes(partner=self.partner, queries=queries, limit=limit)
         self.audit_records = sum(len(result.matches) for result in results)
         return Response({"results": [_result_body(result) for result in results]})

@@ -178,3 +178,16 @@ def _fresh_match_index() -> None:
     from hashes.match_index import match_indexes
 
     match_indexes.reset()
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits_off(settings: Any) -> None:
+    """Rate-limit counters live in Redis: each test starts with none. Limits are off unless a
+    test sets them (tests/test_rate_limits.py): tests send requests faster than any client
+    would, and a window ending mid-test would make their outcome depend on time."""
+    from consortium.throttling import rate_limit_storage
+
+    rate_limit_storage(settings.RATE_LIMIT_STORAGE_URL).reset()
+    settings.RATE_LIMITS = {
+        subject: dict.fromkeys(rates) for subject, rates in settings.RATE_LIMITS.items()
+    }
