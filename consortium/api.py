@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from audit.actors import Actor
 from audit.services import access_event_record
 from consortium.errors import TYPE_PREFIX, RequestTooLarge, Throttled
-from consortium.throttling import ScopeRateThrottle
+from consortium.throttling import ScopeRateThrottle, penalty_set
 from partners.authentication import client_ip
 from partners.models import ApiKey, Partner
 
@@ -63,6 +63,7 @@ class ConsortiumView(APIView):
         ]
         if refusals:
             refusal = max(refusals, key=lambda found: found.retry_after)
+            penalty_set(api_key=cast(ApiKey, request.auth), refusal=refusal)
             raise Throttled(refusal.describe(), **refusal.extensions())
 
     def check_throttles(self, request: Request) -> None:

@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Refuses a key that this process has just rate-limited before anything else runs.
+    "consortium.throttling.EarlyRefusalMiddleware",
     # Serves collected static files (the API docs' assets, admin) under gunicorn, DEBUG off.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 from limits import (
     RateLimitItem,
     RateLimitItemPerDay,
@@ -150,3 +152,110 @@ class PartnerRateThrottle(ScopeRateThrottle):
 
     def ident(self, api_key: ApiKey) -> str:
         return str(api_key.partner_id)
+
+
+# --- Early refusal -------------------------------------------------------------------------
+# A client that ignores 429s keeps the workers busy with refusals, each of which costs what a
+# small read costs (the middleware, the key's database read, two Redis round trips, DRF):
+# bench/flood.py measured another partner's p95 at 5-8x idle that way. So once this process
+# has refused a key for a scope, it refuses the same key's further requests in that scope
+# here, before any of that, until the limit's window ends, and at most for EARLY_REFUSAL_MAX
+# seconds, so that a key revoked or a partner suspended meanwhile is answered with its 401 by
+# the full path soon after. Only the key's holder is refused early: the presented key must
+# match the stored digest, and a key limited to networks must be used from one of them; a
+# caller that knows only the prefix gets the full path's 401. Each early refusal still writes
+# its access event.
+EARLY_REFUSAL_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class Penalty:
+    api_key: ApiKey  # as authenticated when the limit refused it, its partner loaded
+    refusal: Refusal
+    window_end: float  # time.time() when the limit's window ends
+    until: float  # when early refusals stop: the window's end, or sooner
+
+
+_penalties: dict[tuple[str, str], Penalty] = {}
+
+
+def penalty_set(*, api_key: ApiKey, refusal: Refusal) -> None:
+    """Refuse `api_key` early in `refusal.scope` until its window ends (EARLY_REFUSAL_MAX
+    at most)."""
+    now = time.time()
+    window_end = now + refusal.retry_after
+    until = min(window_end, now + EARLY_REFUSAL_MAX)
+    _penalties[(api_key.prefix, refusal.scope)] = Penalty(api_key, refusal, window_end, until)
+
+
+def penalties_clear() -> None:
+    _penalties.clear()
+
+
+class EarlyRefusalMiddleware:
+    """Answers a key's requests in a scope where this process has just refused it, before the
+    rest of the stack runs (see the comment above `EARLY_REFUSAL_MAX`)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _penalties:
+            refused = _refuse_early(request)
+            if refused is not None:
+                return refused
+        return self.get_response(request)
+
+
+def _refuse_early(request: HttpRequest) -> HttpResponse | None:
+    from audit.actors import Actor
+    from audit.services import access_event_record
+    from consortium.errors import Throttled, problem_body
+    from partners.apikeys import apikey_matches, apikey_prefix
+    from partners.authentication import client_ip, network_allowed
+
+    scheme, _, full_key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    prefix = apikey_prefix(full_key.strip()) if scheme.lower() == "bearer" else None
+    if prefix is None:
+        return None
+    try:
+        view = resolve(request.path_info).func
+    except Resolver404:
+        return None
+    view_class = getattr(view, "view_class", None)
+    action = getattr(view_class, "audit_action", None)
+    if action is None:
+        return None
+    penalty = _penalties.get((prefix, view_scope(view_class)))
+    if penalty is None:
+        return None
+    if time.time() >= penalty.until:
+        _penalties.pop((prefix, penalty.refusal.scope), None)
+        return None
+    address = client_ip(request)
+    if not apikey_matches(full_key.strip(), penalty.api_key.digest) or not network_allowed(
+        penalty.api_key, address
+    ):
+        return None
+    refusal = penalty.refusal
+    retry_after = max(1, math.ceil(penalty.window_end - time.time()))
+    refusal = Refusal(refusal.subject, refusal.scope, refusal.rate, retry_after)
+    error = Throttled(refusal.describe(), **refusal.extensions())
+    access_event_record(
+        actor=Actor.for_api_key(penalty.api_key, client_ip=address),
+        action=action,
+        status=429,
+        detail={
+            "method": request.method,
+            "path": request.path,
+            "problem": "throttled",
+            "early": True,
+        },
+    )
+    response = JsonResponse(
+        problem_body(error, instance=request.path),
+        status=429,
+        content_type="application/problem+json",
+    )
+    response["Retry-After"] = str(retry_after)
+    return response

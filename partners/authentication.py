@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -22,7 +23,7 @@ from partners.models import ApiKey, Partner
 INVALID_KEY_MESSAGE = "The API key is unknown, expired, revoked, or not usable from here."
 
 
-def client_ip(request: Request) -> str | None:
+def client_ip(request: HttpRequest | Request) -> str | None:
     """The caller's address: REMOTE_ADDR, or X-Forwarded-For behind NUM_PROXIES proxies."""
     from rest_framework.settings import api_settings
 
@@ -47,7 +48,7 @@ def _refuse(request: Request, reason: str, prefix: str) -> exceptions.Authentica
     return exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE)
 
 
-def _network_allowed(api_key: ApiKey, address: str | None) -> bool:
+def network_allowed(api_key: ApiKey, address: str | None) -> bool:
     if not api_key.allowed_networks:
         return True
     if address is None:
@@ -85,7 +86,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise _refuse(request, "expired", prefix)
         if not api_key.partner.is_active:
             raise _refuse(request, f"partner-{api_key.partner.status}", prefix)
-        if not _network_allowed(api_key, client_ip(request)):
+        if not network_allowed(api_key, client_ip(request)):
             raise _refuse(request, "network-not-allowed", prefix)
         return api_key.partner, api_key
 

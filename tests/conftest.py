@@ -185,9 +185,10 @@ def _rate_limits_off(settings: Any) -> None:
     """Rate-limit counters live in Redis: each test starts with none. Limits are off unless a
     test sets them (tests/test_rate_limits.py): tests send requests faster than any client
     would, and a window ending mid-test would make their outcome depend on time."""
-    from consortium.throttling import rate_limit_storage
+    from consortium.throttling import penalties_clear, rate_limit_storage
 
     rate_limit_storage(settings.RATE_LIMIT_STORAGE_URL).reset()
+    penalties_clear()
     settings.RATE_LIMITS = {
         subject: dict.fromkeys(rates) for subject, rates in settings.RATE_LIMITS.items()
     }

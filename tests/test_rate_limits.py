@@ -236,3 +236,62 @@ def test_rates_are_read_from_the_environment() -> None:
     )
     assert bad.returncode != 0
     assert b"RATE_LIMIT_KEY_ANY" in bad.stderr
+
+
+def test_a_refused_key_is_refused_early_with_one_write_and_no_read(
+    alice: PartnerClient, settings: Any
+) -> None:
+    """A client that ignores 429s costs one access-event insert per request, not the key's
+    read, the Redis round trips and the rest of the stack."""
+    from django.test.utils import CaptureQueriesContext
+
+    settings.RATE_LIMITS = limits(key={"any": "1/d"})
+    assert me(alice).status_code == 200
+    assert_throttled(me(alice), applies_to="key", scope="any", rate="1/d")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = me(alice)
+
+    assert_throttled(response, applies_to="key", scope="any", rate="1/d")
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
+    event = AccessEvent.objects.order_by("-id").first()
+    assert event is not None
+    assert (event.action, event.status, event.partner, event.key_prefix) == (
+        "me.read",
+        429,
+        alice.partner,
+        alice.partner.api_keys.get().prefix,
+    )
+    assert event.detail["early"] is True
+
+
+def test_early_refusal_is_only_for_the_keys_holder_and_its_scope(
+    alice: PartnerClient, settings: Any
+) -> None:
+    settings.RATE_LIMITS = limits(key={"match": "1/d"})
+    assert match(alice).status_code == 200
+    assert match(alice).status_code == 429
+    wrong_secret = alice.api_key[:-4] + ("aaaa" if not alice.api_key.endswith("aaaa") else "bbbb")
+
+    assert problem(match(alice, key=wrong_secret)) == "invalid-api-key"
+    assert me(alice).status_code == 200
+    assert alice.get("/api/v1/lists").status_code == 200
+    assert problem(match(alice)) == "throttled"
+
+
+def test_early_refusal_ends_within_a_second_so_a_revoked_key_gets_its_401(
+    alice: PartnerClient, settings: Any
+) -> None:
+    import time
+
+    from consortium.throttling import EARLY_REFUSAL_MAX
+
+    settings.RATE_LIMITS = limits(key={"any": "1/d"})
+    assert me(alice).status_code == 200
+    assert me(alice).status_code == 429
+    services.apikey_revoke(api_key=alice.partner.api_keys.get(), actor=ADMIN)
+    assert me(alice).status_code == 429, "early, from this process's memory"
+
+    time.sleep(EARLY_REFUSAL_MAX + 0.05)
+
+    assert problem(me(alice)) == "invalid-api-key"
