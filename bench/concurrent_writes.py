@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_feed import bench_database, database_reset, django_start
+from ingest_feed import bench_start, database_reset
 
 WRITERS = {"submitters": 2, "revokers": 3}
 
@@ -164,11 +163,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=150, help="writes per writer per run")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
     import logging
 
     # Each deadlock is logged with its traceback by the server; counted here instead.

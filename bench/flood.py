@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_feed import bench_database, database_reset, django_start, feed_fill, partners_create
+from ingest_feed import bench_start, database_reset, feed_fill, partners_create
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 3.0
@@ -226,11 +226,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--only", choices=["on", "off"], help="run one mode only")
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
 
     from django.conf import settings
     from django.db import connections

@@ -113,8 +113,21 @@ def database_reset(db: Database, *, create: bool = True) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
 
 
+def bench_start() -> Database:
+    """The benchmark's own database, made afresh and migrated, with Django set up on it."""
+    if "DATABASE_URL" not in os.environ:
+        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
+    db = bench_database(os.environ["DATABASE_URL"])
+    database_reset(db)
+    django_start(db)
+    return db
+
+
 def django_start(db: Database) -> None:
     os.environ["DATABASE_URL"] = db.django_url
+    # These benchmarks measure what the application costs, one client sending as fast as
+    # it can: rate limits would measure the limits instead (bench/flood.py measures them).
+    os.environ.setdefault("RATE_LIMIT_ENABLED", "false")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "consortium.settings")
     import django
     from django.core.management import call_command
@@ -488,13 +501,8 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-
     begun = time.perf_counter()
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
     print(f"database {db.name}: dropped, created and migrated for this run")
     setup = partners_create()
     conn = psycopg.connect(db.libpq_url)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_feed import LIST_NAME, bench_database, database_reset, django_start, partners_create
+from ingest_feed import LIST_NAME, bench_start, database_reset, partners_create
 from match_timing import BeforeIndexes, before_match_hashes, entries_submit
 
 
@@ -39,11 +38,7 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=10_000)
     parser.add_argument("--hashes", type=int, default=50)
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
 
     from django.conf import settings
     from django.db import connections

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,9 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_feed import (
-    bench_database,
+    bench_start,
     database_reset,
-    django_start,
     feed_fill,
     partners_create,
 )
@@ -93,11 +91,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
 
     from django.db import connection
     from django.test import Client

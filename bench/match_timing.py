@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
 import statistics
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_feed import bench_database, database_reset, django_start, partners_create
+from ingest_feed import bench_start, database_reset, partners_create
 
 
 class BeforeIndexes:
@@ -115,11 +114,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1000)
     parser.add_argument("--shared", type=int, default=10_000)
     args = parser.parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("set DATABASE_URL to a PostgreSQL URL; the benchmark uses <name>_bench")
-    db = bench_database(os.environ["DATABASE_URL"])
-    database_reset(db)
-    django_start(db)
+    db = bench_start()
 
     from django.db import connections
     from django.test import Client
