@@ -95,3 +95,23 @@ def test_api_docs_render_in_a_browser_that_reaches_no_other_host(live_server) ->
     assert 'class="title">Consortium API' in done.stdout, done.stderr[-2000:]
     assert 'data-path="/api/v1/feed"' in done.stdout
     assert 'data-path="/api/v1/submissions"' in done.stdout
+
+
+def test_every_operation_documents_its_problems_and_its_rate_limit(client) -> None:
+    """Refusals are part of the contract: a client generated from the schema must know every
+    operation may answer a problem, and a 429 with Retry-After."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    assert schema["components"]["schemas"]["Problem"]["required"] == [
+        "type",
+        "title",
+        "status",
+        "detail",
+    ]
+    operations = [op for path in schema["paths"].values() for op in path.values()]
+    assert len(operations) >= 10
+    for operation in operations:
+        responses = operation["responses"]
+        assert responses["default"]["content"] == problem, operation["operationId"]
+        assert responses["429"]["content"] == problem, operation["operationId"]
+        assert "Retry-After" in responses["429"]["headers"], operation["operationId"]
