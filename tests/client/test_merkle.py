@@ -350,6 +350,36 @@ def test_consistency_verify_refuses_every_corruption(old_size: int, new_size: in
     assert verified_probes(merkle.consistency_verify, probes) == []
 
 
+def test_flipping_any_byte_of_a_proof_root_or_leaf_fails_every_time() -> None:
+    """Every byte, not a sample: each of 32 bytes of each element, the roots and the leaf."""
+    hashes = leaves_of(300)
+    subtree_hash = merkle.leaves_subtree_hash(hashes)
+    root = merkle.root(hashes)
+    inclusion = merkle.inclusion_proof(123, 300, subtree_hash)
+    old_root = merkle.root(hashes[:100])
+    consistency = merkle.consistency_proof(100, 300, subtree_hash)
+    accepted = []
+    for mask in (0x01, 0x80):
+        for position in range(merkle.HASH_SIZE):
+            probes = [("leaf", 123, 300, flip(hashes[123], position, mask), inclusion, root)]
+            probes.append(("root", 123, 300, hashes[123], inclusion, flip(root, position, mask)))
+            for element in range(len(inclusion)):
+                bad = list(inclusion)
+                bad[element] = flip(bad[element], position, mask)
+                probes.append((f"proof[{element}]", 123, 300, hashes[123], bad, root))
+            accepted += verified_probes(merkle.inclusion_verify, probes)
+            probes = [
+                ("old root", 100, 300, flip(old_root, position, mask), root, consistency),
+                ("new root", 100, 300, old_root, flip(root, position, mask), consistency),
+            ]
+            for element in range(len(consistency)):
+                bad = list(consistency)
+                bad[element] = flip(bad[element], position, mask)
+                probes.append((f"proof[{element}]", 100, 300, old_root, root, bad))
+            accepted += verified_probes(merkle.consistency_verify, probes)
+    assert accepted == []
+
+
 def test_inclusion_verify_names_the_failed_check() -> None:
     leaf = merkle.leaf_hash(b"data")
     merkle.inclusion_verify(0, 1, leaf, [], leaf)
@@ -477,6 +507,16 @@ def test_tile_paths_follow_the_spec_examples() -> None:
     assert Tile(0, 1_000_000, 255).path == "tile/0/x001/x000/000.p/255"
     assert EntryBundle(1234067).path == "tile/entries/x001/x234/067"
     assert EntryBundle(7, 1).path == "tile/entries/007.p/1"
+
+
+@given(
+    st.integers(min_value=0, max_value=63),
+    st.integers(min_value=0, max_value=2**55),
+    st.integers(min_value=1, max_value=256),
+)
+def test_every_tile_path_parses_back_to_its_tile(level: int, index: int, width: int) -> None:
+    assert merkle.parse_tile_path(Tile(level, index, width).path) == Tile(level, index, width)
+    assert merkle.parse_tile_path(EntryBundle(index, width).path) == EntryBundle(index, width)
 
 
 def test_tile_paths_parse_back_to_their_tile() -> None:
