@@ -302,7 +302,7 @@ def note_open(message: bytes | str, verifiers: Iterable[NoteVerifier]) -> Opened
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
     for line in lines:
-        signature = _signature_parse(line)
+        signature = signature_parse(line)
         trusted = known.get((signature.name, signature.key_hash))
         if trusted is None:
             if signature not in unverified:
@@ -317,7 +317,12 @@ def note_open(message: bytes | str, verifiers: Iterable[NoteVerifier]) -> Opened
     return OpenedNote(text, tuple(verified), tuple(unverified))
 
 
-def _signature_parse(line: str) -> NoteSignature:
+def signature_parse(line: str) -> NoteSignature:
+    """Parse one signature line (`— <name> <base64>`, the final newline optional).
+
+    For a cosignature posted on its own, before it is checked with `cosignature_verify`.
+    """
+    line = line.removesuffix("\n")
     if not line.startswith(SIGNATURE_PREFIX):
         raise NoteError("malformed note: a signature line must start with an em dash")
     name, space, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
@@ -384,6 +389,16 @@ def cosignature_sign(
     return NoteSignature(name, verifier.key_hash, timestamp.to_bytes(8, "big") + signature)
 
 
+def cosignature_timestamp(signature: NoteSignature) -> int:
+    """The POSIX time a cosignature/v1 claims, read before (or without) verifying it."""
+    if len(signature.signature) != 8 + 64:
+        raise NoteError("a cosignature/v1 is an 8-byte timestamp and a 64-byte signature")
+    timestamp = int.from_bytes(signature.signature[:8], "big")
+    if timestamp > MAX_TIMESTAMP:
+        raise NoteError("a cosignature's timestamp must be between 0 and 2^63-1")
+    return timestamp
+
+
 def cosignature_verify(
     verifier: NoteVerifier, checkpoint_text: str, signature: NoteSignature
 ) -> int:
@@ -395,4 +410,4 @@ def cosignature_verify(
         raise NoteError("the cosignature is not by this cosigner's key")
     if not verifier.verify(checkpoint_text.encode("utf-8"), signature.signature):
         raise NoteError(f"invalid cosignature for key {signature.name}+{signature.key_hash:08x}")
-    return int.from_bytes(signature.signature[:8], "big")
+    return cosignature_timestamp(signature)

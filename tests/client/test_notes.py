@@ -21,11 +21,13 @@ from consortium_client.notes import (
     checkpoint_parse,
     cosignature_message,
     cosignature_sign,
+    cosignature_timestamp,
     cosignature_verify,
     key_hash,
     note_open,
     note_sign,
     note_verifier,
+    signature_parse,
     skey_parse,
     vkey_parse,
 )
@@ -52,6 +54,18 @@ GO_BAD_VKEYS = [
     "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
     "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
 ]
+
+# Test vectors of github.com/transparency-dev/formats, note/note_cosigv1_test.go
+# (TestCoSigV1NewVerifier, TestCoSigV1Timestamp), copied verbatim: a cosigner key published in
+# the 0x04 vkey form, a cosignature/v1 made at 1727964367, and a plain 0x01 signature.
+REMORA_COSIGNER_VKEY = "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+TD_COSIGNATURE = (
+    "ZGhGuQAAAABm/qTPeyKXD+R2rzyQsxPiP8mXum7qq/iF0u4vanlqJyocWODBt97w9uL+8qT7S5gxEHWWOworDcFiEBYJXO"
+    "RmnFBOBA=="
+)
+TD_PLAIN_SIGNATURE = (
+    "eQjRQm6eSKzFoiYalgwCPXu2y3ijtg68is9M46JKxuZB+dRfTmeQeDBoXnvxZx2ugnkyV+MUMLXpWs1hPb/W/4xkNQY="
+)
 
 ORIGIN = "consortium.example/log"
 ROOT = hashlib.sha256(b"root").digest()
@@ -410,3 +424,53 @@ def test_cosignature_refuses_wrong_key_type_timestamp_and_signer() -> None:
     verifier = note_verifier("w.example", witness.public_key(), COSIGNATURE_V1)
     with pytest.raises(NoteError, match="invalid cosignature"):
         cosignature_verify(verifier, body, forged)
+
+
+def test_transparency_dev_cosigner_vkey_parses() -> None:
+    remora = vkey_parse(REMORA_COSIGNER_VKEY)
+    assert (remora.name, remora.key_type, remora.key_hash) == (
+        "remora.n621.de",
+        COSIGNATURE_V1,
+        0xDA77ADE7,
+    )
+    assert remora.vkey == REMORA_COSIGNER_VKEY
+    for bad in ["bananas.sigstore.dev+12344556", "rekor.sigstore.dev+12345678+AwEB"]:
+        with pytest.raises(NoteError):
+            vkey_parse(bad)
+
+
+def test_transparency_dev_cosignature_timestamp() -> None:
+    cosig = signature_parse(f"\u2014 witness.example {TD_COSIGNATURE}")
+    assert cosignature_timestamp(cosig) == 1727964367
+    plain = signature_parse(f"\u2014 log.example {TD_PLAIN_SIGNATURE}\n")
+    with pytest.raises(NoteError, match="8-byte timestamp"):
+        cosignature_timestamp(plain)
+
+
+def test_spec_example_cosignature_line_parses() -> None:
+    # c2sp.org/tlog-cosignature example: the witness line carries the time of the spec's
+    # signed-message example, 1679315147.
+    line = (
+        "\u2014 witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9"
+        "dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA=="
+    )
+    cosig = signature_parse(line)
+    assert cosig.name == "witness.example.com/w1"
+    assert cosignature_timestamp(cosig) == 1679315147
+    assert cosig.line == line + "\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "witness.example AAAA",
+        "\u2014 witness.example",
+        "\u2014 witness.example ",
+        "\u2014  witness.example AAAAAAA=",
+        "\u2014 witness.example AAAA",
+        "\u2014 witness.example AAAAAAA=\n\n",
+    ],
+)
+def test_signature_parse_refuses_malformed_lines(line: str) -> None:
+    with pytest.raises(NoteError):
+        signature_parse(line)
