@@ -67,3 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/image_hashing.py
 	$(BIN)/python bench/image_worst_case.py
 	$(BIN)/python bench/strict_json.py
+	$(BIN)/python bench/notes.py
