@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -125,20 +125,31 @@ def _b64encode(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class NoteVerifier:
-    """A trusted public key: Ed25519 (0x01) over the note text, or a cosigner (0x04)."""
+    """A trusted public key: Ed25519 (0x01) over the note text, or a cosigner (0x04).
+
+    Compared and hashed by name, type and raw key, so verifiers can be set members.
+    """
 
     name: str
     key_type: int
-    public_key: Ed25519PublicKey
+    public_key: Ed25519PublicKey = field(compare=False)
+    raw_key: bytes = field(init=False)
+    key_hash: int = field(init=False)
 
-    @property
-    def key_hash(self) -> int:
-        return key_hash(self.name, self.key_type, public_key_raw(self.public_key))
+    def __post_init__(self) -> None:
+        if not name_is_valid(self.name):
+            raise NoteError(f"invalid key name {self.name!r}")
+        if self.key_type not in (ED25519, COSIGNATURE_V1):
+            raise NoteError(f"unsupported key type 0x{self.key_type:02x}")
+        raw = public_key_raw(self.public_key)
+        # Frozen: the derived fields are set once, here.
+        object.__setattr__(self, "raw_key", raw)
+        object.__setattr__(self, "key_hash", key_hash(self.name, self.key_type, raw))
 
     @property
     def vkey(self) -> str:
         """The C2SP vkey text form: `<name>+<hex key hash>+<base64(type ‖ public key)>`."""
-        material = bytes([self.key_type]) + public_key_raw(self.public_key)
+        material = bytes([self.key_type]) + self.raw_key
         return f"{self.name}+{self.key_hash:08x}+{_b64encode(material)}"
 
     def verify(self, text: bytes, signature: bytes) -> bool:
@@ -161,18 +172,15 @@ class NoteVerifier:
 
 @dataclass(frozen=True)
 class NoteSigner:
-    """An Ed25519 (0x01) note signing key and its name."""
+    """An Ed25519 (0x01) note signing key and its name; compared by its verifier."""
 
     name: str
-    private_key: Ed25519PrivateKey
+    private_key: Ed25519PrivateKey = field(compare=False)
+    verifier: NoteVerifier = field(init=False)
 
     def __post_init__(self) -> None:
-        if not name_is_valid(self.name):
-            raise NoteError(f"invalid key name {self.name!r}")
-
-    @property
-    def verifier(self) -> NoteVerifier:
-        return NoteVerifier(self.name, ED25519, self.private_key.public_key())
+        verifier = NoteVerifier(self.name, ED25519, self.private_key.public_key())
+        object.__setattr__(self, "verifier", verifier)
 
     @property
     def key_hash(self) -> int:
@@ -190,10 +198,7 @@ class NoteSigner:
 
 
 def note_verifier(name: str, public_key: Ed25519PublicKey, key_type: int = ED25519) -> NoteVerifier:
-    if not name_is_valid(name):
-        raise NoteError(f"invalid key name {name!r}")
-    if key_type not in (ED25519, COSIGNATURE_V1):
-        raise NoteError(f"unsupported key type 0x{key_type:02x}")
+    """A verifier for `public_key` under `name`: type 0x01 for notes, 0x04 for a cosigner."""
     return NoteVerifier(name, key_type, public_key)
 
 

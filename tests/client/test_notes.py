@@ -182,7 +182,10 @@ def test_open_accepts_one_key_given_twice() -> None:
     # Two different keys behind one (name, hash) would take a 32-bit collision; the same key
     # listed twice (say, from two configuration sources) is not ambiguous.
     key = signer()
-    assert note_open(note_sign("x\n", [key]), [key.verifier, key.verifier]).text == "x\n"
+    again = vkey_parse(key.verifier.vkey)
+    assert again == key.verifier
+    assert len({again, key.verifier}) == 1
+    assert note_open(note_sign("x\n", [key]), [key.verifier, again]).text == "x\n"
 
 
 @pytest.mark.parametrize("text", ["", "no newline", "tab\there\n", "cr\r\n"])
