@@ -68,3 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/image_worst_case.py
 	$(BIN)/python bench/strict_json.py
 	$(BIN)/python bench/merkle_proofs.py
+	$(BIN)/python bench/notes.py
