@@ -11,7 +11,7 @@ from typing import Any
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import Func, QuerySet, TextField
+from django.db.models import Func, Q, QuerySet, TextField
 from django_filters.fields import IsoDateTimeField
 
 from audit.models import AccessEvent, LogEvent, LogHead
@@ -53,6 +53,22 @@ def log_events_from(*, start: int, limit: int) -> list[tuple[int, int | None, by
         .values_list("index", "hash_list_id", "leaf_text")[:limit]
     )
     return [(index, list_id, leaf.encode()) for index, list_id, leaf in rows]
+
+
+def log_page_for_lists(
+    *, after: int, end: int, list_ids: list[int], limit: int
+) -> list[tuple[int, bytes]]:
+    """Up to `limit` events with index in (after, end), in log order, that concern no list
+    or one of `list_ids`: a page of the log for one visibility scope (index, leaf). Walks
+    the primary key; `end` bounds how far one page may scan."""
+    rows = (
+        LogEvent.objects.filter(index__gt=after, index__lt=end)
+        .filter(Q(hash_list_id__isnull=True) | Q(hash_list_id__in=list_ids))
+        .order_by("index")
+        .annotate(leaf_text=LeafText("leaf"))
+        .values_list("index", "leaf_text")[:limit]
+    )
+    return [(index, leaf.encode()) for index, leaf in rows]
 
 
 def log_entry_events_below(*, size: int, chunk: int) -> Iterator[tuple[int, int | None, str]]:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from audit.models import LogEvent, LogHead
-from audit.selectors import LeafText
+from audit.selectors import log_page_for_lists, log_size
 from consortium.errors import ListNotWritable, UnknownEntry, UnknownList, UnknownSubmission
 from hashes.models import Entry, HashList, Submission
 from partners.models import Partner
@@ -112,19 +111,14 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     partner. Reads the log size first: every index below it is committed (see log_append),
     so the page can never skip an event that commits later.
     """
-    size = LogHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
+    size = log_size()
     end = min(size, after + 1 + limit * FEED_SCAN_FACTOR)
-    visible_ids = lists_visible_ids(partner=partner)
-    rows = list(
-        LogEvent.objects.filter(index__gt=after, index__lt=end)
-        .filter(Q(hash_list_id__isnull=True) | Q(hash_list_id__in=visible_ids))
-        .order_by("index")
-        .annotate(leaf_text=LeafText("leaf"))
-        .values_list("index", "leaf_text")[:limit]
+    rows = log_page_for_lists(
+        after=after, end=end, list_ids=lists_visible_ids(partner=partner), limit=limit
     )
     next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
-        leaves=[leaf.encode() for _, leaf in rows],
+        leaves=[leaf for _, leaf in rows],
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )
