@@ -16,7 +16,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -142,14 +142,33 @@ def problem_body(error: ConsortiumError, *, instance: str | None = None) -> dict
     return body
 
 
-def problem_response(error: ConsortiumError, *, instance: str | None = None) -> Response:
-    response = Response(problem_body(error, instance=instance), status=error.status)
-    response.content_type = PROBLEM_CONTENT_TYPE
+def problem_headers(error: ConsortiumError) -> dict[str, str]:
+    """The headers a problem carries besides its body, wherever it is answered."""
+    headers = {}
     if error.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="consortium"'
+        headers["WWW-Authenticate"] = 'Bearer realm="consortium"'
     if error.status == 429 and "retry_after" in error.extensions:
-        response["Retry-After"] = str(error.extensions["retry_after"])
+        headers["Retry-After"] = str(error.extensions["retry_after"])
+    return headers
+
+
+def problem_response(error: ConsortiumError, *, instance: str | None = None) -> Response:
+    """A problem answered by a DRF view."""
+    response = Response(
+        problem_body(error, instance=instance), status=error.status, headers=problem_headers(error)
+    )
+    response.content_type = PROBLEM_CONTENT_TYPE
     return response
+
+
+def problem_json_response(error: ConsortiumError, *, instance: str | None = None) -> JsonResponse:
+    """The same problem answered outside DRF (middleware, Django's error handlers)."""
+    return JsonResponse(
+        problem_body(error, instance=instance),
+        status=error.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=problem_headers(error),
+    )
 
 
 def _suspicious_request(exc: SuspiciousOperation) -> ConsortiumError:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from limits import (
     RateLimitItem,
@@ -210,7 +210,7 @@ class EarlyRefusalMiddleware:
 def _refuse_early(request: HttpRequest) -> HttpResponse | None:
     from audit.actors import Actor
     from audit.services import access_event_record
-    from consortium.errors import Throttled, problem_body
+    from consortium.errors import Throttled, problem_json_response
     from partners.apikeys import apikey_matches, apikey_prefix
     from partners.authentication import client_ip, network_allowed
 
@@ -252,10 +252,4 @@ def _refuse_early(request: HttpRequest) -> HttpResponse | None:
             "early": True,
         },
     )
-    response = JsonResponse(
-        problem_body(error, instance=request.path),
-        status=429,
-        content_type="application/problem+json",
-    )
-    response["Retry-After"] = str(retry_after)
-    return response
+    return problem_json_response(error, instance=request.path)

@@ -5,13 +5,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from audit import views as audit_views
 from consortium.errors import (
-    PROBLEM_CONTENT_TYPE,
     ConsortiumError,
     InternalError,
     MalformedRequest,
     NotFound,
     as_consortium_error,
-    problem_body,
+    problem_json_response,
 )
 from consortium.health import healthz
 from hashes import image_views
@@ -45,8 +44,7 @@ urlpatterns = [
 
 
 def _problem(error: ConsortiumError, request: HttpRequest) -> JsonResponse:
-    body = problem_body(error, instance=request.path)
-    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+    return problem_json_response(error, instance=request.path)
 
 
 def handler400(request: HttpRequest, exception: Exception) -> JsonResponse:

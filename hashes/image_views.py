@@ -72,7 +72,8 @@ def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
     try:
         if not slots.acquire(timeout=settings.IMAGE_HASH_WAIT):
             raise HashingBusy(
-                f"{settings.IMAGE_HASH_CONCURRENCY} images are being hashed; retry shortly"
+                f"{settings.IMAGE_HASH_CONCURRENCY} images are being hashed; retry shortly",
+                retry_after=HASHING_RETRY_AFTER_SECONDS,
             )
         try:
             return image_hashes(
@@ -87,16 +88,6 @@ def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
         raise _REJECTIONS.get(exc.reason, ImageCorrupt)(exc.message) from None
     finally:
         upload.close()
-
-
-class ImageHashingView(ConsortiumView):
-    """A view that hashes an uploaded image: a busy refusal says when to come back."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        if isinstance(exc, HashingBusy):
-            response["Retry-After"] = str(HASHING_RETRY_AFTER_SECONDS)
-        return response
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -144,7 +135,7 @@ class ImageMatchSerializer(ImageUploadSerializer):
     )
 
 
-class ImageHashesView(ImageHashingView):
+class ImageHashesView(ConsortiumView):
     audit_action = "image.hash"
     required_scope = "match"
     parser_classes = [MultiPartParser]
@@ -202,7 +193,7 @@ class MatchOut(serializers.Serializer):
     results = MatchResultOut(many=True)
 
 
-class MatchView(ImageHashingView):
+class MatchView(ConsortiumView):
     audit_action = "match"
     required_scope = "match"
     parser_classes = [StrictJSONParser, MultiPartParser]
