@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,13 +19,16 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from audit.actors import Actor
 from audit.models import AccessEvent
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, pae
 from consortium_client.keys import key_generate, key_id
 from hashes import statements
-from hashes.models import Entry, Submission
+from hashes.models import Entry, HashList, Submission
 from partners import services
-from tests.conftest import ADMIN, PartnerClient, pdq, problem, store_counts
+from tests.conftest import ADMIN, PartnerClient, partner_client, pdq, problem, store_counts
+from tests.factories import HashListFactory
+from tests.test_log import _in_thread
 from tests.test_submission_refusals import payload, signed
 
 
@@ -282,8 +287,8 @@ def test_statement_whose_key_is_revoked_while_it_is_processed_is_refused(
     assert not Submission.objects.exists()
 
 
-def test_payload_type_is_part_of_what_was_signed(alice, shared_list) -> None:
-    """A revocation and a submission never share a replay key, even with one nonce."""
+def test_nonces_are_per_kind_of_statement(alice, shared_list) -> None:
+    """A revocation may use the nonce of a submission: each kind is its own statement."""
     nonce = secrets.token_hex(16)
     entry_ids = _entries(
         alice.post("/api/v1/submissions", signed(payload(nonce=nonce), alice.private_key))
@@ -292,3 +297,85 @@ def test_payload_type_is_part_of_what_was_signed(alice, shared_list) -> None:
     response = alice.post("/api/v1/revocations", _revocation(alice, entry_ids, nonce=nonce))
 
     assert response.status_code == 201, response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_statement_sent_twice_at_once_takes_effect_once() -> None:
+    """Two re-encodings of one signed submission raced against each other: one is stored,
+    the other answers as its replay, whichever commits first."""
+    alice = partner_client("alice")
+    HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
+    raw = alice.submission("ncii", [{"algorithm": "pdq", "value": pdq()} for _ in range(50)])
+    bodies = [raw, json.dumps(json.loads(raw), indent=1).encode()]
+    barrier = threading.Barrier(len(bodies))
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def send(body: bytes) -> Callable[[], None]:
+        def work() -> None:
+            client = PartnerClient(
+                alice.partner, alice.api_key, alice.private_key, alice.signing_key
+            )
+            barrier.wait(timeout=10)
+            answers.append(client.post("/api/v1/submissions", body))
+
+        return work
+
+    threads = [_in_thread(send(body), errors) for body in bodies]
+    for thread in threads:
+        thread.join()
+
+    assert not errors, errors
+    assert sorted(answer.status_code for answer in answers) == [200, 201]
+    assert len({json.loads(answer.content)["submission"] for answer in answers}) == 1
+    assert Submission.objects.count() == 1
+    assert Entry.objects.count() == 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_signature_racing_the_revocation_is_refused() -> None:
+    """The revocation has appended its tombstone but not committed when an envelope signed
+    before it arrives: the envelope waits for the log head, then sees the revocation."""
+    from django.contrib.auth.models import User
+    from django.db import transaction
+
+    from hashes.services import revocation_by_administrator
+
+    alice = partner_client("alice")
+    HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
+    entry = {"algorithm": "md5", "value": secrets.token_hex(16)}
+    early = signed(payload(entries=[entry]), alice.private_key)
+    time.sleep(0.01)  # the revocation comes strictly after the signature
+    (entry_id,) = _entries(alice.submit("ncii", [entry]))
+    admin = User.objects.create_superuser("root", "root@example.org", None)
+    revoked, release = threading.Event(), threading.Event()
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def revoke_and_hold() -> None:
+        with transaction.atomic():
+            revocation_by_administrator(
+                actor=Actor.for_user(admin),
+                entries=[Entry.objects.get(pk=entry_id)],
+                reason="consent withdrawn",
+            )
+            revoked.set()
+            release.wait(timeout=10)
+
+    def resubmit() -> None:
+        answers.append(alice.post("/api/v1/submissions", early))
+
+    holder = _in_thread(revoke_and_hold, errors)
+    assert revoked.wait(timeout=10)
+    sender = _in_thread(resubmit, errors)
+    sender.join(timeout=1)
+    assert sender.is_alive(), "the resubmission waits for the revocation's log head"
+    release.set()
+    holder.join()
+    sender.join()
+
+    assert not errors, errors
+    (answer,) = answers
+    assert answer.status_code == 409, answer.content
+    assert problem(answer) == "signed-before-revocation"
+    assert not Entry.objects.filter(status=Entry.Status.ACTIVE).exists()
