@@ -185,6 +185,10 @@ def penalty_set(*, api_key: ApiKey, refusal: Refusal) -> None:
     now = time.time()
     window_end = now + refusal.retry_after
     until = min(window_end, now + EARLY_REFUSAL_MAX)
+    # Ended penalties go here, not only when their key comes back: while any is held, every
+    # request resolves its URL in the middleware.
+    for ended in [key for key, penalty in _penalties.items() if penalty.until <= now]:
+        del _penalties[ended]
     _penalties[(api_key.prefix, refusal.scope)] = Penalty(api_key, refusal, window_end, until)
 
 

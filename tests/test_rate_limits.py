@@ -295,3 +295,19 @@ def test_early_refusal_ends_within_a_second_so_a_revoked_key_gets_its_401(
     time.sleep(EARLY_REFUSAL_MAX + 0.05)
 
     assert problem(me(alice)) == "invalid-api-key"
+
+
+def test_ended_early_refusals_are_forgotten(make_partner, settings: Any) -> None:
+    import time
+
+    from consortium.throttling import EARLY_REFUSAL_MAX, _penalties
+
+    settings.RATE_LIMITS = limits(key={"any": "1/d"})
+    first, second = make_partner(), make_partner()
+    assert (me(first).status_code, me(first).status_code) == (200, 429)
+    assert len(_penalties) == 1
+    time.sleep(EARLY_REFUSAL_MAX + 0.05)
+
+    assert (me(second).status_code, me(second).status_code) == (200, 429)
+
+    assert [key for key, _ in _penalties] == [second.partner.api_keys.get().prefix]
