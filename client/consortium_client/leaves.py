@@ -18,6 +18,8 @@ SIGNING_KEY_REGISTERED = "signing_key_registered"
 SIGNING_KEY_REVOKED = "signing_key_revoked"
 PARTNER_SUSPENDED = "partner_suspended"
 PARTNER_REACTIVATED = "partner_reactivated"
+ENTRY_ERASED = "entry_erased"
+ACCESS_PERIOD_SEALED = "access_period_sealed"
 
 EVENT_TYPES = (
     ENTRY_ADDED,
@@ -26,6 +28,8 @@ EVENT_TYPES = (
     SIGNING_KEY_REVOKED,
     PARTNER_SUSPENDED,
     PARTNER_REACTIVATED,
+    ENTRY_ERASED,
+    ACCESS_PERIOD_SEALED,
 )
 
 
