@@ -562,3 +562,52 @@ def entry_bundle_decode(data: bytes) -> list[bytes]:
     if not 1 <= len(leaves) <= TILE_WIDTH:
         raise ValueError(f"an entry bundle holds 1 to {TILE_WIDTH} leaves, not {len(leaves)}")
     return leaves
+
+
+# Streaming: the tree of a log read once, front to back, in O(log n) memory
+
+
+@dataclass(frozen=True)
+class Subtree:
+    """A complete subtree: leaves ``[n << level, (n + 1) << level)`` and their hash."""
+
+    level: int
+    n: int
+    hash: bytes
+
+
+class CompactRange:
+    """The right edge of a tree being built leaf by leaf: one hash per one bit of the size.
+
+    A verifier that reads a whole log front to back keeps only this, so it checks a log of
+    any length in O(log n) memory; `append` hands back every subtree the leaf completes, so
+    stored tiles can be compared as they close, and `root` gives the root at every size.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[Subtree] = []
+
+    def append(self, leaf_hash: bytes) -> list[Subtree]:
+        """Add the next leaf hash; return the subtrees it completes, lowest (the leaf) first."""
+        _check_hash("leaf hash", leaf_hash)
+        index = self.size
+        completed = [Subtree(0, index, leaf_hash)]
+        # Leaf `index` completes one subtree per trailing one bit of `index`.
+        for level in range(1, (index ^ (index + 1)).bit_length()):
+            left = self._peaks.pop()
+            completed.append(
+                Subtree(level, index >> level, node_hash(left.hash, completed[-1].hash))
+            )
+        self._peaks.append(completed[-1])
+        self.size += 1
+        return completed
+
+    def root(self) -> bytes:
+        """The root of the tree of the leaves appended so far."""
+        if not self._peaks:
+            return EMPTY_ROOT
+        hashed = self._peaks[-1].hash
+        for left in reversed(self._peaks[:-1]):
+            hashed = node_hash(left.hash, hashed)
+        return hashed
