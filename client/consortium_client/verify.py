@@ -209,11 +209,11 @@ def verify_entry(leaf: bytes, value: str, salt: str) -> dict[str, Any]:
     Returns the leaf's fields.
     """
     document = _leaf_of_type(leaf, "entry_added")
-    algorithm = document.get("algorithm")
-    if not isinstance(algorithm, str):
-        raise _fail("the leaf has no algorithm")
+    algorithm, commitment = document.get("algorithm"), document.get("commitment")
+    if not isinstance(algorithm, str) or not isinstance(commitment, str):
+        raise _fail("the leaf has no algorithm and commitment")
     try:
-        commitment_check(algorithm, value, salt, document.get("commitment"))
+        commitment_check(algorithm, value, salt, commitment)
     except (CommitmentError, ValueError) as exc:
         raise _fail(f"entry {document['index']}: {exc}") from exc
     return document
