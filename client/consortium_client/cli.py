@@ -27,6 +27,8 @@ from consortium_client.keys import (
     public_key_pem,
 )
 from consortium_client.payloads import revocation_envelope, submission_envelope
+from consortium_client.verify import VerificationError
+from consortium_client.verify_cli import UsageError, parsers_add
 
 EPILOG = """\
 environment:
@@ -289,6 +291,8 @@ def parser_build() -> argparse.ArgumentParser:
     match.add_argument("--dihedral", action="store_true", help="also rotations and mirrors")
     match.add_argument("images", nargs="*", help="image files to hash locally and match")
     match.set_defaults(handler=cmd_match)
+
+    parsers_add(commands)
     return parser
 
 
@@ -296,7 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser_build().parse_args(argv)
     try:
         args.handler(args)
-    except (CliError, ApiError, EnvelopeError) as exc:
+    except UsageError as exc:
+        print(f"consortium: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, ApiError, EnvelopeError, VerificationError) as exc:
         print(f"consortium: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,503 @@
+"""Offline verification of what the log serves: checkpoints, proofs, entries, envelopes.
+
+Each `verify_*` function checks one claim and raises `VerificationError`, whose message is
+one line naming what failed; nothing here talks to the server, so a partner or an auditor
+verifies files they saved, with the code the server itself proves with (`merkle`, `notes`,
+`commitments`, `dsse`).
+
+`TrustedState` is what a verifier remembers between runs: the log's verifier key, its
+origin, the witnesses it requires and the last checkpoint it verified. `trusted_advance`
+moves it forward only along a consistent history: a smaller tree is a rollback, another root
+at the same size or an inconsistent proof is a fork, and each is refused with its own line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from consortium_client import merkle
+from consortium_client.commitments import CommitmentError, commitment_check
+from consortium_client.dsse import (
+    REVOCATION_PAYLOAD_TYPE,
+    EnvelopeError,
+    envelope_parse,
+    envelope_verify,
+)
+from consortium_client.keys import key_id
+from consortium_client.notes import (
+    COSIGNATURE_V1,
+    ED25519,
+    NoteError,
+    NoteVerifier,
+    checkpoint_parse,
+    cosignature_timestamp,
+    note_open,
+    vkey_parse,
+)
+from consortium_client.strictjson import StrictJsonError, strict_json_loads
+
+# The leaf format and submission payload these checks read (issue 7 design, sections 1, 3).
+LEAF_VERSION = 2
+SUBMISSION_V2_PAYLOAD_TYPE = "application/vnd.consortium.submission.v2+json"
+
+TRUSTED_STATE_VERSION = 1
+
+
+class VerificationError(Exception):
+    """A claim that does not verify; the message is one line saying which check failed."""
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint whose note carries a good signature by the log key.
+
+    `cosigners` holds the name and claimed time of each required witness whose cosignature
+    verified; `note` is the whole signed note, as received.
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    cosigners: tuple[tuple[str, int], ...] = ()
+
+
+def _fail(message: str) -> VerificationError:
+    # One line, whatever the underlying library put in its message.
+    return VerificationError(" ".join(message.split()))
+
+
+def _log_verifier(vkey_text: str) -> NoteVerifier:
+    try:
+        verifier = vkey_parse(vkey_text.strip())
+    except NoteError as exc:
+        raise _fail(f"the log key is not a valid vkey: {exc}") from exc
+    if verifier.key_type != ED25519:
+        raise _fail("the log key must be an Ed25519 (type 0x01) vkey")
+    return verifier
+
+
+def _witness_verifiers(witnesses: Iterable[str]) -> list[NoteVerifier]:
+    verifiers = []
+    for text in witnesses:
+        try:
+            verifier = vkey_parse(text.strip())
+        except NoteError as exc:
+            raise _fail(f"a witness key is not a valid vkey: {exc}") from exc
+        if verifier.key_type != COSIGNATURE_V1:
+            raise _fail(f"witness key {verifier.name} must be a cosignature/v1 (type 0x04) vkey")
+        if verifier not in verifiers:
+            verifiers.append(verifier)
+    return verifiers
+
+
+def verify_checkpoint(
+    note: str | bytes,
+    vkey_text: str,
+    origin: str | None = None,
+    *,
+    witnesses: Iterable[str] = (),
+    quorum: int = 0,
+) -> VerifiedCheckpoint:
+    """Verify a signed checkpoint against the log's vkey, and its cosignatures.
+
+    The origin must be `origin`, or the key's name when `origin` is None (the log signs
+    with a key named for its origin). Cosignatures by `witnesses` (cosignature/v1 vkeys)
+    are verified; fewer than `quorum` of them refuses the checkpoint. A signature line by
+    a known key that does not verify refuses the whole note; lines by unknown keys are
+    ignored, as C2SP signed-note requires.
+    """
+    log_key = _log_verifier(vkey_text)
+    witness_keys = _witness_verifiers(witnesses)
+    if not 0 <= quorum <= len(witness_keys):
+        raise _fail(f"a quorum of {quorum} needs at least {quorum} witness keys")
+    expected_origin = log_key.name if origin is None else origin
+    try:
+        opened = note_open(note, [log_key, *witness_keys])
+    except NoteError as exc:
+        raise _fail(f"checkpoint signature: {exc}") from exc
+    slots = {(s.name, s.key_hash): s for s in opened.verified}
+    if (log_key.name, log_key.key_hash) not in slots:
+        raise _fail(f"the checkpoint is not signed by the log key {log_key.name}")
+    try:
+        parsed = checkpoint_parse(opened.text)
+    except NoteError as exc:
+        raise _fail(f"checkpoint body: {exc}") from exc
+    if parsed.origin != expected_origin:
+        raise _fail(f"the checkpoint's origin is {parsed.origin!r}, not {expected_origin!r}")
+    cosigners = tuple(
+        (key.name, cosignature_timestamp(slots[(key.name, key.key_hash)]))
+        for key in witness_keys
+        if (key.name, key.key_hash) in slots
+    )
+    if len(cosigners) < quorum:
+        raise _fail(
+            f"the checkpoint of size {parsed.size} is cosigned by {len(cosigners)} of the "
+            f"required witnesses, fewer than the quorum of {quorum}"
+        )
+    text = note if isinstance(note, str) else note.decode("utf-8")
+    return VerifiedCheckpoint(parsed.origin, parsed.size, parsed.root_hash, text, cosigners)
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Verify that `leaf` is leaf `index` of the tree of `size` leaves whose root is `root`.
+
+    The leaf's own `index` field must say the same index: a leaf served at another position
+    than the one it names is refused even if the proof holds.
+    """
+    document = _leaf_document(leaf)
+    if document.get("index") != index:
+        raise _fail(f"the leaf names index {document.get('index')!r}, not {index}")
+    try:
+        merkle.inclusion_verify(index, size, merkle.leaf_hash(leaf), proof, root)
+    except merkle.ProofError as exc:
+        raise _fail(f"inclusion: {exc}") from exc
+
+
+def verify_consistency(
+    old_size: int, old_root: bytes, new_size: int, new_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """Verify that the tree of `old_size` leaves is a prefix of the tree of `new_size`."""
+    try:
+        merkle.consistency_verify(old_size, new_size, old_root, new_root, proof)
+    except merkle.ProofError as exc:
+        raise _fail(f"consistency: {exc}") from exc
+
+
+def _leaf_document(leaf: bytes) -> dict[str, Any]:
+    """A leaf as the log builds it: canonical JSON (sorted keys, no white space, ASCII).
+
+    Anything else is refused, so that two verifiers never read one leaf two ways.
+    """
+    try:
+        document = strict_json_loads(leaf)
+    except StrictJsonError as exc:
+        raise _fail(f"the leaf is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise _fail("the leaf is not a JSON object")
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if canonical.encode() != leaf:
+        raise _fail("the leaf is not canonical JSON")
+    return document
+
+
+def _leaf_of_type(leaf: bytes, event_type: str) -> dict[str, Any]:
+    document = _leaf_document(leaf)
+    if document.get("v") != LEAF_VERSION:
+        raise _fail(f"the leaf is version {document.get('v')!r}, not {LEAF_VERSION}")
+    if document.get("type") != event_type:
+        raise _fail(f"the leaf is of type {document.get('type')!r}, not {event_type}")
+    return document
+
+
+def verify_entry(leaf: bytes, value: str, salt: str) -> dict[str, Any]:
+    """Verify that `value` and `salt` open the commitment of an `entry_added` leaf.
+
+    Returns the leaf's fields.
+    """
+    document = _leaf_of_type(leaf, "entry_added")
+    algorithm, commitment = document.get("algorithm"), document.get("commitment")
+    if not isinstance(algorithm, str) or not isinstance(commitment, str):
+        raise _fail("the leaf has no algorithm and commitment")
+    try:
+        commitment_check(algorithm, value, salt, commitment)
+    except (CommitmentError, ValueError) as exc:
+        raise _fail(f"entry {document['index']}: {exc}") from exc
+    return document
+
+
+def _signed_payload(
+    document: Mapping[str, Any],
+    envelope: bytes,
+    signing_public_key: Ed25519PublicKey,
+    payload_type: str,
+) -> dict[str, Any]:
+    """The payload of `envelope` once it is shown to be the leaf's envelope, signed by the
+    leaf's key, of `payload_type`, and strict JSON."""
+    if not isinstance(envelope, bytes):
+        raise _fail("the envelope must be the exact bytes the server stored")
+    digest = hashlib.sha256(envelope).hexdigest()
+    if document.get("envelope") is None or document.get("key") is None:
+        raise _fail(f"leaf {document['index']} names no signed envelope (an administrator's act)")
+    if digest != document["envelope"]:
+        raise _fail(f"the envelope's SHA-256 is {digest}, not the leaf's {document['envelope']}")
+    signer = key_id(signing_public_key)
+    if signer != document["key"]:
+        raise _fail(f"the public key has id {signer}, not the leaf's key {document['key']}")
+    try:
+        parsed = envelope_parse(envelope)
+        envelope_verify(parsed, [(signer, signing_public_key)])
+    except EnvelopeError as exc:
+        raise _fail(f"envelope: {exc}") from exc
+    if parsed.payload_type != payload_type:
+        raise _fail(f"the envelope's payload type is {parsed.payload_type!r}, not {payload_type}")
+    try:
+        payload = strict_json_loads(parsed.payload)
+    except StrictJsonError as exc:
+        raise _fail(f"the signed payload is not strict JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise _fail("the signed payload is not a JSON object")
+    return payload
+
+
+def verify_envelope(
+    leaf: bytes, envelope: bytes, signing_public_key: Ed25519PublicKey
+) -> dict[str, Any]:
+    """Verify that an `entry_added` leaf came from a submission its partner signed.
+
+    The envelope's SHA-256 must be the leaf's `envelope`, the key's id the leaf's `key`,
+    the DSSE signature must verify with that key, and the signed v2 payload must hold an
+    entry with the leaf's algorithm, commitment and labels. Returns that signed entry.
+    """
+    document = _leaf_of_type(leaf, "entry_added")
+    payload = _signed_payload(document, envelope, signing_public_key, SUBMISSION_V2_PAYLOAD_TYPE)
+    entries = payload.get("entries")
+    if not isinstance(entries, list):
+        raise _fail("the signed payload has no entries")
+    wanted = {name: document.get(name) for name in ("algorithm", "commitment", "labels")}
+    for entry in entries:
+        if isinstance(entry, dict) and all(entry.get(k) == v for k, v in wanted.items()):
+            return entry
+    raise _fail(
+        f"no signed entry has the leaf's algorithm, commitment and labels "
+        f"(entry {document.get('index')} of the log)"
+    )
+
+
+def verify_revocation(
+    leaf: bytes, envelope: bytes, signing_public_key: Ed25519PublicKey
+) -> dict[str, Any]:
+    """Verify that an `entry_revoked` leaf came from a revocation signed by the leaf's key,
+    whose revocation v1 payload names the leaf's `entry`. Returns the signed payload."""
+    document = _leaf_of_type(leaf, "entry_revoked")
+    payload = _signed_payload(document, envelope, signing_public_key, REVOCATION_PAYLOAD_TYPE)
+    entries = payload.get("entries")
+    entry = document.get("entry")
+    # bool is an int in Python; a signed `true` must not revoke entry 1.
+    if not isinstance(entries, list) or not any(type(e) is int and e == entry for e in entries):
+        raise _fail(f"the signed revocation does not name entry {entry!r}")
+    return payload
+
+
+# Trusted state
+
+
+@dataclass(frozen=True)
+class TrustedState:
+    """What a verifier trusts: the log key, its origin, the witnesses and quorum it asks
+    of every checkpoint, and the last checkpoint it verified (None before the first)."""
+
+    vkey: str
+    origin: str
+    witnesses: tuple[str, ...] = ()
+    quorum: int = 0
+    checkpoint: VerifiedCheckpoint | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        _log_verifier(self.vkey)
+        if not 0 <= self.quorum <= len(_witness_verifiers(self.witnesses)):
+            raise _fail(f"a quorum of {self.quorum} needs at least {self.quorum} witness keys")
+
+
+def trusted_state_new(
+    vkey_text: str,
+    origin: str | None = None,
+    *,
+    witnesses: Iterable[str] = (),
+    quorum: int = 0,
+) -> TrustedState:
+    """Trust a log key on first use; its name is the origin unless `origin` says otherwise."""
+    vkey = vkey_text.strip()
+    return TrustedState(
+        vkey=vkey,
+        origin=_log_verifier(vkey).name if origin is None else origin,
+        witnesses=tuple(w.strip() for w in witnesses),
+        quorum=quorum,
+    )
+
+
+def trusted_checkpoint(state: TrustedState, note: str | bytes) -> VerifiedCheckpoint:
+    """Verify `note` with the trusted key, origin, witnesses and quorum of `state`."""
+    return verify_checkpoint(
+        note, state.vkey, state.origin, witnesses=state.witnesses, quorum=state.quorum
+    )
+
+
+def trusted_advance(
+    state: TrustedState, new_checkpoint: str | bytes, consistency_proof: Sequence[bytes] | None
+) -> TrustedState:
+    """The state that trusts `new_checkpoint`, if it extends the trusted one.
+
+    Refuses a smaller tree (rollback), another root at the same size (fork), and a new
+    tree the proof does not show to extend the trusted one (fork). Equal checkpoints keep
+    the newly received note, which may carry more cosignatures.
+    """
+    new = trusted_checkpoint(state, new_checkpoint)
+    old = state.checkpoint
+    if old is not None:
+        if new.size < old.size:
+            raise _fail(
+                f"rollback: the checkpoint is of size {new.size}, "
+                f"smaller than the trusted size {old.size}"
+            )
+        if new.size == old.size:
+            if new.root != old.root:
+                raise _fail(
+                    f"fork: two roots for size {new.size}: "
+                    f"trusted {_b64(old.root)}, received {_b64(new.root)}"
+                )
+        elif old.size > 0:
+            if consistency_proof is None:
+                raise _fail(f"no consistency proof from size {old.size} to {new.size}")
+            try:
+                merkle.consistency_verify(old.size, new.size, old.root, new.root, consistency_proof)
+            except merkle.ProofError as exc:
+                raise _fail(
+                    f"fork: the checkpoint of size {new.size} does not extend the trusted "
+                    f"checkpoint of size {old.size} ({exc})"
+                ) from exc
+    return replace(state, checkpoint=new)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _b64decode(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise _fail(f"{what} must be a base64 string")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _fail(f"{what} is not valid base64") from exc
+    if _b64(raw) != text:
+        raise _fail(f"{what} is not canonical base64")
+    return raw
+
+
+def trusted_state_dumps(state: TrustedState) -> str:
+    document: dict[str, Any] = {
+        "version": TRUSTED_STATE_VERSION,
+        "vkey": state.vkey,
+        "origin": state.origin,
+        "witnesses": list(state.witnesses),
+        "quorum": state.quorum,
+        "checkpoint": None,
+    }
+    if state.checkpoint is not None:
+        document["checkpoint"] = {
+            "size": state.checkpoint.size,
+            "root": _b64(state.checkpoint.root),
+            "note": state.checkpoint.note,
+        }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def trusted_state_loads(text: str | bytes) -> TrustedState:
+    """Read a trusted-state file, re-verifying its checkpoint against its key.
+
+    The file is the verifier's own memory, but a checkpoint in it is trusted only if its
+    note still verifies and says the size and root the file claims.
+    """
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        document = strict_json_loads(raw)
+    except StrictJsonError as exc:
+        raise _fail(f"the trusted state is not JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("version") != TRUSTED_STATE_VERSION:
+        raise _fail(f"the trusted state is not a version {TRUSTED_STATE_VERSION} state")
+    vkey, origin = document.get("vkey"), document.get("origin")
+    witnesses, quorum = document.get("witnesses", []), document.get("quorum", 0)
+    if not (isinstance(vkey, str) and isinstance(origin, str)):
+        raise _fail("the trusted state needs a vkey and an origin")
+    if not (isinstance(witnesses, list) and all(isinstance(w, str) for w in witnesses)):
+        raise _fail("the trusted state's witnesses must be a list of vkeys")
+    if type(quorum) is not int:
+        raise _fail("the trusted state's quorum must be an integer")
+    state = TrustedState(vkey=vkey, origin=origin, witnesses=tuple(witnesses), quorum=quorum)
+    saved = document.get("checkpoint")
+    if saved is None:
+        return state
+    if not isinstance(saved, dict) or not isinstance(saved.get("note"), str):
+        raise _fail("the trusted state's checkpoint needs a size, a root and a note")
+    checkpoint = verify_checkpoint(saved["note"], vkey, origin, witnesses=witnesses)
+    claimed = (saved.get("size"), _b64decode(saved.get("root"), "the trusted root"))
+    if (checkpoint.size, checkpoint.root) != claimed:
+        raise _fail("the trusted state's size and root are not those of its checkpoint note")
+    return replace(state, checkpoint=checkpoint)
+
+
+def trusted_state_load(path: Path) -> TrustedState:
+    """Read the trusted-state file at `path` (OSError if it cannot be read)."""
+    return trusted_state_loads(path.read_bytes())
+
+
+def trusted_state_save(path: Path, state: TrustedState) -> None:
+    """Write `state` to `path` atomically, mode 0600: a crash leaves the old file or the new.
+
+    The temporary file is in the same directory, so the rename never crosses file systems.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        # mkstemp creates the file with mode 0600 already; say so for readers.
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(trusted_state_dumps(state))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# Proof files, in the JSON shapes the server serves
+
+
+def inclusion_proof_parse(text: str | bytes) -> tuple[int, int, list[bytes]]:
+    """`{"index", "size", "hashes": [base64, ...]}` -> (index, size, hashes)."""
+    document = _proof_document(text, ("index", "size"))
+    return document["index"], document["size"], document["hashes"]
+
+
+def consistency_proof_parse(text: str | bytes) -> tuple[int, int, list[bytes]]:
+    """`{"from", "to", "hashes": [base64, ...]}` -> (from size, to size, hashes)."""
+    document = _proof_document(text, ("from", "to"))
+    return document["from"], document["to"], document["hashes"]
+
+
+def _proof_document(text: str | bytes, numbers: tuple[str, str]) -> dict[str, Any]:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        document = strict_json_loads(raw)
+    except StrictJsonError as exc:
+        raise _fail(f"the proof is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise _fail("the proof is not a JSON object")
+    for name in numbers:
+        if type(document.get(name)) is not int or document[name] < 0:
+            raise _fail(f"the proof's {name!r} must be a non-negative integer")
+    hashes = document.get("hashes")
+    if not isinstance(hashes, list):
+        raise _fail("the proof's 'hashes' must be a list")
+    decoded = [_b64decode(h, f"proof hash {i}") for i, h in enumerate(hashes)]
+    return {**document, "hashes": decoded}
