@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consortium_client import merkle
+from consortium_client.leaves import ACCESS_PERIOD_SEALED
 
 ACCESS_EVENT_VERSION = 1
-ACCESS_PERIOD_SEALED = "access_period_sealed"
 
 # Every column of an access event, each required: a field a verifier did not hash is a
 # field that could be changed unnoticed, so an unknown or missing one is refused.
@@ -78,10 +78,14 @@ def access_event_encode(event: Mapping[str, Any]) -> bytes:
     """The canonical bytes of one access event (a mapping of exactly `FIELDS`).
 
     `time` is a timezone-aware datetime or ISO 8601 text; `partner` and `user` are names or
-    None; `detail` is a JSON object. Equal events give equal bytes whatever their key order
-    or time zone, and `json.loads` of the bytes encodes to the same bytes again.
+    None; `detail` is a JSON object; `v`, if present, must be `ACCESS_EVENT_VERSION`. Equal
+    events give equal bytes whatever their key order or time zone, and `json.loads` of the
+    bytes encodes to the same bytes again (so an exported line verifies as it is read).
     """
-    missing, unknown = FIELDS - event.keys(), event.keys() - FIELDS
+    # A decoded encoding carries its version: accepted if it is this one.
+    if "v" in event and event["v"] != ACCESS_EVENT_VERSION:
+        raise AccessLogError(f"access event version {event['v']!r} is not {ACCESS_EVENT_VERSION}")
+    missing, unknown = FIELDS - event.keys(), event.keys() - FIELDS - {"v"}
     if missing or unknown:
         problem = f"missing {sorted(missing)}" if missing else f"unknown {sorted(unknown)}"
         raise AccessLogError(f"access event fields: {problem}")
@@ -114,6 +118,14 @@ def access_period_root(encodings: Iterable[bytes]) -> str:
     The empty period (every id in its range rolled back) has the root of the empty tree.
     """
     return merkle.root([merkle.leaf_hash(encoding) for encoding in encodings]).hex()
+
+
+def access_period_digest(events: Iterable[Mapping[str, Any]]) -> tuple[int, str]:
+    """How many `events` there are and their period root: what a seal states of them.
+
+    Streams `events` (in id order), holding 32 bytes per event."""
+    hashes = [merkle.leaf_hash(access_event_encode(event)) for event in events]
+    return len(hashes), merkle.root(hashes).hex()
 
 
 def access_period_verify(events: Iterable[Mapping[str, Any]], sealed: Mapping[str, Any]) -> None:
