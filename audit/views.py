@@ -93,7 +93,10 @@ class AccessPeriodOut(serializers.Serializer):
     after_id = serializers.IntegerField(help_text="the period holds ids above this one")
     last_id = serializers.IntegerField(help_text="and up to this one")
     count = serializers.IntegerField()
-    root = serializers.CharField(help_text="hex RFC 9162 root of the events' encodings")
+    # Shadows Field.root only for the type checker: DRF's metaclass pops declared fields.
+    root = serializers.CharField(  # type: ignore[assignment]
+        help_text="hex RFC 9162 root of the events' encodings"
+    )
     log_index = serializers.IntegerField(help_text="index of its access_period_sealed leaf")
     sealed_at = serializers.DateTimeField()
 

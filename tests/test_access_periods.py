@@ -183,12 +183,14 @@ def test_the_sealer_waits_for_open_writers_and_late_commits_stay_in_its_period()
 
     sealed: list[AccessPeriod | None] = []
     sealer = _in_thread(lambda: sealed.append(access_period_seal(actor=WRITER)), errors)
-    time.sleep(0.5)
-    assert sealer.is_alive(), "the sealer did not wait for the open writers"
-    assert not AccessPeriod.objects.exists()
-    release.set()
-    for thread in [*writers, sealer]:
-        thread.join(30)
+    try:
+        time.sleep(0.5)
+        assert sealer.is_alive(), "the sealer did not wait for the open writers"
+        assert not AccessPeriod.objects.exists()
+    finally:
+        release.set()
+        for thread in [*writers, sealer]:
+            thread.join(30)
     assert not errors, errors
 
     (period,) = sealed
