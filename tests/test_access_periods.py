@@ -432,3 +432,20 @@ def test_an_unknown_period_is_a_problem() -> None:
         response = auditor.get(f"/api/v1/audit/periods/{number}")
         assert response.status_code == 404
         assert problem(response) == "unknown-access-period"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sealed_periods_are_shown_read_only_in_admin(client) -> None:
+    from django.contrib.auth.models import User
+
+    _record(1)
+    period = access_period_seal(actor=ACCESS_PERIOD_SEALER)
+    assert period is not None
+    client.force_login(User.objects.create_superuser("admin", "admin@example.org", None))
+
+    listing = client.get("/admin/audit/accessperiod/")
+    detail = client.get(f"/admin/audit/accessperiod/{period.number}/change/")
+
+    assert listing.status_code == 200
+    assert period.root in detail.content.decode()
+    assert client.get("/admin/audit/accessperiod/add/").status_code == 403
