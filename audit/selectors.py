@@ -206,6 +206,11 @@ def access_period_latest() -> AccessPeriod | None:
     return AccessPeriod.objects.order_by("-number").first()
 
 
+def access_periods_in_order() -> Iterator[AccessPeriod]:
+    """Every sealed period, oldest first, streamed: for verifiers that walk them all."""
+    return AccessPeriod.objects.order_by("number").iterator(chunk_size=1000)
+
+
 def access_period_get(*, number: int) -> AccessPeriod | None:
     """The sealed period `number`, or None (also for a number no bigint can hold)."""
     if not 0 < number < 2**63:

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 
 from audit.actors import ACCESS_PERIOD_SEALER, Actor
 from audit.models import AccessEvent, AccessPeriod
-from audit.selectors import access_period_event_fields, log_leaf
+from audit.selectors import access_period_event_fields, access_periods_in_order, log_leaf
 from audit.services import (
     AccessPeriodBusy,
     access_event_record,
@@ -67,7 +67,7 @@ def _verify(period: AccessPeriod) -> None:
 
 def _assert_periods_chain() -> list[AccessPeriod]:
     """Periods 1..n, each starting where the previous ended, each verifying as stored."""
-    periods = list(AccessPeriod.objects.order_by("number"))
+    periods = list(access_periods_in_order())
     after = 0
     for number, period in enumerate(periods, start=1):
         assert (period.number, period.after_id) == (number, after)
@@ -449,3 +449,12 @@ def test_sealed_periods_are_shown_read_only_in_admin(client) -> None:
     assert listing.status_code == 200
     assert period.root in detail.content.decode()
     assert client.get("/admin/audit/accessperiod/add/").status_code == 403
+
+
+def test_beat_seals_a_period_every_access_period_seconds(settings) -> None:
+    from consortium.celery import app
+
+    app.loader.import_default_modules()
+    entry = settings.CELERY_BEAT_SCHEDULE["access-period-seal"]
+    assert entry["task"] in app.tasks
+    assert entry["schedule"] == settings.ACCESS_PERIOD_SECONDS == 3600
