@@ -425,7 +425,7 @@ def test_an_auditor_verifies_a_period_through_the_api() -> None:
         access_period_verify(sorted(events, key=lambda event: event["id"]), leaf)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_an_unknown_period_is_a_problem() -> None:
     auditor = partner_client("auditor", scopes=["audit"])
     for number in ("1", "9" * 30):
@@ -458,3 +458,20 @@ def test_beat_seals_a_period_every_access_period_seconds(settings) -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["access-period-seal"]
     assert entry["task"] in app.tasks
     assert entry["schedule"] == settings.ACCESS_PERIOD_SECONDS == 3600
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/audit/events", {"after_id": "1.5"}),
+        ("/api/v1/audit/events", {"last_id": "-1"}),
+        ("/api/v1/audit/periods", {"before": "1e3"}),
+        ("/api/v1/audit/periods", {"limit": "0"}),
+    ],
+)
+def test_malformed_period_parameters_are_refused(path: str, params: dict) -> None:
+    auditor = partner_client("auditor", scopes=["audit"])
+    response = auditor.get(path, **params)
+    assert response.status_code == 400
+    assert problem(response) == "malformed-request"
