@@ -41,6 +41,11 @@ class Actor:
         return cls(f"command:{name}")
 
     @classmethod
+    def system(cls, name: str) -> Actor:
+        """A periodic task of the server itself, so its access events say which one."""
+        return cls(f"system:{name}")
+
+    @classmethod
     def anonymous(cls, *, key_prefix: str = "", client_ip: str | None) -> Actor:
         label = f"anonymous:{key_prefix}" if key_prefix else "anonymous"
         return cls(label, client_ip=client_ip, key_prefix=key_prefix)
@@ -50,3 +55,7 @@ class Actor:
         if self.partner is None or self.api_key is None:
             raise ValueError(f"{self.label} is not a partner's API key")
         return self.partner, self.api_key
+
+
+# The sealer of access-log periods, whether beat or an operator's command started it.
+ACCESS_PERIOD_SEALER = Actor.system("access_period_seal")

@@ -8,7 +8,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from audit.actors import Actor
-from audit.models import AccessEvent, LogEvent
+from audit.models import AccessEvent, AccessPeriod, LogEvent
 from audit.services import access_event_record
 
 
@@ -73,4 +73,11 @@ class AccessEventAdmin(ReadOnlyAdmin):
     list_display = ["time", "actor", "action", "target", "records", "status", "client_ip"]
     list_filter = ["action", "status"]
     search_fields = ["actor", "target", "key_prefix"]
+    show_full_result_count = False
+
+
+@admin.register(AccessPeriod)
+class AccessPeriodAdmin(ReadOnlyAdmin):
+    list_display = ["number", "after_id", "last_id", "count", "log_index", "sealed_at"]
+    readonly_fields = ["number", "after_id", "last_id", "count", "root", "log_index", "sealed_at"]
     show_full_result_count = False

@@ -69,3 +69,44 @@ class AccessEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.status}"
+
+
+class AccessPeriod(models.Model):
+    """A sealed period of the access log: the access events with after_id < id <= last_id.
+
+    Periods are numbered from 1 without gaps, each starting where the previous one ended
+    (period 1 after id 0), so together they cover every id up to the latest last_id once.
+    Sealed by `access_period_seal`, which appends the `access_period_sealed` log event at
+    `log_index` in the same transaction. On PostgreSQL a trigger refuses UPDATE and DELETE,
+    as on the log.
+    """
+
+    number = models.BigIntegerField(primary_key=True)
+    after_id = models.BigIntegerField(unique=True, help_text="exclusive")
+    last_id = models.BigIntegerField(unique=True, help_text="inclusive")
+    count = models.BigIntegerField()
+    root = models.CharField(max_length=64, help_text="hex Merkle root of the encodings")
+    log_index = models.BigIntegerField(unique=True)
+    sealed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(last_id__gt=models.F("after_id")), name="access_period_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(count__gte=0)
+                & models.Q(count__lte=models.F("last_id") - models.F("after_id")),
+                name="access_period_count",
+            ),
+            # Only the first period starts at the beginning; with after_id and last_id
+            # unique and the sealer's lock, the periods chain without gap or overlap.
+            models.CheckConstraint(
+                condition=models.Q(number=1, after_id=0) | models.Q(number__gt=1, after_id__gt=0),
+                name="access_period_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"access period {self.number} ({self.after_id}, {self.last_id}]"

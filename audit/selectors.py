@@ -10,11 +10,12 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Func, Q, QuerySet, TextField
 from django_filters.fields import IsoDateTimeField
 
-from audit.models import AccessEvent, LogEvent, LogHead
+from audit.models import AccessEvent, AccessPeriod, LogEvent, LogHead
 from consortium_client import leaves
 
 
@@ -143,10 +144,13 @@ class AccessEventFilter(django_filters.FilterSet):
     since = UtcDateTimeFilter(field_name="time", lookup_expr="gte")
     until = UtcDateTimeFilter(field_name="time", lookup_expr="lt")
     before = CursorFilter(field_name="id", lookup_expr="lt")
+    # A sealed period's range, as its access_period_sealed leaf states it.
+    after_id = CursorFilter(field_name="id", lookup_expr="gt")
+    last_id = CursorFilter(field_name="id", lookup_expr="lte")
 
     class Meta:
         model = AccessEvent
-        fields = ["partner", "action", "since", "until", "before"]
+        fields = ["partner", "action", "since", "until", "before", "after_id", "last_id"]
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,67 @@ def access_events_page(*, filters: AccessEventFilter, limit: int) -> AccessPage:
 
     Every filter is served by an index: (partner, -id), (action, -id), (time).
     """
-    queryset: QuerySet[AccessEvent] = filters.qs.select_related("partner").order_by("-id")
+    queryset: QuerySet[AccessEvent] = filters.qs.select_related("partner", "user").order_by("-id")
     events = list(queryset[: limit + 1])
     more = len(events) > limit
     events = events[:limit]
     return AccessPage(events, events[-1].pk if more else None)
+
+
+# Access-log periods
+
+
+def access_period_event_fields(*, after_id: int, last_id: int) -> Iterator[dict[str, Any]]:
+    """The access events with after_id < id <= last_id, in id order, streamed, each as the
+    mapping `consortium_client.accesslog.access_event_encode` takes: every column, the
+    partner and the user by name. What a period seals and what an auditor is given."""
+    columns = {
+        "id": "id",
+        "time": "time",
+        "partner": "partner__name",
+        "key_prefix": "key_prefix",
+        "user": f"user__{get_user_model().USERNAME_FIELD}",
+        "actor": "actor",
+        "action": "action",
+        "target": "target",
+        "records": "records",
+        "status": "status",
+        "client_ip": "client_ip",
+        "detail": "detail",
+    }
+    rows = (
+        AccessEvent.objects.filter(id__gt=after_id, id__lte=last_id)
+        .order_by("id")
+        .values_list(*columns.values())
+        .iterator(chunk_size=2000)
+    )
+    names = tuple(columns)
+    return (dict(zip(names, row, strict=True)) for row in rows)
+
+
+def access_period_latest() -> AccessPeriod | None:
+    return AccessPeriod.objects.order_by("-number").first()
+
+
+def access_periods_in_order() -> Iterator[AccessPeriod]:
+    """Every sealed period, oldest first, streamed: for verifiers that walk them all."""
+    return AccessPeriod.objects.order_by("number").iterator(chunk_size=1000)
+
+
+def access_period_get(*, number: int) -> AccessPeriod | None:
+    """The sealed period `number`, or None (also for a number no bigint can hold)."""
+    if not 0 < number < 2**63:
+        return None
+    return AccessPeriod.objects.filter(number=number).first()
+
+
+def access_periods_page(*, before: int | None, limit: int) -> tuple[list[AccessPeriod], int | None]:
+    """Sealed periods, newest first, keyset-paginated on the number: the page and the
+    `before` of the next page (None at the first period)."""
+    queryset = AccessPeriod.objects.order_by("-number")
+    if before is not None and before < 2**63:
+        queryset = queryset.filter(number__lt=before)
+    periods = list(queryset[: limit + 1])
+    more = len(periods) > limit
+    periods = periods[:limit]
+    return periods, periods[-1].number if more else None

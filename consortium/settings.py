@@ -100,6 +100,18 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=QUICK_ST
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# Access-log periods (audit.services.access_period_seal): one sealed every
+# ACCESS_PERIOD_SECONDS by Celery beat; a seal waits at most ACCESS_PERIOD_WAIT_SECONDS for
+# the transactions that may still commit an access event of the period, then gives up
+# (nothing sealed; the next run takes the whole range).
+ACCESS_PERIOD_SECONDS = env.int("ACCESS_PERIOD_SECONDS", default=3600)
+ACCESS_PERIOD_WAIT_SECONDS = env.float("ACCESS_PERIOD_WAIT_SECONDS", default=60.0)
+CELERY_BEAT_SCHEDULE["access-period-seal"] = {
+    "task": "audit.tasks.access_period_seal_task",
+    "schedule": float(ACCESS_PERIOD_SECONDS),
+}
 
 if REDIS_URL:
     CACHES = {

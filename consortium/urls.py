@@ -32,6 +32,12 @@ api_v1 = [
     path("match", image_views.MatchView.as_view(), name="match"),
     path("hashes", image_views.ImageHashesView.as_view(), name="image-hashes"),
     path("audit/events", audit_views.AccessEventsView.as_view(), name="audit-events"),
+    path("audit/periods", audit_views.AccessPeriodsView.as_view(), name="audit-periods"),
+    path(
+        "audit/periods/<int:number>",
+        audit_views.AccessPeriodDetailView.as_view(),
+        name="audit-period",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -42,6 +42,8 @@ ENDPOINTS = [
     Endpoint("post", "/api/v1/revocations", "submit", "revocation.create"),
     Endpoint("get", "/api/v1/feed", "read", "feed.read"),
     Endpoint("get", "/api/v1/audit/events", "audit", "audit.read"),
+    Endpoint("get", "/api/v1/audit/periods", "audit", "audit.periods.read"),
+    Endpoint("get", "/api/v1/audit/periods/1", "audit", "audit.period.read"),
 ]
 
 
