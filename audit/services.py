@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.models import AccessEvent, LogEvent, LogHead
+from audit.tree import tree_extend
 from consortium.bulk import rows_insert
 from consortium_client.leaves import leaf_encode
 
@@ -97,6 +98,10 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
         for offset, draft in enumerate(drafts)
     ]
     rows_insert(LogEvent, LOG_EVENT_COLUMNS, rows)
+    # The Merkle tree grows in this transaction, under the log head lock taken above: the
+    # tiles of every committed size are committed with it, and no two writers extend them
+    # at once. Hashes exactly the leaf bytes stored.
+    tree_extend(old_size=first, leaves=[row[5] for row in rows])
     # The stored events, as a query would return them (cheaper than LogEvent(**fields)).
     return [LogEvent.from_db(connection.alias, LOG_EVENT_COLUMNS, row) for row in rows]
 
