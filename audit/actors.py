@@ -41,6 +41,11 @@ class Actor:
         return cls(f"command:{name}")
 
     @classmethod
+    def system(cls, name: str) -> Actor:
+        """A task of the server itself (the checkpoint signer), named in its access events."""
+        return cls(f"system:{name}")
+
+    @classmethod
     def anonymous(cls, *, key_prefix: str = "", client_ip: str | None) -> Actor:
         label = f"anonymous:{key_prefix}" if key_prefix else "anonymous"
         return cls(label, client_ip=client_ip, key_prefix=key_prefix)

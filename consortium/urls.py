@@ -32,6 +32,20 @@ api_v1 = [
     path("match", image_views.MatchView.as_view(), name="match"),
     path("hashes", image_views.ImageHashesView.as_view(), name="image-hashes"),
     path("audit/events", audit_views.AccessEventsView.as_view(), name="audit-events"),
+    path("log/key", audit_views.LogKeyView.as_view(), name="log-key"),
+    path("log/checkpoint", audit_views.CheckpointView.as_view(), name="log-checkpoint"),
+    path("log/entries", audit_views.LogEntriesView.as_view(), name="log-entries"),
+    path(
+        "log/proofs/inclusion", audit_views.InclusionProofView.as_view(), name="log-inclusion"
+    ),
+    path(
+        "log/proofs/consistency",
+        audit_views.ConsistencyProofView.as_view(),
+        name="log-consistency",
+    ),
+    path("log/cosignatures", audit_views.CosignaturesView.as_view(), name="log-cosignatures"),
+    # C2SP tlog-tiles: <prefix>/checkpoint, <prefix>/tile/<L>/<N>[.p/<W>], .../tile/entries/...
+    path("log/tile/<path:tile_path>", audit_views.LogTileView.as_view(), name="log-tile"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
