@@ -79,6 +79,9 @@ class PartnerClient:
     def post(self, path: str, body: bytes, key: str | None = None) -> Any:
         return self.http.post(path, body, content_type="application/json", **self._headers(key))
 
+    def post_text(self, path: str, body: bytes, key: str | None = None) -> Any:
+        return self.http.post(path, body, content_type="text/plain", **self._headers(key))
+
     def submit(self, list_name: str, entries: Iterable[dict[str, Any]], **kw: Any) -> Any:
         return self.post("/api/v1/submissions", self.submission(list_name, entries), **kw)
 
