@@ -101,9 +101,7 @@ def log_entries(*, start: int, end: int, list_ids: Collection[int]) -> list[LogE
 def log_event_visible(*, index: int, list_ids: Collection[int]) -> bool:
     """Whether event `index` exists and a partner who sees `list_ids` may see it."""
     row = LogEvent.objects.filter(index=index).values_list("event_type", "hash_list_id").first()
-    return row is not None and event_visible(
-        event_type=row[0], list_id=row[1], list_ids=list_ids
-    )
+    return row is not None and event_visible(event_type=row[0], list_id=row[1], list_ids=list_ids)
 
 
 def log_index_of_leaf_hash(*, leaf_hash: bytes) -> int | None:

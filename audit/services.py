@@ -293,9 +293,7 @@ def cosignatures_add(*, actor: Actor, note: bytes) -> CosignatureResult:
         signatures = [signature_parse(line) for line in text[split + 2 : -1].split("\n")]
     except (UnicodeDecodeError, NoteError) as error:
         raise InvalidCosignature(f"not a signed checkpoint: {error}") from error
-    checkpoint = (
-        Checkpoint.objects.filter(size=checkpoint_parse(body).size).first()
-    )
+    checkpoint = Checkpoint.objects.filter(size=checkpoint_parse(body).size).first()
     if checkpoint is None or not checkpoint.note.startswith(body + "\n"):
         raise UnknownCheckpoint("the note's text is not a checkpoint this log signed")
     log_key = log_signer()

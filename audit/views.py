@@ -180,8 +180,11 @@ class LogEntriesView(ConsortiumView):
         parameters=[
             OpenApiParameter("start", int, required=True, description="first index"),
             OpenApiParameter(
-                "end", int, required=True, description=f"after the last; at most start + "
-                f"{LOG_ENTRIES_MAX} and at most the log size"
+                "end",
+                int,
+                required=True,
+                description=f"after the last; at most start + "
+                f"{LOG_ENTRIES_MAX} and at most the log size",
             ),
         ],
         responses={200: OpenApiTypes.OBJECT},
@@ -219,7 +222,8 @@ class InclusionProofView(ConsortiumView):
         index = serializers.IntegerField()
         size = serializers.IntegerField()
         leaf_hash = serializers.CharField(help_text="hex")
-        root = serializers.CharField(help_text="hex, the root at `size`")
+        # Shadows Serializer.root, which only nested serializers read.
+        root = serializers.CharField(help_text="hex, the root at `size`")  # type: ignore[assignment]
         proof = serializers.ListField(child=serializers.CharField(), help_text="hex hashes")
 
     @extend_schema(

@@ -35,9 +35,7 @@ api_v1 = [
     path("log/key", audit_views.LogKeyView.as_view(), name="log-key"),
     path("log/checkpoint", audit_views.CheckpointView.as_view(), name="log-checkpoint"),
     path("log/entries", audit_views.LogEntriesView.as_view(), name="log-entries"),
-    path(
-        "log/proofs/inclusion", audit_views.InclusionProofView.as_view(), name="log-inclusion"
-    ),
+    path("log/proofs/inclusion", audit_views.InclusionProofView.as_view(), name="log-inclusion"),
     path(
         "log/proofs/consistency",
         audit_views.ConsistencyProofView.as_view(),

@@ -74,7 +74,11 @@ def test_a_partner_verifies_its_entry_cosigns_and_another_partner_sees_the_cosig
     proof = _json(alice.get("/api/v1/log/proofs/inclusion", index=index, size=old_size))
     leaf = _leaf_of(alice, index)
     merkle.inclusion_verify(
-        index, old_size, merkle.leaf_hash(leaf), [bytes.fromhex(p) for p in proof["proof"]], old_root
+        index,
+        old_size,
+        merkle.leaf_hash(leaf),
+        [bytes.fromhex(p) for p in proof["proof"]],
+        old_root,
     )
     by_hash = _json(
         alice.get(
@@ -221,9 +225,9 @@ def test_an_inclusion_proof_of_a_hidden_event_is_refused_as_a_missing_one(
     alice: PartnerClient, bob: PartnerClient, hidden_log: dict[str, int]
 ) -> None:
     size, hidden = hidden_log["size"], hidden_log["hidden"]
-    leaf_hash = _json(alice.get("/api/v1/log/entries", start=hidden, end=hidden + 1))["entries"][
-        0
-    ]["leaf_hash"]
+    leaf_hash = _json(alice.get("/api/v1/log/entries", start=hidden, end=hidden + 1))["entries"][0][
+        "leaf_hash"
+    ]
     assert alice.get("/api/v1/log/proofs/inclusion", index=hidden, size=size).status_code == 200
     refusals = [
         bob.get("/api/v1/log/proofs/inclusion", index=hidden, size=size),
@@ -355,9 +359,7 @@ def test_cosignature_refusals_name_the_problem_and_store_nothing(
     from audit.actors import Actor
     from partners import services as partner_services
 
-    partner_services.signing_key_revoke(
-        signing_key=alice.signing_key, actor=Actor.command("tests")
-    )
+    partner_services.signing_key_revoke(signing_key=alice.signing_key, actor=Actor.command("tests"))
     response = alice.post_text("/api/v1/log/cosignatures", good)
     assert problem(response) == "invalid-cosignature"
     assert Cosignature.objects.count() == 0

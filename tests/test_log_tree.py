@@ -61,9 +61,14 @@ def test_tiles_grow_with_every_append_and_equal_the_tree_of_the_leaves() -> None
 def test_a_rolled_back_append_leaves_the_tiles_as_they_were() -> None:
     log_events_append(300)
     before = _stored_tiles()
-    with pytest.raises(RuntimeError), transaction.atomic():
-        log_append(drafts=[EventDraft("signing_key_registered", {"n": "x"})] * 5)
-        raise RuntimeError("the write fails after appending")
+
+    def failing_write() -> None:
+        with transaction.atomic():
+            log_append(drafts=[EventDraft("signing_key_registered", {"n": "x"})] * 5)
+            raise RuntimeError("the write fails after appending")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
     assert _stored_tiles() == before
     log_events_append(1)
     assert _stored_tiles() == _expected_tiles(_leaf_hashes())
