@@ -547,7 +547,17 @@ def partial_tiles(size: int) -> list[Tile]:
     What appending to the tree must read: a full tile never changes again, and a tile that
     does not exist yet starts empty.
     """
-    return [tile for tile in tiles_for_size(size) if tile.width < TILE_WIDTH]
+    if size < 0:
+        raise ValueError(f"no tree of size {size}")
+    tiles = []
+    level = 0
+    # O(log size), unlike listing every tile: this runs on every append.
+    while size >> (TILE_HEIGHT * level) > 0:
+        n = size >> (TILE_HEIGHT * level)
+        if n % TILE_WIDTH:
+            tiles.append(Tile(level, n >> TILE_HEIGHT, n % TILE_WIDTH))
+        level += 1
+    return tiles
 
 
 def tiles_append(

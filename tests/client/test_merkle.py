@@ -738,3 +738,12 @@ def test_tiles_append_refuses_tiles_out_of_step_with_the_tree() -> None:
         merkle.tiles_append(5, {}, hashes[5:])
     assert merkle.partial_tiles(256) == [Tile(1, 0, 1)]
     assert merkle.partial_tiles(0) == []
+
+
+@given(st.integers(min_value=0, max_value=2**40))
+def test_partial_tiles_are_the_partial_tiles_of_the_tree(size: int) -> None:
+    if size > 300_000:
+        # Listing every tile of a large tree is slow; its top levels are enough.
+        size = size % 300_000
+    expected = [t for t in merkle.tiles_for_size(size) if t.width < merkle.TILE_WIDTH]
+    assert merkle.partial_tiles(size) == expected
