@@ -42,7 +42,8 @@ class Actor:
 
     @classmethod
     def system(cls, name: str) -> Actor:
-        """A periodic task of the server itself, so its access events say which one."""
+        """A task of the server itself (checkpoint signer, access-period sealer), named in
+        its access events."""
         return cls(f"system:{name}")
 
     @classmethod
@@ -57,5 +58,7 @@ class Actor:
         return self.partner, self.api_key
 
 
+# The checkpoint signer, whether beat or a write's after-commit hook queued it.
+CHECKPOINT_SIGNER = Actor.system("checkpoint-signer")
 # The sealer of access-log periods, whether beat or an operator's command started it.
 ACCESS_PERIOD_SEALER = Actor.system("access_period_seal")

@@ -57,9 +57,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(LogEvent)
 class LogEventAdmin(ReadOnlyAdmin):
-    list_display = ["index", "event_type", "time", "partner", "hash_list"]
+    list_display = ["index", "event_type", "time", "partner", "hash_list_id"]
     list_filter = ["event_type"]
-    readonly_fields = ["index", "event_type", "time", "partner", "hash_list", "leaf_text"]
+    readonly_fields = ["index", "event_type", "time", "partner", "hash_list_id", "leaf_text"]
     exclude = ["leaf"]
     show_full_result_count = False
 

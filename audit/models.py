@@ -24,10 +24,10 @@ class LogEvent(models.Model):
     index = models.BigIntegerField(primary_key=True)
     event_type = models.CharField(max_length=32)
     time = models.DateTimeField()
-    # What the feed filters on; no index of their own: the feed walks the primary key.
-    hash_list = models.ForeignKey(
-        "hashes.HashList", on_delete=models.PROTECT, null=True, related_name="+", db_index=False
-    )
+    # What the feed filters on; no index of their own: the feed walks the primary key. The
+    # id of a list of the hashes app, not a foreign key: the log is audit's, and a row of it
+    # must never depend on (or lock) a row another app owns.
+    hash_list_id = models.BigIntegerField(null=True)
     partner = models.ForeignKey(
         "partners.Partner", on_delete=models.PROTECT, null=True, related_name="+", db_index=False
     )
@@ -110,3 +110,74 @@ class AccessPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"access period {self.number} ({self.after_id}, {self.last_id}]"
+
+
+class LogTile(models.Model):
+    """One C2SP tlog-tiles tile of the log's Merkle tree: `hashes` is the concatenation of up
+    to 256 hashes of tree level 8 * `level`, from 256 * `index` on (merkle.Tile).
+
+    Only ever grows at its end, in the transaction that appends the events it hashes
+    (audit.tree.tree_extend, called by log_append under the log head lock), so that every
+    committed tree size has its tiles committed with it. Derived data: tree_rebuild makes
+    it again from the leaves, and log_verify compares the two.
+    """
+
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hashes = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["level", "index"], name="log_tile_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"tile {self.level}/{self.index} ({len(self.hashes) // 32} hashes)"
+
+
+class Checkpoint(models.Model):
+    """A signed checkpoint: the C2SP signed note of the tree of `size` leaves with `root`.
+
+    One per size (unique), so the server can never have signed two roots for one size;
+    append-only on PostgreSQL like the log.
+    """
+
+    size = models.BigIntegerField(unique=True)
+    root = models.BinaryField()
+    note = models.TextField(help_text="the note as the log key signed it")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.size}"
+
+
+class Cosignature(models.Model):
+    """A partner's cosignature/v1 of a checkpoint, served as one more line of its note.
+
+    At most one per checkpoint and signing key: a second post with the same key changes
+    nothing (the first timestamp stays).
+    """
+
+    checkpoint = models.ForeignKey(
+        Checkpoint, on_delete=models.PROTECT, related_name="cosignatures"
+    )
+    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="+")
+    signing_key = models.ForeignKey(
+        "partners.SigningKey", on_delete=models.PROTECT, related_name="+"
+    )
+    timestamp = models.BigIntegerField(help_text="POSIX seconds, as the cosigner signed it")
+    line = models.TextField(help_text="the signature line, as served in the note")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["checkpoint", "signing_key"], name="one_cosignature_per_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"cosignature of {self.checkpoint_id} by {self.partner_id}"

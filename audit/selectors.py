@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +12,13 @@ import django_filters
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Func, Q, QuerySet, TextField
+from django.db import connection
+from django.db.models import Func, QuerySet, TextField
 from django_filters.fields import IsoDateTimeField
 
-from audit.models import AccessEvent, AccessPeriod, LogEvent, LogHead
-from consortium_client import leaves
+from audit.models import AccessEvent, AccessPeriod, Checkpoint, LogEvent, LogHead
+from audit.visibility import event_visible, events_visible_q
+from consortium_client import leaves, merkle, notes
 
 
 class LeafText(Func):
@@ -59,17 +61,78 @@ def log_events_from(*, start: int, limit: int) -> list[tuple[int, int | None, by
 def log_page_for_lists(
     *, after: int, end: int, list_ids: list[int], limit: int
 ) -> list[tuple[int, bytes]]:
-    """Up to `limit` events with index in (after, end), in log order, that concern no list
-    or one of `list_ids`: a page of the log for one visibility scope (index, leaf). Walks
-    the primary key; `end` bounds how far one page may scan."""
+    """Up to `limit` events with index in (after, end), in log order, that a partner who sees
+    the lists `list_ids` may see (audit.visibility): a page of the log for one visibility
+    scope (index, leaf). Walks the primary key; `end` bounds how far one page may scan."""
     rows = (
         LogEvent.objects.filter(index__gt=after, index__lt=end)
-        .filter(Q(hash_list_id__isnull=True) | Q(hash_list_id__in=list_ids))
+        .filter(events_visible_q(list_ids=list_ids))
         .order_by("index")
         .annotate(leaf_text=LeafText("leaf"))
         .values_list("index", "leaf_text")[:limit]
     )
     return [(index, leaf.encode()) for index, leaf in rows]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One event as a reader of the log gets it: its leaf, or None where it is withheld."""
+
+    index: int
+    leaf_hash: bytes
+    leaf: bytes | None
+
+
+def log_entries(*, start: int, end: int, list_ids: Collection[int]) -> list[LogEntry]:
+    """The events with index in [start, end), in log order, each withheld (leaf None) unless
+    a partner who sees `list_ids` may see it. The caller bounds the range."""
+    rows = (
+        LogEvent.objects.filter(index__gte=start, index__lt=end)
+        .order_by("index")
+        .values_list("index", "event_type", "hash_list_id", "leaf")
+    )
+    found = []
+    for index, event_type, list_id, leaf in rows:
+        raw = bytes(leaf)
+        shown = event_visible(event_type=event_type, list_id=list_id, list_ids=list_ids)
+        found.append(LogEntry(index, merkle.leaf_hash(raw), raw if shown else None))
+    return found
+
+
+def log_event_visible(*, index: int, list_ids: Collection[int]) -> bool:
+    """Whether event `index` exists and a partner who sees `list_ids` may see it."""
+    row = LogEvent.objects.filter(index=index).values_list("event_type", "hash_list_id").first()
+    return row is not None and event_visible(event_type=row[0], list_id=row[1], list_ids=list_ids)
+
+
+def log_index_of_leaf_hash(*, leaf_hash: bytes) -> int | None:
+    """The first event whose RFC 9162 leaf hash is `leaf_hash`, through the hash index of
+    migration 0004 (leaves carry a random nonce, so two events never share one)."""
+    table = connection.ops.quote_name(LogEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "index" FROM {table} '  # noqa: S608
+            "WHERE sha256('\\x00'::bytea || leaf) = %s ORDER BY \"index\" LIMIT 1",
+            [leaf_hash],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def checkpoint_latest() -> Checkpoint | None:
+    """The checkpoint of the largest size signed so far."""
+    return Checkpoint.objects.order_by("-size").first()
+
+
+def checkpoint_note(checkpoint: Checkpoint) -> str:
+    """The checkpoint's signed note with the cosignatures collected for it, oldest first.
+
+    At most 99 of them: with the log's own, a note carries at most 100 signature lines, and
+    Go's sumdb/note refuses a note with more."""
+    lines = checkpoint.cosignatures.order_by("id").values_list("line", flat=True)[
+        : notes.MAX_SIGNATURES - 1
+    ]
+    return checkpoint.note + "".join(lines)
 
 
 def log_entry_events_below(*, size: int, chunk: int) -> Iterator[tuple[int, int | None, str]]:

@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from audit.actors import Actor
-from audit.models import AccessEvent, AccessPeriod, LogEvent, LogHead
+from audit.actors import CHECKPOINT_SIGNER, Actor
+from audit.models import AccessEvent, AccessPeriod, Checkpoint, Cosignature, LogEvent, LogHead
 from audit.selectors import access_period_event_fields
+from audit.tree import tree_extend, tree_root
 from consortium.bulk import rows_insert
+from consortium.errors import InvalidCosignature, UnknownCheckpoint, WrongCosignerName
 from consortium_client.accesslog import access_period_digest
 from consortium_client.leaves import ACCESS_PERIOD_SEALED, leaf_encode
+from consortium_client.notes import (
+    COSIGNATURE_V1,
+    NoteError,
+    NoteSigner,
+    checkpoint_format,
+    checkpoint_parse,
+    cosignature_verify,
+    note_sign,
+    note_verifier,
+    signature_parse,
+    skey_parse,
+)
+from partners.models import SigningKey
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,10 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
         for offset, draft in enumerate(drafts)
     ]
     rows_insert(LogEvent, LOG_EVENT_COLUMNS, rows)
+    # The Merkle tree grows in this transaction, under the log head lock taken above: the
+    # tiles of every committed size are committed with it, and no two writers extend them
+    # at once. Hashes exactly the leaf bytes stored.
+    tree_extend(old_size=first, leaves=[row[5] for row in rows])
     # The stored events, as a query would return them (cheaper than LogEvent(**fields)).
     return [LogEvent.from_db(connection.alias, LOG_EVENT_COLUMNS, row) for row in rows]
 
@@ -127,6 +156,193 @@ def access_event_record(
         client_ip=actor.client_ip,
         detail=detail or {},
     )
+
+
+# The log key and checkpoints
+
+_log_signers: dict[tuple[str, str], NoteSigner] = {}
+_log_signers_lock = threading.Lock()
+
+
+def log_signer() -> NoteSigner:
+    """The log's note signer, named LOG_ORIGIN, from LOG_KEY_FILE (made on first use).
+
+    The file holds Go's `PRIVATE+KEY+<name>+<hash>+<key>` form, readable by Go's
+    sumdb/note. A file whose key is named otherwise than LOG_ORIGIN is refused: every
+    checkpoint would name a key its verifiers do not know.
+    """
+    path, origin = Path(settings.LOG_KEY_FILE), settings.LOG_ORIGIN
+    slot = (str(path), origin)
+    with _log_signers_lock:
+        signer = _log_signers.get(slot)
+        if signer is None:
+            try:
+                signer = skey_parse(_log_key_text(path, origin).strip())
+            except NoteError as error:
+                raise ImproperlyConfigured(f"LOG_KEY_FILE {path}: {error}") from error
+            if signer.name != origin:
+                raise ImproperlyConfigured(
+                    f"LOG_KEY_FILE {path} holds the key of {signer.name!r}, "
+                    f"not of LOG_ORIGIN {origin!r}"
+                )
+            _log_signers[slot] = signer
+    return signer
+
+
+def _log_key_text(path: Path, origin: str) -> str:
+    """The key file's text, creating the file with a new key if there is none.
+
+    The new key is written whole to a private temporary file (O_EXCL, mode 0600) and then
+    hard-linked to its name, which fails if the name exists: two processes starting at once
+    never see a half-written key, and exactly one key wins; the loser reads the winner's.
+    """
+    if path.exists():
+        return path.read_text(encoding="ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skey = NoteSigner(origin, Ed25519PrivateKey.generate()).skey
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(skey + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text(encoding="ascii")
+    finally:
+        temporary.unlink(missing_ok=True)
+    return skey + "\n"
+
+
+def log_vkey() -> str:
+    """The log's verifier key in the C2SP vkey text form."""
+    return log_signer().verifier.vkey
+
+
+def checkpoint_sign(*, actor: Actor = CHECKPOINT_SIGNER) -> Checkpoint:
+    """Sign a checkpoint of the log at its committed size, unless one of that size exists.
+
+    Never two roots for one size: the size is unique, so of two concurrent signers one
+    stores its note and the other gets that one back (the root of a size is a function of
+    the committed leaves anyway; the check below would catch tiles that disagree).
+    """
+    size = log_committed_size()
+    existing = Checkpoint.objects.filter(size=size).first()
+    if existing is not None:
+        return existing
+    root = tree_root(size=size)
+    text = checkpoint_format(settings.LOG_ORIGIN, size, root)
+    note = note_sign(text, [log_signer()])
+    with transaction.atomic():
+        checkpoint, created = Checkpoint.objects.get_or_create(
+            size=size, defaults={"root": root, "note": note}
+        )
+        if created:
+            access_event_record(
+                actor=actor, action="log.checkpoint.sign", status=201, target=f"size:{size}"
+            )
+    if bytes(checkpoint.root) != root:
+        raise RuntimeError(f"two roots for tree size {size}: the tiles were changed")
+    return checkpoint
+
+
+def log_committed_size() -> int:
+    return LogHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
+
+
+def checkpoint_soon() -> None:
+    """Queue a checkpoint signing for when the current transaction commits.
+
+    Call it in any write that appends to the log (submission, revocation, erasure). The
+    task is queued on commit, so it signs a size that includes the write; a broker that
+    cannot be reached is logged and skipped (robust), never turning a committed write into
+    an error: the beat schedule signs the same size within CHECKPOINT_INTERVAL.
+    """
+    from audit.tasks import checkpoint_sign_task
+
+    transaction.on_commit(checkpoint_sign_task.delay, robust=True)
+
+
+@dataclass(frozen=True)
+class CosignatureResult:
+    checkpoint: Checkpoint
+    added: int
+
+
+COSIGNATURE_MAX_BYTES = 64 * 1024
+
+
+@transaction.atomic
+def cosignatures_add(*, actor: Actor, note: bytes) -> CosignatureResult:
+    """Verify and store a partner's cosignatures of a checkpoint this log signed.
+
+    `note` is the checkpoint's signed note with one or more cosignature/v1 lines by the
+    calling partner (its name, one of its active signing keys); the log's own signature
+    line may stay in it. Every line must verify, or nothing is stored. Idempotent per
+    checkpoint and signing key: a key's first cosignature of a checkpoint is the one kept.
+    """
+    partner, _ = actor.require_partner()
+    try:
+        text = note.decode("utf-8")
+        split = text.rfind("\n\n")
+        if split < 0 or not text.endswith("\n"):
+            raise NoteError("a signed note is its text, a blank line and signature lines")
+        body = text[: split + 1]
+        checkpoint_parse(body)
+        signatures = [signature_parse(line) for line in text[split + 2 : -1].split("\n")]
+    except (UnicodeDecodeError, NoteError) as error:
+        raise InvalidCosignature(f"not a signed checkpoint: {error}") from error
+    checkpoint = Checkpoint.objects.filter(size=checkpoint_parse(body).size).first()
+    if checkpoint is None or not checkpoint.note.startswith(body + "\n"):
+        raise UnknownCheckpoint("the note's text is not a checkpoint this log signed")
+    log_key = log_signer()
+    cosigners = {
+        verifier.key_hash: (verifier, key)
+        for key in SigningKey.objects.filter(partner=partner, revoked_at__isnull=True)
+        for verifier in [
+            note_verifier(
+                partner.name,
+                Ed25519PublicKey.from_public_bytes(bytes(key.public_key)),
+                COSIGNATURE_V1,
+            )
+        ]
+    }
+    accepted = []
+    for signature in signatures:
+        if (signature.name, signature.key_hash) == (log_key.name, log_key.key_hash):
+            continue
+        if signature.name != partner.name:
+            raise WrongCosignerName(
+                f"a cosignature is named {signature.name!r}, not {partner.name!r}"
+            )
+        found = cosigners.get(signature.key_hash)
+        if found is None:
+            raise InvalidCosignature("a cosignature is by no active signing key of the partner")
+        try:
+            timestamp = cosignature_verify(found[0], body, signature)
+        except NoteError as error:
+            raise InvalidCosignature(str(error)) from error
+        accepted.append((found[1], timestamp, signature.line))
+    if not accepted:
+        raise InvalidCosignature("the note carries no cosignature by the calling partner")
+    added = 0
+    for signing_key, timestamp, line in accepted:
+        _, created = Cosignature.objects.get_or_create(
+            checkpoint=checkpoint,
+            signing_key=signing_key,
+            defaults={"partner": partner, "timestamp": timestamp, "line": line},
+        )
+        added += created
+    access_event_record(
+        actor=actor,
+        action="log.cosignature.add",
+        status=201 if added else 200,
+        target=f"size:{checkpoint.size}",
+        records=added,
+    )
+    return CosignatureResult(checkpoint, added)
 
 
 # Access-log periods: sealing the access events of a closed period into the log.

@@ -90,6 +90,20 @@ SignedBeforeRevocation = _error(
     "The hash was revoked after this envelope was signed; only a newer signature re-adds it",
     409,
 )
+# The verifiable log.
+UnknownLogEvent = _error("unknown-log-event", "No such log event is visible to this partner", 404)
+UnknownTreeSize = _error("unknown-tree-size", "The log has no tree of this size yet", 404)
+UnknownCheckpoint = _error(
+    "unknown-checkpoint", "The note is not a checkpoint this log has signed", 404
+)
+InvalidCosignature = _error(
+    "invalid-cosignature",
+    "The cosignature is malformed, does not verify, or is not by an active signing key",
+    400,
+)
+WrongCosignerName = _error(
+    "wrong-cosigner-name", "A cosignature must carry the calling partner's name", 400
+)
 ImageMissing = _error("image-missing", "No image was sent", 400)
 ImageTooLarge = _error("image-too-large", "The image is too large", 413)
 NotAnImage = _error("not-an-image", "The upload is not an accepted image format", 415)

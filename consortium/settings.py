@@ -33,7 +33,14 @@ else:
 
 # API keys are stored as HMAC-SHA256 digests under this key; rotating it invalidates them.
 API_KEY_HMAC_KEY = env("API_KEY_HMAC_KEY", default=SECRET_KEY)
-CONSORTIUM_NAME = env("CONSORTIUM_NAME", default="consortium.example/log")
+# The log's origin line in every checkpoint, and its signing key's name (c2sp.org/tlog-
+# checkpoint): the consortium's name, fixed for the log's life.
+LOG_ORIGIN = env("LOG_ORIGIN", default="consortium.example/log")
+# The log's Ed25519 signing key (Go's note skey text form), outside the database so that a
+# database dump cannot sign checkpoints; made on first use, mode 0600. Keep it with backups.
+LOG_KEY_FILE = Path(env("LOG_KEY_FILE", default=str(BASE_DIR / ".data" / "log.key")))
+# Seconds between scheduled checkpoint signings (celery beat); writes also queue one.
+CHECKPOINT_INTERVAL = env.int("CHECKPOINT_INTERVAL", default=60)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -100,7 +107,12 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=QUICK_ST
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "checkpoint-sign": {
+        "task": "audit.tasks.checkpoint_sign_task",
+        "schedule": float(CHECKPOINT_INTERVAL),
+    },
+}
 
 # Access-log periods (audit.services.access_period_seal): one sealed every
 # ACCESS_PERIOD_SECONDS by Celery beat; a seal waits at most ACCESS_PERIOD_WAIT_SECONDS for

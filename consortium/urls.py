@@ -38,6 +38,18 @@ api_v1 = [
         audit_views.AccessPeriodDetailView.as_view(),
         name="audit-period",
     ),
+    path("log/key", audit_views.LogKeyView.as_view(), name="log-key"),
+    path("log/checkpoint", audit_views.CheckpointView.as_view(), name="log-checkpoint"),
+    path("log/entries", audit_views.LogEntriesView.as_view(), name="log-entries"),
+    path("log/proofs/inclusion", audit_views.InclusionProofView.as_view(), name="log-inclusion"),
+    path(
+        "log/proofs/consistency",
+        audit_views.ConsistencyProofView.as_view(),
+        name="log-consistency",
+    ),
+    path("log/cosignatures", audit_views.CosignaturesView.as_view(), name="log-cosignatures"),
+    # C2SP tlog-tiles: <prefix>/checkpoint, <prefix>/tile/<L>/<N>[.p/<W>], .../tile/entries/...
+    path("log/tile/<path:tile_path>", audit_views.LogTileView.as_view(), name="log-tile"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

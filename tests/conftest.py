@@ -79,6 +79,9 @@ class PartnerClient:
     def post(self, path: str, body: bytes, key: str | None = None) -> Any:
         return self.http.post(path, body, content_type="application/json", **self._headers(key))
 
+    def post_text(self, path: str, body: bytes, key: str | None = None) -> Any:
+        return self.http.post(path, body, content_type="text/plain", **self._headers(key))
+
     def submit(self, list_name: str, entries: Iterable[dict[str, Any]], **kw: Any) -> Any:
         return self.post("/api/v1/submissions", self.submission(list_name, entries), **kw)
 
@@ -192,3 +195,25 @@ def _rate_limits_off(settings: Any) -> None:
     settings.RATE_LIMITS = {
         subject: dict.fromkeys(rates) for subject, rates in settings.RATE_LIMITS.items()
     }
+
+
+@pytest.fixture(autouse=True)
+def _log_key_file(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The log key of the test session, made on first use outside the checkout."""
+    settings.LOG_KEY_FILE = tmp_path_factory.getbasetemp() / "log.key"
+
+
+def log_events_append(count: int, *, list_id: int | None = None) -> None:
+    """Append `count` events straight to the log (what a burst of writes would), in one
+    transaction: entry_added events of `list_id`, or signing-key events if None."""
+    from django.db import transaction
+
+    from audit.services import EventDraft, log_append
+
+    event_type = "signing_key_registered" if list_id is None else "entry_added"
+    drafts = [
+        EventDraft(event_type, {"n": secrets.token_hex(16)}, hash_list_id=list_id)
+        for _ in range(count)
+    ]
+    with transaction.atomic():
+        log_append(drafts=drafts)

@@ -44,6 +44,14 @@ ENDPOINTS = [
     Endpoint("get", "/api/v1/audit/events", "audit", "audit.read"),
     Endpoint("get", "/api/v1/audit/periods", "audit", "audit.periods.read"),
     Endpoint("get", "/api/v1/audit/periods/1", "audit", "audit.period.read"),
+    Endpoint("get", "/api/v1/log/key", None, "log.key.read"),
+    Endpoint("get", "/api/v1/log/checkpoint", "read", "log.checkpoint.read"),
+    Endpoint("get", "/api/v1/log/entries?start=0&end=1", "read", "log.entries.read"),
+    Endpoint("get", "/api/v1/log/proofs/inclusion?index=0&size=1", "read", "log.proof.read"),
+    Endpoint("get", "/api/v1/log/proofs/consistency?from=0&to=1", "read", "log.proof.read"),
+    Endpoint("post", "/api/v1/log/cosignatures", "read", "log.cosignature.add"),
+    Endpoint("get", "/api/v1/log/tile/tile/0/000.p/1", "read", "log.tile.read"),
+    Endpoint("get", "/api/v1/log/tile/tile/entries/000.p/1", "read", "log.tile.read"),
 ]
 
 

@@ -8,7 +8,26 @@ from django.test import Client, override_settings
 def test_healthz_reports_database_and_the_real_broker(db: None) -> None:
     response = Client().get("/healthz")
     assert response.status_code == 200
-    assert json.loads(response.content) == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert json.loads(response.content) == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "checkpoint_age": None,
+    }
+
+
+def test_healthz_reports_the_age_of_the_latest_checkpoint(db: None) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit.models import Checkpoint
+
+    signed = timezone.now() - timedelta(seconds=90)
+    Checkpoint.objects.create(size=0, root=b"\0" * 32, note="n", created_at=signed)
+    Checkpoint.objects.create(size=1, root=b"\0" * 32, note="n", created_at=signed)
+    age = json.loads(Client().get("/healthz").content)["checkpoint_age"]
+    assert 90 <= age <= 120
 
 
 @override_settings(CELERY_TASK_ALWAYS_EAGER=False)

@@ -534,6 +534,72 @@ def tile_subtree_hash(read_tile: Callable[[Tile], bytes]) -> SubtreeHash:
     return subtree_hash
 
 
+def tree_root_from(size: int, subtree_hash: SubtreeHash) -> bytes:
+    """The root of the tree of `size` leaves from its O(log size) complete subtrees."""
+    if size < 0:
+        raise ValueError(f"no tree of size {size}")
+    return EMPTY_ROOT if size == 0 else _range_hash(0, size, subtree_hash)
+
+
+def partial_tiles(size: int) -> list[Tile]:
+    """The rightmost tile of each level of the tree of `size` leaves, where it is partial.
+
+    What appending to the tree must read: a full tile never changes again, and a tile that
+    does not exist yet starts empty.
+    """
+    if size < 0:
+        raise ValueError(f"no tree of size {size}")
+    tiles = []
+    level = 0
+    # O(log size), unlike listing every tile: this runs on every append.
+    while size >> (TILE_HEIGHT * level) > 0:
+        n = size >> (TILE_HEIGHT * level)
+        if n % TILE_WIDTH:
+            tiles.append(Tile(level, n >> TILE_HEIGHT, n % TILE_WIDTH))
+        level += 1
+    return tiles
+
+
+def tiles_append(
+    old_size: int, tiles: dict[tuple[int, int], bytes], leaf_hashes: Sequence[bytes]
+) -> dict[tuple[int, int], bytes]:
+    """The tiles that change when `leaf_hashes` are appended to a tree of `old_size` leaves.
+
+    `tiles` holds (at least) the `partial_tiles(old_size)`, keyed `(level, index)`, each
+    exactly as wide as the old tree makes it; the result maps every tile that grows or
+    appears to its new bytes. Each tile completed at one level (256 hashes) contributes its
+    root, the hash of a subtree 8 levels higher, to the level above: so this is the whole
+    tree's extension, in O(new leaves) hashing. Refuses tiles of the wrong width, which would
+    mean the stored tiles are out of step with the log.
+    """
+    changed: dict[tuple[int, int], bytes] = {}
+    level, start, new = 0, old_size, list(leaf_hashes)
+    for hashed in new:
+        _check_hash("leaf hash", hashed)
+    while new:
+        completed = []
+        position, taken = start, 0
+        while taken < len(new):
+            index, offset = divmod(position, TILE_WIDTH)
+            count = min(TILE_WIDTH - offset, len(new) - taken)
+            key = (level, index)
+            data = changed.get(key, tiles.get(key, b"")) if offset else b""
+            if len(data) != offset * HASH_SIZE:
+                raise ValueError(
+                    f"{Tile(level, index).path} holds {len(data) // HASH_SIZE} hashes, "
+                    f"a tree of {old_size} leaves has {offset} there"
+                )
+            data += b"".join(new[taken : taken + count])
+            changed[key] = data
+            if len(data) == TILE_WIDTH * HASH_SIZE:
+                completed.append(_tile_range_hash(data))
+            position += count
+            taken += count
+        # The hashes this level completed are numbered from the full tiles it had before.
+        level, start, new = level + 1, start >> TILE_HEIGHT, completed
+    return changed
+
+
 def entry_bundle_encode(leaves: Sequence[bytes]) -> bytes:
     """An entry bundle: each leaf as a big-endian uint16 length and its bytes."""
     if not 1 <= len(leaves) <= TILE_WIDTH:

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.services import EventDraft, access_event_record, log_append
+from audit.services import EventDraft, access_event_record, checkpoint_soon, log_append
 from consortium.errors import EntryAlreadyRevoked, NotEntrySubmitter, UnknownEntry
 from consortium_client import leaves
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
@@ -123,6 +123,8 @@ def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> Re
             for entry in entries
         ]
     )
+    # A checkpoint of a size that includes these events, signed once they commit.
+    checkpoint_soon()
     now = timezone.now()
     for entry, event in zip(entries, events, strict=True):
         entry.status = Entry.Status.REVOKED

@@ -6,7 +6,7 @@ from datetime import datetime
 from django.db import transaction
 
 from audit.actors import Actor
-from audit.services import EventDraft, access_event_record, log_append
+from audit.services import EventDraft, access_event_record, checkpoint_soon, log_append
 from consortium.bulk import rows_insert
 from consortium.errors import EntryExists, SignedBeforeRevocation
 from consortium_client import leaves
@@ -94,6 +94,8 @@ def _store_entries(
             for draft in drafts
         ]
     )
+    # A checkpoint of a size that includes these events, signed once they commit.
+    checkpoint_soon()
     # The leaf names the entry by its log index, which is also the entry's id.
     rows_insert(
         Entry,

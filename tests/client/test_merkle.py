@@ -684,3 +684,82 @@ def test_compact_range_gives_every_root_and_every_complete_subtree(leaves):
         assert hashed == reference(level, n)
     # Exactly the subtrees Go's layout stores, so tiles can be checked as they close.
     assert len(completed) == merkle.stored_hash_count(len(hashes))
+def _tiles_by_stored_hashes(hashes: list[bytes]) -> dict[tuple[int, int], bytes]:
+    stored: list[bytes] = []
+    read = lambda indexes: [stored[i] for i in indexes]  # noqa: E731
+    for index, hashed in enumerate(hashes):
+        stored.extend(merkle.stored_hashes_for_leaf(index, hashed, read))
+    return {
+        (tile.level, tile.index): merkle.tile_data(tile, read)
+        for tile in merkle.tiles_for_size(len(hashes))
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=6),
+    st.sampled_from([0, 1, 255, 256, 65_535, 65_536 - 300]),
+)
+def test_tiles_appended_in_any_batches_equal_the_tiles_of_the_whole_tree(
+    batches: list[int], base: int
+) -> None:
+    """Extending tiles batch by batch gives the bytes of Go's layout for every size reached.
+
+    `base` starts the tree just before the edges where tiles of two levels complete at once.
+    """
+    total = base + sum(batches)
+    hashes = [merkle.leaf_hash(b"%d" % i) for i in range(total)]
+    tiles = merkle.tiles_append(0, {}, hashes[:base])
+    size = base
+    for count in batches:
+        wanted = {(t.level, t.index) for t in merkle.partial_tiles(size)}
+        given_tiles = {key: tiles[key] for key in wanted}
+        tiles.update(merkle.tiles_append(size, given_tiles, hashes[size : size + count]))
+        size += count
+    if size >= 65_536 - 300:
+        # Only the tiles near the edge: rebuilding 65k stored hashes per example is slow.
+        expected = {
+            (t.level, t.index): merkle.tile_data(t, _stored_reader(hashes))
+            for t in merkle.partial_tiles(size)
+        }
+        assert {key: tiles[key] for key in expected} == expected
+        assert len(tiles) == len(merkle.tiles_for_size(size))
+    else:
+        assert tiles == _tiles_by_stored_hashes(hashes)
+    subtree_hash = merkle.tile_subtree_hash(lambda t: tiles[(t.level, t.index)])
+    assert merkle.tree_root_from(size, subtree_hash) == merkle.root(hashes)
+
+
+_STORED: dict[int, list[bytes]] = {}
+
+
+def _stored_reader(hashes: list[bytes]) -> merkle.HashReader:
+    key = len(hashes)
+    if key not in _STORED:
+        stored: list[bytes] = []
+        read = lambda indexes: [stored[i] for i in indexes]  # noqa: E731
+        for index, hashed in enumerate(hashes):
+            stored.extend(merkle.stored_hashes_for_leaf(index, hashed, read))
+        _STORED[key] = stored
+    stored = _STORED[key]
+    return lambda indexes: [stored[i] for i in indexes]
+
+
+def test_tiles_append_refuses_tiles_out_of_step_with_the_tree() -> None:
+    hashes = [merkle.leaf_hash(b"%d" % i) for i in range(10)]
+    tiles = merkle.tiles_append(0, {}, hashes[:5])
+    with pytest.raises(ValueError, match="holds 5 hashes"):
+        merkle.tiles_append(6, tiles, hashes[6:])
+    with pytest.raises(ValueError, match="holds 0 hashes"):
+        merkle.tiles_append(5, {}, hashes[5:])
+    assert merkle.partial_tiles(256) == [Tile(1, 0, 1)]
+    assert merkle.partial_tiles(0) == []
+
+
+@given(st.integers(min_value=0, max_value=2**40))
+def test_partial_tiles_are_the_partial_tiles_of_the_tree(size: int) -> None:
+    if size > 300_000:
+        # Listing every tile of a large tree is slow; its top levels are enough.
+        size = size % 300_000
+    expected = [t for t in merkle.tiles_for_size(size) if t.width < merkle.TILE_WIDTH]
+    assert merkle.partial_tiles(size) == expected
