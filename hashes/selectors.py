@@ -4,6 +4,7 @@ commands and tasks all go through these functions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
@@ -100,8 +101,30 @@ def submission_get(*, partner: Partner, submission_id: int) -> Submission:
 @dataclass(frozen=True)
 class FeedPage:
     leaves: list[bytes]
+    # One item per entry_added event of the page, in page order: the value and salt that
+    # open its leaf's commitment, or {"index", "erased": true}.
+    values: list[dict[str, Any]]
     next_cursor: int
     has_more: bool
+
+
+def feed_values(*, indexes: list[int]) -> list[dict[str, Any]]:
+    """The openings of the entries added at `indexes` (log indexes of events the caller may
+    see), in log order. An entry's id is the index of its entry_added event, so the entries
+    among `indexes` are exactly the page's adds: one primary-key lookup, no leaf parsing."""
+    if not indexes:
+        return []
+    rows = (
+        Entry.objects.filter(pk__in=indexes)
+        .order_by("pk")
+        .values_list("pk", "value", "salt", "status")
+    )
+    return [
+        {"index": pk, "erased": True}
+        if status == Entry.Status.ERASED or value is None
+        else {"index": pk, "value": value, "salt": salt}
+        for pk, value, salt, status in rows
+    ]
 
 
 def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
@@ -119,6 +142,7 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
         leaves=[leaf for _, leaf in rows],
+        values=feed_values(indexes=[index for index, _ in rows]),
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )
