@@ -233,9 +233,7 @@ def _truncated_signature(alice: PartnerClient) -> bytes:
 
 def _revocation_type(alice: PartnerClient) -> bytes:
     document = payload()
-    return body_of(
-        signed(document, alice.private_key, REVOCATION_PAYLOAD_TYPE), document.openings
-    )
+    return body_of(signed(document, alice.private_key, REVOCATION_PAYLOAD_TYPE), document.openings)
 
 
 def _version_1(alice: PartnerClient) -> bytes:
@@ -319,7 +317,8 @@ def _payload_deeply_nested(alice: PartnerClient) -> bytes:
 def _payload_huge_number(alice: PartnerClient) -> bytes:
     document = payload()
     raw = json.dumps(document).encode()
-    return signed(raw[:-1] + b', "n": ' + b"1" * 5000 + b"}", alice.private_key, openings=document.openings)
+    huge = raw[:-1] + b', "n": ' + b"1" * 5000 + b"}"
+    return signed(huge, alice.private_key, openings=document.openings)
 
 
 def _unknown_algorithm(alice: PartnerClient) -> bytes:
