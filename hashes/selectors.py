@@ -108,14 +108,16 @@ class FeedPage:
     has_more: bool
 
 
-def feed_values(*, indexes: list[int]) -> list[dict[str, Any]]:
-    """The openings of the entries added at `indexes` (log indexes of events the caller may
-    see), in log order. An entry's id is the index of its entry_added event, so the entries
-    among `indexes` are exactly the page's adds: one primary-key lookup, no leaf parsing."""
+def feed_values(*, indexes: list[int], list_ids: list[int]) -> list[dict[str, Any]]:
+    """The openings of the entries added at `indexes` (a feed page: every event in its index
+    range on the lists `list_ids`), in log order. An entry's id is the index of its
+    entry_added event, so the entries of those lists in that id range are exactly the page's
+    adds: one primary-key range scan (an IN list of 10,000 ids costs several times more),
+    no leaf parsing."""
     if not indexes:
         return []
     rows = (
-        Entry.objects.filter(pk__in=indexes)
+        Entry.objects.filter(pk__gte=indexes[0], pk__lte=indexes[-1], hash_list_id__in=list_ids)
         .order_by("pk")
         .values_list("pk", "value", "salt", "status")
     )
@@ -136,13 +138,12 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     """
     size = log_size()
     end = min(size, after + 1 + limit * FEED_SCAN_FACTOR)
-    rows = log_page_for_lists(
-        after=after, end=end, list_ids=lists_visible_ids(partner=partner), limit=limit
-    )
+    list_ids = lists_visible_ids(partner=partner)
+    rows = log_page_for_lists(after=after, end=end, list_ids=list_ids, limit=limit)
     next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
         leaves=[leaf for _, leaf in rows],
-        values=feed_values(indexes=[index for index, _ in rows]),
+        values=feed_values(indexes=[index for index, _ in rows], list_ids=list_ids),
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )
