@@ -136,11 +136,12 @@ def checkpoint_note(checkpoint: Checkpoint) -> str:
 
 
 def log_entry_events_below(*, size: int, chunk: int) -> Iterator[tuple[int, int | None, str]]:
-    """Every entry_added and entry_revoked event below index `size`, in log order: index,
-    list id and leaf text (ASCII JSON), streamed `chunk` rows at a time."""
+    """Every entry_added, entry_revoked and entry_erased event below index `size`, in log
+    order: index, list id and leaf text (ASCII JSON), streamed `chunk` rows at a time."""
     return (
         LogEvent.objects.filter(
-            index__lt=size, event_type__in=[leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED]
+            index__lt=size,
+            event_type__in=[leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED],
         )
         .order_by("index")
         .annotate(leaf_text=LeafText("leaf"))

@@ -120,6 +120,8 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
                 index=first + offset,
                 event_type=draft.event_type,
                 time=time_text,
+                # Fresh per event, so a leaf's hash reveals nothing of a leaf one may not read.
+                nonce=secrets.token_hex(16),
                 fields=draft.fields,
             ),
         )

@@ -123,7 +123,7 @@ def run_load(writers: list[tuple[str, Writer]], lists: list[str], ops: int) -> d
                 added = timed_post(
                     writer,
                     "/api/v1/submissions",
-                    submission_envelope(list_name, [entry], writer.private_key),
+                    submission_envelope(list_name, [entry], writer.private_key).body(),
                 )
                 if role == "revokers" and added.status_code == 201:
                     ids = [e["id"] for e in json.loads(added.content)["entries"]]

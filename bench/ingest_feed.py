@@ -286,7 +286,7 @@ def bench_ingest(setup: Setup, conn: psycopg.Connection, batches: int) -> dict[s
     started = time.perf_counter()
     # Batch 0 warms every path up and is not counted.
     envelopes = [
-        submission_envelope(LIST_NAME, random_entries(BATCH), setup.private_key)
+        submission_envelope(LIST_NAME, random_entries(BATCH), setup.private_key).body()
         for _ in range(batches + 1)
     ]
     print(
@@ -370,8 +370,8 @@ def feed_fill(setup: Setup, target: int) -> int:
     added = 0
     while (missing := target - log_size()) > 0:
         count = min(FILL_CHUNK, missing)
-        envelope = submission_envelope(LIST_NAME, random_entries(count), setup.private_key)
-        result = submission_create(actor=actor, envelope=envelope)
+        signed = submission_envelope(LIST_NAME, random_entries(count), setup.private_key)
+        result = submission_create(actor=actor, body=signed.body())
         assert len(result.entries) == count
         added += count
     return added

@@ -104,8 +104,8 @@ def entries_submit(actor: Any, private_key: Any, list_name: str, entries: list[d
     from hashes.services import submission_create
 
     for start in range(0, len(entries), 10_000):
-        envelope = submission_envelope(list_name, entries[start : start + 10_000], private_key)
-        submission_create(actor=actor, envelope=envelope)
+        signed = submission_envelope(list_name, entries[start : start + 10_000], private_key)
+        submission_create(actor=actor, body=signed.body())
 
 
 def main() -> None:

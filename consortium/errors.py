@@ -66,6 +66,14 @@ RequestTooLarge = _error("request-too-large", "The request body is too large", 4
 TooManyFiles = _error("too-many-files", "The request carries too many files", 400)
 TooManyFields = _error("too-many-fields", "The request carries too many form fields", 400)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
+CommitmentMismatch = _error(
+    "commitment-mismatch", "A value and salt do not open the entry's signed commitment", 400
+)
+LegacyPayloadVersion = _error(
+    "legacy-payload-version",
+    "Version 1 submissions, which sign the values themselves, are no longer accepted",
+    400,
+)
 InvalidCursor = _error("invalid-cursor", "The cursor is not valid", 400)
 StaleEnvelope = _error(
     "stale-envelope", "The envelope's signed timestamp is outside the accepted window", 400
@@ -81,6 +89,7 @@ UnknownSubmission = _error(
 )
 UnknownAccessPeriod = _error("unknown-access-period", "No such access period is sealed", 404)
 NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
+EntryErased = _error("entry-erased", "The entry was erased", 409)
 EntryAlreadyRevoked = _error("entry-already-revoked", "The entry is already revoked", 409)
 NonceReused = _error(
     "nonce-reused", "This partner already signed another statement with this nonce", 409

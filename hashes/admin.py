@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from audit.admin import AuditedAdmin, ReadOnlyAdmin, admin_actor
 from consortium.errors import ConsortiumError
 from hashes.models import Entry, HashList, Revocation, Submission
-from hashes.services import revocation_by_administrator
+from hashes.services import entry_erase, revocation_by_administrator
 
 
 @admin.register(HashList)
@@ -33,13 +33,17 @@ class RevokeForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
 
 
+class EraseForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea, max_length=1000)
+
+
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
     list_display = ["id", "hash_list", "algorithm", "value", "partner", "status", "created_at"]
     list_filter = ["status", "algorithm", "hash_list"]
     search_fields = ["=value", "=id"]
     show_full_result_count = False
-    actions = ["revoke"]
+    actions = ["revoke", "erase"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the revoke action; every field stays read-only.
@@ -66,6 +70,38 @@ class EntryAdmin(ReadOnlyAdmin):
             {
                 **self.admin_site.each_context(request),
                 "title": "Revoke entries",
+                "entries": queryset,
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Erase the hash values of selected entries (asks for a reason)")
+    def erase(self, request: HttpRequest, queryset: QuerySet[Entry]) -> TemplateResponse | None:
+        form = EraseForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            erased = 0
+            # One transaction per entry: each erasure is its own event and access event.
+            for entry in queryset.order_by("pk"):
+                try:
+                    entry_erase(
+                        actor=admin_actor(request),
+                        entry_id=entry.pk,
+                        reason=form.cleaned_data["reason"],
+                    )
+                except ConsortiumError as exc:
+                    self.message_user(request, exc.detail, level="error")
+                    continue
+                erased += 1
+            self.message_user(request, f"Erased {erased} entries.")
+            return None
+        return TemplateResponse(
+            request,
+            "admin/hashes/erase.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Erase entries",
                 "entries": queryset,
                 "form": form,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,

@@ -1,11 +1,14 @@
 """The match index of this process: one index per list and algorithm, built from the log.
 
-Built from the log's events alone, never from the entries table: an entry_added leaf gives an
-entry's list, algorithm and value, an entry_revoked leaf ends it. The log is append-only in the
-database, the entries table is not, so a row changed behind the application's back (a revoked
-entry flipped back to active, a value rewritten) cannot change what the index finds; the
-matcher also checks each row it then loads against the value the index holds
-(`hashes.matching`).
+What is indexed is decided by the log: an entry_added leaf gives an entry's list, algorithm
+and a salted commitment to its value; an entry_revoked or entry_erased leaf ends it. Leaves
+hold no values (so that a value can be erased without touching the log), so the value and
+salt come from the entry's row and are indexed only if they open the leaf's commitment. The
+log is append-only in the database, the entries table is not, so a row changed behind the
+application's back (a revoked entry flipped back to active, a value rewritten) cannot change
+what the index finds: a rewritten value does not open the commitment and is left out (and
+logged, without the value), and an erased entry has no value to index. The matcher also
+checks each row it then loads against the value the index holds (`hashes.matching`).
 
 One index per list, so that a search reads only the lists the partner may see, each at that
 list's own radius: the work a query does, and so its timing, never depends on entries in
@@ -24,10 +27,11 @@ process), it reloads instead of matching against a history that no longer exists
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,9 +40,15 @@ import numpy as np
 
 from audit.selectors import log_entry_events_below, log_events_from, log_leaf, log_size
 from consortium_client import leaves
+from consortium_client.commitments import commitment_opens
 from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.index import ExactIndex, HammingIndex, index_for
+from hashes.models import Entry
 
+logger = logging.getLogger(__name__)
+
+# Events that end an entry: it stops matching either way.
+ENDING_TYPES = frozenset({leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED})
 # Events applied per query while catching up; a long gap is walked in several queries.
 CATCH_UP_PAGE = 5000
 LOAD_CHUNK = 50_000
@@ -72,7 +82,7 @@ class LeafFields(msgspec.Struct):
     v: int
     type: str
     algorithm: str | None = None
-    value: str | None = None
+    commitment: str | None = None
     entry: int | None = None
 
 
@@ -87,8 +97,9 @@ def leaf_fields(leaf: str | bytes) -> LeafFields:
 
 
 class LoggedEntry(NamedTuple):
-    """What the log says about one added entry: the only source the index is built from.
-    (A tuple: one is made per entry on load, and a tuple is made in half a dataclass's time.)"""
+    """An added entry as the index holds it: the log's list and algorithm, and a value that
+    opens the log's commitment. (A tuple: one is made per entry on load, and a tuple is
+    made in half a dataclass's time.)"""
 
     entry_id: int
     list_id: int
@@ -96,13 +107,42 @@ class LoggedEntry(NamedTuple):
     value: str
 
 
-def entry_added_read(index: int, list_id: int | None, event: LeafFields) -> LoggedEntry:
-    """The entry an entry_added event adds. The one place that decides where an indexed value
-    comes from: today the leaf carries it; once leaves carry a salted commitment instead, the
-    value will come from the row and be checked against the commitment here."""
-    if list_id is None or event.algorithm is None or event.value is None:
-        raise ValueError(f"log event {index} adds an entry without a list, algorithm or value")
-    return LoggedEntry(index, list_id, event.algorithm, event.value)
+# An entry's row as the index reads it: (id, value, salt); value and salt NULL once erased.
+Opening = tuple[int, str | None, str | None]
+
+
+def entry_added_read(
+    index: int, list_id: int | None, event: LeafFields, opening: Opening | None
+) -> LoggedEntry | None:
+    """The entry an entry_added event adds, with the value of its row, or None if there is
+    nothing to index: the entry was erased, or its row's value does not open the leaf's
+    commitment (changed outside the application: logged, never indexed). The one place
+    that decides where an indexed value comes from."""
+    if list_id is None or event.algorithm is None or event.commitment is None:
+        raise ValueError(f"log event {index} adds an entry without a list, algorithm or commitment")
+    _, value, salt = (index, None, None) if opening is None else opening
+    if value is None or salt is None:
+        return None  # erased (its entry_erased event follows), or a row deleted
+    if not commitment_opens(event.algorithm, value, salt, event.commitment):
+        # The values stay out of the server's log: they may be erased later, its lines may not.
+        logger.error("entry %s does not open its leaf's commitment; not indexed", index)
+        return None
+    return LoggedEntry(index, list_id, event.algorithm, value)
+
+
+def _openings_from(*, start: int, below: int, chunk: int) -> Iterator[Opening]:
+    """The rows of entries with id in [start, below) that still hold a value, by id."""
+    return iter(
+        Entry.objects.filter(pk__gte=start, pk__lt=below, value__isnull=False)
+        .order_by("pk")
+        .values_list("pk", "value", "salt")
+        .iterator(chunk_size=chunk)
+    )
+
+
+def _openings_of(ids: list[int]) -> dict[int, Opening]:
+    rows = Entry.objects.filter(pk__in=ids, value__isnull=False).values_list("pk", "value", "salt")
+    return {row[0]: row for row in rows}
 
 
 class MatchIndexes:
@@ -187,17 +227,26 @@ class MatchIndexes:
         ids: dict[Key, array[int]] = defaultdict(lambda: array("q"))
         packed: dict[Key, bytearray] = defaultdict(bytearray)
         revoked: array[int] = array("q")
+        # The rows are read beside the log, both in id order (an entry's id is its add's
+        # index), and joined as they stream: memory holds one chunk of each, not a map.
+        openings = _openings_from(start=0, below=size, chunk=LOAD_CHUNK)
+        pending = next(openings, None)
         for index, list_id, leaf in log_entry_events_below(size=size, chunk=LOAD_CHUNK):
             event = leaf_fields(leaf)
             if event.type == leaves.ENTRY_ADDED:
-                entry = entry_added_read(index, list_id, event)
+                while pending is not None and pending[0] < index:
+                    pending = next(openings, None)
+                opening = pending if pending is not None and pending[0] == index else None
+                entry = entry_added_read(index, list_id, event, opening)
+                if entry is None:
+                    continue
                 key = (entry.list_id, entry.algorithm)
                 ids[key].append(entry.entry_id)
                 packed[key] += bytes.fromhex(entry.value)
             elif event.entry is not None:
-                revoked.append(event.entry)
+                revoked.append(event.entry)  # revoked or erased: ended either way
             else:
-                raise ValueError(f"log event {index} revokes no entry")
+                raise ValueError(f"log event {index} ends no entry")
         ended = np.frombuffer(revoked, np.int64)
         for (list_id, algorithm), entry_ids in ids.items():
             width = ALGORITHMS[algorithm].bits // 8
@@ -220,21 +269,29 @@ class MatchIndexes:
                 return True
             rows = rows[1:]
         adds: dict[Key, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
-        for index, list_id, leaf in rows:
-            event = leaf_fields(leaf)
+        events = [(index, list_id, leaf_fields(leaf)) for index, list_id, leaf in rows]
+        openings = _openings_of(
+            [index for index, _, event in events if event.type == leaves.ENTRY_ADDED]
+        )
+        for index, list_id, event in events:
             if event.type == leaves.ENTRY_ADDED:
-                entry = entry_added_read(index, list_id, event)
+                entry = entry_added_read(index, list_id, event, openings.get(index))
+                if entry is None:
+                    continue
                 entry_ids, values = adds[(entry.list_id, entry.algorithm)]
                 entry_ids.append(entry.entry_id)
                 values.append(entry.value)
-            elif event.type == leaves.ENTRY_REVOKED:
-                if list_id is None or event.algorithm is None or event.entry is None:
-                    raise ValueError(f"log event {index} revokes without a list or entry")
+            elif event.type in ENDING_TYPES:
+                if list_id is None or event.entry is None:
+                    raise ValueError(f"log event {index} ends no entry of a list")
                 # Adds before the revocation must be applied first: an entry may be added and
                 # revoked within the same page.
                 self._apply(adds)
                 adds.clear()
-                self._index(list_id, event.algorithm).remove([event.entry])
+                # Neither a tombstone nor an erasure names the algorithm (the entry's add
+                # does); every index of the list drops the id, absent ids being ignored.
+                for index_of_list in self.by_list.get(list_id, {}).values():
+                    index_of_list.remove([event.entry])
         self._apply(adds)
         if rows:
             self.position = rows[-1][0]

@@ -97,7 +97,14 @@ class SignedStatement(models.Model):
 
 
 class Submission(SignedStatement):
-    """A signed batch, stored as the exact bytes received."""
+    """A signed batch. A version 2 envelope (salted commitments) is stored in canonical form
+    (hashes.envelopes.submission_request_parse), its signed payload byte for byte; a legacy
+    version 1 envelope as the exact bytes received.
+
+    A legacy envelope signs the hash values themselves, so erasing one of its entries
+    redacts it: `envelope` is emptied, `envelope_sha256` (in the log's leaves) is kept, and
+    `redacted_at` and `redaction_reason` say when and why.
+    """
 
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="submissions")
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
@@ -105,8 +112,11 @@ class Submission(SignedStatement):
     hash_list = models.ForeignKey(HashList, on_delete=models.PROTECT, related_name="+")
     envelope = models.BinaryField()
     envelope_sha256 = models.CharField(max_length=64)
+    payload_version = models.PositiveSmallIntegerField(default=2)
     entry_count = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
+    redacted_at = models.DateTimeField(null=True, blank=True)
+    redaction_reason = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -166,14 +176,17 @@ class Revocation(SignedStatement):
 
 
 class Entry(models.Model):
-    """One hash in one list. Never deleted; a revocation ends it.
+    """One hash in one list. Never deleted; a revocation ends it, an erasure forgets it.
 
     Its id is the log index of the event that added it, so the id alone locates its leaf.
+    The leaf holds `commitment`; `value` and `salt` open it and are both NULL once the entry
+    is erased (status `erased`), which leaves every leaf and signature intact.
     """
 
     class Status(models.TextChoices):
         ACTIVE = "active"
         REVOKED = "revoked"
+        ERASED = "erased"
 
     # Foreign keys without their own index: entries are written in bulk and the
     # composite constraint below already serves lookups by list.
@@ -182,7 +195,9 @@ class Entry(models.Model):
         HashList, on_delete=models.PROTECT, related_name="entries", db_index=False
     )
     algorithm = models.CharField(max_length=16)
-    value = models.CharField(max_length=64)
+    value = models.CharField(max_length=64, null=True)  # noqa: DJ001 - NULL once erased
+    salt = models.CharField(max_length=32, null=True)  # noqa: DJ001 - NULL once erased
+    commitment = models.CharField(max_length=64)
     labels = models.JSONField(default=list)
     note = models.TextField(blank=True)
     quality = models.PositiveSmallIntegerField(
@@ -199,6 +214,9 @@ class Entry(models.Model):
     )
     revoked_at = models.DateTimeField(null=True)
     revoked_log_index = models.BigIntegerField(null=True, help_text="Index of the tombstone.")
+    erased_at = models.DateTimeField(null=True)
+    erased_log_index = models.BigIntegerField(null=True, help_text="Index of the erasure.")
+    erasure_reason = models.TextField(blank=True)
 
     class Meta:
         verbose_name_plural = "entries"
@@ -222,7 +240,7 @@ class Entry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.algorithm}:{self.value[:16]}"
+        return f"{self.algorithm}:{self.commitment[:16]}"
 
     @property
     def log_index(self) -> int:

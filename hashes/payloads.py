@@ -12,11 +12,18 @@ from django.conf import settings
 
 from consortium.errors import (
     BatchTooLarge,
+    CommitmentMismatch,
     DuplicateInBatch,
     EmptyBatch,
     InvalidHashValue,
     InvalidPayload,
     UnknownAlgorithm,
+)
+from consortium_client.commitments import (
+    CommitmentError,
+    commitment_check,
+    commitment_parse,
+    salt_parse,
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
 from consortium_client.strictjson import string_pointer
@@ -38,9 +45,24 @@ class StatementHeader:
 
 
 @dataclass(frozen=True)
-class EntryDraft:
+class SignedEntry:
+    """An entry as a version 2 payload signs it: a commitment, never the value."""
+
     algorithm: str
+    commitment: str
+    labels: list[str]
+    note: str
+    quality: int | None = None
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """A signed entry with the value and salt that open its commitment."""
+
+    algorithm: str
+    commitment: str
     value: str
+    salt: str
     labels: list[str]
     note: str
     quality: int | None = None
@@ -49,7 +71,7 @@ class EntryDraft:
 @dataclass(frozen=True)
 class SubmissionPayload:
     list_name: str
-    entries: list[EntryDraft]
+    entries: list[SignedEntry]
 
 
 @dataclass(frozen=True)
@@ -124,8 +146,32 @@ def hash_item_parse(item: Any, pointer: str) -> tuple[str, str]:
     return algorithm, value
 
 
-def _entry(item: Any, pointer: str) -> EntryDraft:
-    algorithm, value = hash_item_parse(item, pointer)
+def _algorithm(item: Any, pointer: str) -> str:
+    if not isinstance(item, dict):
+        raise InvalidPayload("an entry must be an object", pointer=pointer)
+    algorithm = item.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise UnknownAlgorithm(
+            f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}",
+            pointer=f"{pointer}/algorithm",
+        )
+    return algorithm
+
+
+def _entry(item: Any, pointer: str) -> SignedEntry:
+    algorithm = _algorithm(item, pointer)
+    if "value" in item:
+        # A version 1 habit that would put the value under the signature, where erasing it
+        # would break the signature over the whole batch.
+        raise InvalidPayload(
+            "a signed entry carries a commitment, never its value; send the value beside "
+            "the envelope in `values`",
+            pointer=f"{pointer}/value",
+        )
+    try:
+        commitment = commitment_parse(item.get("commitment"))
+    except CommitmentError as exc:
+        raise InvalidPayload(str(exc), pointer=f"{pointer}/commitment") from exc
     labels = item.get("labels", [])
     if not isinstance(labels, list) or len(labels) > MAX_LABELS:
         raise InvalidPayload(
@@ -152,27 +198,74 @@ def _entry(item: Any, pointer: str) -> EntryDraft:
         raise InvalidPayload(
             "quality is PDQ's 0-100 score, for pdq entries only", pointer=f"{pointer}/quality"
         )
-    return EntryDraft(algorithm, value, sorted(set(labels)), note, quality)
+    return SignedEntry(algorithm, commitment, sorted(set(labels)), note, quality)
 
 
 def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:
+    """The list and signed entries of a version 2 submission payload."""
     list_name = payload.get("list")
     if not isinstance(list_name, str) or not list_name:
         raise InvalidPayload("list must name a list", pointer="/list")
     items = _batch_size(payload.get("entries"), "/entries")
-    entries: list[EntryDraft] = []
+    entries = [_entry(item, f"/entries/{position}") for position, item in enumerate(items)]
+    return SubmissionPayload(list_name, entries)
+
+
+def submission_values_open(entries: list[SignedEntry], values: Any) -> list[EntryDraft]:
+    """Open each signed entry with `values[i]` ({"value", "salt"}), checking the value
+    against its signed commitment; pointers are into the request body (`/values/<i>`).
+
+    Duplicates are found by algorithm and value: two commitments under different salts may
+    hide the same hash, and a batch must not hold one hash twice."""
+    if not isinstance(values, list):
+        raise InvalidPayload("values must be a list", pointer="/values")
+    if len(values) != len(entries):
+        raise InvalidPayload(
+            f"values has {len(values)} items for {len(entries)} signed entries; "
+            "values[i] opens entries[i]",
+            pointer="/values",
+        )
+    drafts: list[EntryDraft] = []
     seen: dict[tuple[str, str], int] = {}
-    for position, item in enumerate(items):
-        entry = _entry(item, f"/entries/{position}")
-        key = (entry.algorithm, entry.value)
+    for position, (entry, item) in enumerate(zip(entries, values, strict=True)):
+        pointer = f"/values/{position}"
+        if not isinstance(item, dict):
+            raise InvalidPayload('a value is an object {"value", "salt"}', pointer=pointer)
+        try:
+            value = hash_value_parse(entry.algorithm, item.get("value"))
+        except HashValueError as exc:
+            raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
+        salt = item.get("salt")
+        try:
+            salt_parse(salt)
+        except CommitmentError as exc:
+            raise InvalidPayload(str(exc), pointer=f"{pointer}/salt") from exc
+        assert isinstance(salt, str)  # noqa: S101 - salt_parse accepted it
+        try:
+            commitment_check(entry.algorithm, value, salt, entry.commitment)
+        except CommitmentError as exc:
+            raise CommitmentMismatch(
+                f"{exc} signed in entries[{position}]", pointer=pointer
+            ) from exc
+        key = (entry.algorithm, value)
         if key in seen:
             raise DuplicateInBatch(
                 f"entries {seen[key]} and {position} are the same {entry.algorithm} hash",
-                pointer=f"/entries/{position}",
+                pointer=pointer,
             )
         seen[key] = position
-        entries.append(entry)
-    return SubmissionPayload(list_name, entries)
+        drafts.append(
+            EntryDraft(
+                entry.algorithm,
+                entry.commitment,
+                value,
+                salt,
+                entry.labels,
+                entry.note,
+                entry.quality,
+            )
+        )
+    return drafts
 
 
 def revocation_payload_parse(payload: dict[str, Any]) -> RevocationPayload:

@@ -22,6 +22,17 @@ class EnvelopeSerializer(serializers.Serializer):
     signatures = SignatureSerializer(many=True)
 
 
+class SubmissionRequestSerializer(serializers.Serializer):
+    """A submission: the signed envelope of commitments, and the values that open them."""
+
+    class ValueSerializer(serializers.Serializer):
+        value = serializers.CharField(help_text="the hash value, lowercase hex")
+        salt = serializers.CharField(help_text="32 lowercase hex characters")
+
+    envelope = EnvelopeSerializer()
+    values = ValueSerializer(many=True, help_text="values[i] opens the envelope's entries[i]")
+
+
 class FeedEventSerializer(serializers.Serializer):
     """One log leaf, served verbatim. Fields beyond these depend on `type`."""
 
@@ -35,23 +46,37 @@ class FeedEventSerializer(serializers.Serializer):
             "signing_key_revoked",
             "partner_suspended",
             "partner_reactivated",
+            "entry_erased",
+            "access_period_sealed",
         ]
     )
     time = serializers.CharField()
+    nonce = serializers.CharField(help_text="128 random bits chosen by the server, as hex")
     list = serializers.CharField(required=False)
     entry = serializers.IntegerField(required=False)
     algorithm = serializers.CharField(required=False)
-    value = serializers.CharField(required=False)
+    commitment = serializers.CharField(required=False, help_text="salted commitment to the value")
     labels = serializers.ListField(child=serializers.CharField(), required=False)
     partner = serializers.CharField(required=False)
     key = serializers.CharField(required=False, allow_null=True)
     envelope = serializers.CharField(required=False, allow_null=True)
     revoked_by = serializers.CharField(required=False)
     reason = serializers.CharField(required=False)
+    by = serializers.CharField(required=False, help_text="who erased: admin:<user> or command")
+
+
+class FeedValueSerializer(serializers.Serializer):
+    """What opens one entry_added leaf of the page: its value and salt, or `erased`."""
+
+    index = serializers.IntegerField(help_text="the log index of the entry_added event")
+    value = serializers.CharField(required=False)
+    salt = serializers.CharField(required=False)
+    erased = serializers.BooleanField(required=False)
 
 
 class FeedPageSerializer(serializers.Serializer):
     events = FeedEventSerializer(many=True)
+    values = FeedValueSerializer(many=True, help_text="one per entry_added event, in order")
     next = serializers.CharField(help_text="pass as `after` to continue")
     has_more = serializers.BooleanField()
 
@@ -61,9 +86,14 @@ class EntryProvenanceSerializer(serializers.Serializer):
 
     list = serializers.CharField()
     algorithm = serializers.CharField()
-    value = serializers.CharField()
+    commitment = serializers.CharField(help_text="the salted commitment its log leaf holds")
+    value = serializers.CharField(allow_null=True, help_text="null once erased")
+    salt = serializers.CharField(
+        allow_null=True, help_text="opens the commitment; null once erased"
+    )
+    erased = serializers.BooleanField()
     labels = serializers.ListField(child=serializers.CharField())
-    status = serializers.CharField()
+    status = serializers.CharField(help_text="active, revoked or erased")
     quality = serializers.IntegerField(allow_null=True, help_text="PDQ quality, if given")
     low_quality = serializers.BooleanField(help_text="quality below PDQ_QUALITY_FLOOR")
     partner = serializers.CharField(help_text="the submitter")
@@ -83,7 +113,10 @@ def entry_provenance(entry: Entry) -> dict[str, Any]:
     return {
         "list": entry.hash_list.name,
         "algorithm": entry.algorithm,
+        "commitment": entry.commitment,
         "value": entry.value,
+        "salt": entry.salt,
+        "erased": entry.status == Entry.Status.ERASED,
         "labels": entry.labels,
         "status": entry.status,
         "quality": entry.quality,

@@ -24,6 +24,7 @@ from hashes.serializers import (
     EntryProvenanceSerializer,
     EnvelopeSerializer,
     FeedPageSerializer,
+    SubmissionRequestSerializer,
     entry_provenance,
 )
 
@@ -95,7 +96,10 @@ class SubmissionsView(ConsortiumView):
             id = serializers.IntegerField(help_text="also the log index of its entry_added event")
             log_index = serializers.IntegerField()
             algorithm = serializers.CharField()
-            value = serializers.CharField()
+            commitment = serializers.CharField(help_text="as signed, and as its leaf holds it")
+            value = serializers.CharField(allow_null=True, help_text="null once erased")
+            salt = serializers.CharField(allow_null=True, help_text="null once erased")
+            erased = serializers.BooleanField()
 
         submission = serializers.IntegerField()
         list = serializers.CharField()
@@ -104,16 +108,20 @@ class SubmissionsView(ConsortiumView):
 
     @extend_schema(
         operation_id="submission_create",
-        request=EnvelopeSerializer,
+        request=SubmissionRequestSerializer,
         responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
-        description="A DSSE envelope of type application/vnd.consortium.submission.v1+json. "
+        description="A DSSE envelope of type application/vnd.consortium.submission.v2+json, "
+        "whose entries sign salted commitments, and beside it `values[i]` = {value, salt} "
+        "opening `entries[i]`'s commitment (commitment-mismatch otherwise). Version 1 "
+        "envelopes are refused (legacy-payload-version). The envelope is stored in canonical "
+        "JSON (sorted keys, standard base64); the signed payload bytes are kept exactly. "
         f"At most {settings.SUBMISSION_MAX_ENTRIES} entries. A statement takes effect once: "
         "the same signed payload again, however re-encoded, returns the same result with "
         "status 200; its nonce with another payload is refused (nonce-reused), and so is a "
         "timestamp outside the accepted window (stale-envelope).",
     )
     def post(self, request: Request) -> Response:
-        result = services.submission_create(actor=self.actor(), envelope=self.body())
+        result = services.submission_create(actor=self.actor(), body=self.body())
         self.access_recorded = True
         submission = result.submission
         body = {
@@ -121,8 +129,16 @@ class SubmissionsView(ConsortiumView):
             "list": submission.hash_list.name,
             "envelope_sha256": submission.envelope_sha256,
             "entries": [
-                {"id": entry_id, "log_index": entry_id, "algorithm": algorithm, "value": value}
-                for entry_id, algorithm, value in result.entries
+                {
+                    "id": entry.id,
+                    "log_index": entry.id,
+                    "algorithm": entry.algorithm,
+                    "commitment": entry.commitment,
+                    "value": entry.value,
+                    "salt": entry.salt,
+                    "erased": entry.value is None,
+                }
+                for entry in result.entries
             ],
         }
         return Response(body, status=200 if result.replayed else 201)
@@ -135,7 +151,9 @@ class SubmissionEnvelopeView(ConsortiumView):
     @extend_schema(
         operation_id="submission_envelope",
         responses={(200, "application/json"): OpenApiTypes.BINARY},
-        description="The submission's DSSE envelope, byte for byte as the submitter sent it.",
+        description="The submission's DSSE envelope: canonical JSON for version 2 (the signed "
+        "payload byte for byte), the bytes received for a legacy version 1 envelope. A legacy "
+        "envelope redacted by an erasure is served empty (its SHA-256 stays in the leaves).",
     )
     def get(self, request: Request, submission_id: int) -> HttpResponse:
         submission = selectors.submission_get(partner=self.partner, submission_id=submission_id)
@@ -228,8 +246,11 @@ class FeedView(ConsortiumView):
             OpenApiParameter("limit", int, description=f"1 to {settings.FEED_PAGE_MAX}"),
         ],
         responses=FeedPageSerializer,
-        description="Log events this partner may see, in log order: adds, tombstones, signing "
-        "keys and partner status. Each event is its log leaf, verbatim. Keep calling with "
+        description="Log events this partner may see, in log order: adds, tombstones, "
+        "erasures, signing keys and partner status. Each event is its log leaf, verbatim. "
+        "An entry_added leaf holds a salted commitment; `values` holds, for each entry_added "
+        "event of the page in page order, the value and salt that open it (check them with "
+        "the commitment), or `erased: true` once the value was erased. Keep calling with "
         "`after=next` while `has_more` is true; a page may hold fewer than `limit` events.",
     )
     def get(self, request: Request) -> HttpResponse:
@@ -240,8 +261,9 @@ class FeedView(ConsortiumView):
         self.audit_records = len(page.leaves)
         # The leaves are JSON already and are served verbatim: verifiers must hash exactly
         # what they receive, so they are spliced in rather than decoded and re-encoded.
-        body = b'{"events":[%b],"next":%b,"has_more":%b}' % (
+        body = b'{"events":[%b],"values":%b,"next":%b,"has_more":%b}' % (
             b",".join(page.leaves),
+            json.dumps(page.values, separators=(",", ":")).encode(),
             json.dumps(str(page.next_cursor)).encode(),
             b"true" if page.has_more else b"false",
         )

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.test import Client
 
 from audit.actors import Actor
+from consortium_client.commitments import commitment_check
 from consortium_client.keys import key_generate, public_key_pem
 from consortium_client.payloads import revocation_envelope, submission_envelope
 from hashes.models import HashList
@@ -86,7 +87,8 @@ class PartnerClient:
         return self.post("/api/v1/submissions", self.submission(list_name, entries), **kw)
 
     def submission(self, list_name: str, entries: Iterable[dict[str, Any]]) -> bytes:
-        return submission_envelope(list_name, entries, self.private_key)
+        """A request body: the signed envelope of commitments and the values beside it."""
+        return submission_envelope(list_name, entries, self.private_key).body()
 
     def revoke(self, entry_ids: Iterable[int], reason: str = "false positive", **kw: Any) -> Any:
         return self.post(
@@ -102,9 +104,22 @@ class PartnerClient:
         return json.loads(response.content)
 
     def feed_all(self, after: int | str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Every event after `after`, as a partner's client reads them (ConsortiumApi.feed):
+        each entry_added event with the `value` and `salt` of the page's `values` (or
+        `erased`), each opening checked against the leaf's commitment."""
         events: list[dict[str, Any]] = []
         while True:
             page = self.feed(after)
+            openings = {item["index"]: item for item in page["values"]}
+            added = [event for event in page["events"] if event["type"] == "entry_added"]
+            assert [event["index"] for event in added] == [i["index"] for i in page["values"]]
+            for event in added:
+                opening = openings[event["index"]]
+                if not opening.get("erased"):
+                    commitment_check(
+                        event["algorithm"], opening["value"], opening["salt"], event["commitment"]
+                    )
+                event.update({k: v for k, v in opening.items() if k != "index"})
             events += page["events"]
             after = page["next"]
             if not page["has_more"]:

@@ -121,10 +121,26 @@ def test_a_value_changed_in_the_table_neither_matches_nor_is_reported(
     _sql("UPDATE hashes_entry SET value = %s WHERE id = %s", forged, entry_id)
     if reload:
         match_index.match_indexes.reset()
-    assert _matched(bob, forged) == []
-    # The index still finds the logged value, but the row no longer agrees with its leaf.
+    # The leaf holds a commitment, which the forged value does not open: never indexed.
+    with caplog.at_level(logging.ERROR, logger="hashes.match_index"):
+        assert _matched(bob, forged) == []
+    assert _matched(bob, logged) == []
+    assert f"entry {entry_id} does not open its leaf's commitment" in caplog.text
+    assert logged not in caplog.text
+    assert forged not in caplog.text
+
+
+def test_a_value_changed_after_it_was_indexed_neither_matches_nor_is_reported(
+    alice, bob, shared_list, caplog
+) -> None:
+    logged, forged = secrets.token_hex(32), secrets.token_hex(32)
+    (entry_id,) = _submit(alice, [logged])
+    assert _matched(bob, logged) == [entry_id]  # indexed while the row was right
+    _sql("UPDATE hashes_entry SET value = %s WHERE id = %s", forged, entry_id)
+    # The index still finds the logged value, but the row no longer agrees with it.
     with caplog.at_level(logging.ERROR, logger="hashes.matching"):
         assert _matched(bob, logged) == []
+    assert _matched(bob, forged) == []
     assert f"entry {entry_id} differs from its log leaf" in caplog.text
     assert logged not in caplog.text
 

@@ -4,6 +4,7 @@ store nothing; good ones in any valid DSSE encoding are accepted, once."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -16,12 +17,15 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import CryptoSigner
 
 from audit.models import AccessEvent
+from consortium_client.commitments import CommitmentError, commitment_of, salt_new
 from consortium_client.dsse import (
     REVOCATION_PAYLOAD_TYPE,
     SUBMISSION_PAYLOAD_TYPE,
+    SUBMISSION_V1_PAYLOAD_TYPE,
     envelope_sign,
     pae,
 )
+from consortium_client.hashvalues import HashValueError
 from consortium_client.keys import key_generate, key_id, public_key_pem
 from hashes.models import Entry, HashList
 from partners import services
@@ -38,30 +42,82 @@ from tests.conftest import (
 _MISSING: Any = object()
 
 
-def payload(list_name: str = "ncii", entries: Any = None, **fields: Any) -> dict[str, Any]:
-    """A submission payload; a field given as _MISSING is left out."""
-    document: dict[str, Any] = {
-        "list": list_name,
-        "entries": [{"algorithm": "pdq", "value": pdq()}] if entries is None else entries,
-        "timestamp": datetime.now(UTC).isoformat(),
-        "nonce": secrets.token_hex(8),
-    }
+class Payload(dict[str, Any]):
+    """A version 2 submission payload, with the openings that travel beside it."""
+
+    openings: list[Any]
+
+
+def commit(entries: Any) -> tuple[Any, list[Any]]:
+    """Entries written with their values, as a version 2 payload signs them (a commitment
+    under a fresh salt), and the openings for the request body. Entries no client would
+    sign (bad values, unknown algorithms) get a well-formed commitment to nothing, so that
+    the server, not this helper, decides how they are refused."""
+    if not isinstance(entries, list):
+        return entries, []
+    signed_entries: list[Any] = []
+    openings: list[Any] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "value" not in entry:
+            signed_entries.append(entry)
+            openings.append({})
+            continue
+        salt = salt_new()
+        try:
+            commitment = commitment_of(entry.get("algorithm"), entry["value"], salt)
+        except (HashValueError, CommitmentError, TypeError, AttributeError):
+            commitment = "0" * 64
+        item = {key: value for key, value in entry.items() if key != "value"}
+        signed_entries.append({**item, "commitment": commitment})
+        openings.append({"value": entry["value"], "salt": salt})
+    return signed_entries, openings
+
+
+def payload(list_name: str = "ncii", entries: Any = None, **fields: Any) -> Payload:
+    """A submission payload; a field given as _MISSING is left out. `entries` are written
+    with their values; the payload signs commitments and keeps the openings aside."""
+    written = [{"algorithm": "pdq", "value": pdq()}] if entries is None else entries
+    signed_entries, openings = commit(written)
+    document = Payload(
+        {
+            "list": list_name,
+            "entries": signed_entries,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "nonce": secrets.token_hex(8),
+        }
+    )
     document.update(fields)
-    return {key: value for key, value in document.items() if value is not _MISSING}
+    result = Payload({key: value for key, value in document.items() if value is not _MISSING})
+    result.openings = openings
+    return result
+
+
+def body_of(envelope: bytes, openings: list[Any]) -> bytes:
+    """The request body: the envelope, and the openings beside it (any JSON, as given)."""
+    return b'{"envelope": %b, "values": %b}' % (envelope, json.dumps(openings).encode())
 
 
 def signed(
     document: dict[str, Any] | bytes,
     key: Ed25519PrivateKey,
     payload_type: str = SUBMISSION_PAYLOAD_TYPE,
+    openings: list[Any] | None = None,
 ) -> bytes:
+    """A signed statement: for a submission, the request body (envelope and values); for
+    any other payload type, the bare envelope."""
     raw = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return envelope_sign(payload_type, raw, key)
+    envelope = envelope_sign(payload_type, raw, key)
+    if payload_type != SUBMISSION_PAYLOAD_TYPE:
+        return envelope
+    if openings is None:
+        openings = getattr(document, "openings", [])
+    return body_of(envelope, openings)
 
 
-def envelope_edit(envelope: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
-    document = json.loads(envelope)
-    edit(document)
+def envelope_edit(body: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """Change the envelope inside a request body."""
+    document = json.loads(body)
+    edit(document["envelope"])
     return json.dumps(document).encode()
 
 
@@ -158,7 +214,7 @@ def _revoked_signing_key(alice: PartnerClient) -> bytes:
 def _tampered_payload(alice: PartnerClient) -> bytes:
     original = payload()
     envelope = signed(original, alice.private_key)
-    original["entries"][0]["value"] = pdq()
+    original["entries"][0]["commitment"] = "1" * 64
     return envelope_edit(envelope, lambda d: d.update(payload=_b64(json.dumps(original).encode())))
 
 
@@ -176,7 +232,74 @@ def _truncated_signature(alice: PartnerClient) -> bytes:
 
 
 def _revocation_type(alice: PartnerClient) -> bytes:
-    return signed(payload(), alice.private_key, REVOCATION_PAYLOAD_TYPE)
+    document = payload()
+    return body_of(signed(document, alice.private_key, REVOCATION_PAYLOAD_TYPE), document.openings)
+
+
+def _version_1(alice: PartnerClient) -> bytes:
+    # What a version 1 client signed: the value itself, under the signature.
+    document = {**payload(), "entries": [{"algorithm": "pdq", "value": pdq()}]}
+    return body_of(signed(document, alice.private_key, SUBMISSION_V1_PAYLOAD_TYPE), [])
+
+
+def _bare_envelope(alice: PartnerClient) -> bytes:
+    return json.dumps(json.loads(signed(payload(), alice.private_key))["envelope"]).encode()
+
+
+def _value_in_signed_entry(alice: PartnerClient) -> bytes:
+    document = payload()
+    document["entries"][0]["value"] = document.openings[0]["value"]
+    return signed(document, alice.private_key)
+
+
+def _wrong_salt(alice: PartnerClient) -> bytes:
+    document = payload()
+    document.openings[0]["salt"] = salt_new()
+    return signed(document, alice.private_key)
+
+
+def _other_value(alice: PartnerClient) -> bytes:
+    document = payload()
+    document.openings[0]["value"] = pdq()
+    return signed(document, alice.private_key)
+
+
+def _openings_swapped(alice: PartnerClient) -> bytes:
+    document = payload(entries=[{"algorithm": "pdq", "value": pdq()} for _ in range(2)])
+    document.openings.reverse()
+    return signed(document, alice.private_key)
+
+
+def _opening_missing(alice: PartnerClient) -> bytes:
+    document = payload(entries=[{"algorithm": "pdq", "value": pdq()} for _ in range(2)])
+    return signed(document, alice.private_key, openings=document.openings[:1])
+
+
+def _values_missing(alice: PartnerClient) -> bytes:
+    body = json.loads(signed(payload(), alice.private_key))
+    del body["values"]
+    return json.dumps(body).encode()
+
+
+def _bad_salt(salt: Any) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        document = payload()
+        document.openings[0]["salt"] = salt
+        return signed(document, alice.private_key)
+
+    return case
+
+
+def _bad_commitment(commitment: Any) -> Case:
+    def case(alice: PartnerClient) -> bytes:
+        document = payload()
+        if commitment is _MISSING:
+            del document["entries"][0]["commitment"]
+        else:
+            document["entries"][0]["commitment"] = commitment
+        return signed(document, alice.private_key)
+
+    return case
 
 
 def _payload_not_json(alice: PartnerClient) -> bytes:
@@ -192,8 +315,10 @@ def _payload_deeply_nested(alice: PartnerClient) -> bytes:
 
 
 def _payload_huge_number(alice: PartnerClient) -> bytes:
-    document = json.dumps(payload()).encode()
-    return signed(document[:-1] + b', "n": ' + b"1" * 5000 + b"}", alice.private_key)
+    document = payload()
+    raw = json.dumps(document).encode()
+    huge = raw[:-1] + b', "n": ' + b"1" * 5000 + b"}"
+    return signed(huge, alice.private_key, openings=document.openings)
 
 
 def _unknown_algorithm(alice: PartnerClient) -> bytes:
@@ -300,38 +425,46 @@ def _raw_payload(text: str) -> Case:
     that only the strictness of the parser can refuse it."""
 
     def case(alice: PartnerClient) -> bytes:
-        document = json.dumps(payload())[:-1] + ", " + text + "}"
-        return signed(document.encode(), alice.private_key)
+        document = payload()
+        raw = json.dumps(document)[:-1] + ", " + text + "}"
+        return signed(raw.encode(), alice.private_key, openings=document.openings)
 
     return case
 
 
 def _payload_encoded(encoding: str) -> Case:
     def case(alice: PartnerClient) -> bytes:
-        return signed(json.dumps(payload()).encode(encoding), alice.private_key)
+        document = payload()
+        raw = json.dumps(document).encode(encoding)
+        return signed(raw, alice.private_key, openings=document.openings)
 
     return case
 
 
 def _payload_with_bom(alice: PartnerClient) -> bytes:
-    return signed(b"\xef\xbb\xbf" + json.dumps(payload()).encode(), alice.private_key)
+    document = payload()
+    raw = b"\xef\xbb\xbf" + json.dumps(document).encode()
+    return signed(raw, alice.private_key, openings=document.openings)
 
 
 def _payload_latin1(alice: PartnerClient) -> bytes:
-    entries = [{"algorithm": "pdq", "value": pdq(), "note": "café"}]
+    document = payload(entries=[{"algorithm": "pdq", "value": pdq(), "note": "café"}])
     return signed(
-        json.dumps(payload(entries=entries), ensure_ascii=False).encode("latin-1"),
+        json.dumps(document, ensure_ascii=False).encode("latin-1"),
         alice.private_key,
+        openings=document.openings,
     )
 
 
 def _duplicate_value_in_entry(alice: PartnerClient) -> bytes:
     # Signed once, read two ways: a last-wins parser stores the second hash, a first-wins
     # verifier believes the first was shared.
-    first, second = pdq(), pdq()
-    document = json.dumps(payload(entries=[{"algorithm": "pdq", "value": first}]))
-    document = document.replace(f'"value": "{first}"', f'"value": "{first}", "value": "{second}"')
-    return signed(document.encode(), alice.private_key)
+    document = payload()
+    first = document["entries"][0]["commitment"]
+    raw = json.dumps(document).replace(
+        f'"commitment": "{first}"', f'"commitment": "{first}", "commitment": "{"1" * 64}"'
+    )
+    return signed(raw.encode(), alice.private_key, openings=document.openings)
 
 
 def _text_in_entry(field: str, text: Any) -> Case:
@@ -351,9 +484,9 @@ def _text_field(field: str, text: str) -> Case:
 
 def _envelope_with_two_payloads(alice: PartnerClient) -> bytes:
     # The signature covers the second payload; a first-wins verifier would read the first.
-    envelope = signed(payload(), alice.private_key).decode()
+    body = signed(payload(), alice.private_key).decode()
     other = _b64(json.dumps(payload()).encode())
-    return envelope.replace('"payload": ', f'"payload": "{other}", "payload": ', 1).encode()
+    return body.replace('"payload": ', f'"payload": "{other}", "payload": ', 1).encode()
 
 
 def _envelope_encoded(encoding: str) -> Case:
@@ -382,12 +515,12 @@ REFUSALS: dict[str, tuple[Case, int, str]] = {
     "bad base64 in payload": (_bad_payload_base64, 400, "invalid-base64"),
     "bad base64 in sig": (_bad_sig_base64, 400, "invalid-base64"),
     "sig not text": (_sig_not_text, 400, "invalid-base64"),
-    "body not JSON": (_not_json, 400, "malformed-envelope"),
-    "body not UTF-8": (_not_utf8, 400, "malformed-envelope"),
-    "body a JSON array": (_json_array, 400, "malformed-envelope"),
-    "body nested too deep": (_deeply_nested, 400, "malformed-envelope"),
-    "body with a huge number": (_huge_number, 400, "malformed-envelope"),
-    "empty body": (_empty_body, 400, "malformed-envelope"),
+    "body not JSON": (_not_json, 400, "malformed-request"),
+    "body not UTF-8": (_not_utf8, 400, "malformed-request"),
+    "body a JSON array": (_json_array, 400, "malformed-request"),
+    "body nested too deep": (_deeply_nested, 400, "malformed-request"),
+    "body with a huge number": (_huge_number, 400, "malformed-request"),
+    "empty body": (_empty_body, 400, "malformed-request"),
     "no signatures": (_no_signatures, 400, "malformed-envelope"),
     "empty signatures": (_empty_signatures, 400, "malformed-envelope"),
     "signature not an object": (_signature_not_object, 400, "malformed-envelope"),
@@ -404,6 +537,19 @@ REFUSALS: dict[str, tuple[Case, int, str]] = {
     "payload a JSON array": (_payload_json_array, 400, "invalid-payload"),
     "payload nested too deep": (_payload_deeply_nested, 400, "invalid-payload"),
     "payload with a huge number": (_payload_huge_number, 400, "invalid-payload"),
+    "version 1 payload": (_version_1, 400, "legacy-payload-version"),
+    "a bare envelope, as version 1 sent it": (_bare_envelope, 400, "malformed-request"),
+    "values missing": (_values_missing, 400, "malformed-request"),
+    "a value under the signature": (_value_in_signed_entry, 400, "invalid-payload"),
+    "a salt that does not open the commitment": (_wrong_salt, 400, "commitment-mismatch"),
+    "a value that does not open the commitment": (_other_value, 400, "commitment-mismatch"),
+    "openings in the wrong order": (_openings_swapped, 400, "commitment-mismatch"),
+    "an opening missing": (_opening_missing, 400, "invalid-payload"),
+    "salt too short": (_bad_salt("ab" * 15), 400, "invalid-payload"),
+    "salt uppercase": (_bad_salt("AB" * 16), 400, "invalid-payload"),
+    "salt not text": (_bad_salt(7), 400, "invalid-payload"),
+    "commitment too short": (_bad_commitment("a" * 63), 400, "invalid-payload"),
+    "commitment missing": (_bad_commitment(_MISSING), 400, "invalid-payload"),
     "unknown algorithm": (_unknown_algorithm, 400, "unknown-algorithm"),
     "pdq of 63 hex": (_pdq_63, 400, "invalid-hash-value"),
     "pdq of 65 hex": (_pdq_65, 400, "invalid-hash-value"),
@@ -432,12 +578,12 @@ REFUSALS: dict[str, tuple[Case, int, str]] = {
     "too many labels": (_labels([f"l{n}" for n in range(33)]), 400, "invalid-payload"),
     "note too long": (_long_note, 400, "invalid-payload"),
     # Strict JSON: one envelope, one meaning for every verifier.
-    "envelope with a duplicate key": (_envelope_with_two_payloads, 400, "malformed-envelope"),
-    "envelope in UTF-16": (_envelope_encoded("utf-16"), 400, "malformed-envelope"),
-    "envelope in UTF-32": (_envelope_encoded("utf-32"), 400, "malformed-envelope"),
-    "envelope with a BOM": (_envelope_with_bom, 400, "malformed-envelope"),
-    "envelope with NaN": (_envelope_with_nan, 400, "malformed-envelope"),
-    "envelope with a lone surrogate": (_envelope_with_lone_surrogate, 400, "malformed-envelope"),
+    "envelope with a duplicate key": (_envelope_with_two_payloads, 400, "malformed-request"),
+    "envelope in UTF-16": (_envelope_encoded("utf-16"), 400, "malformed-request"),
+    "envelope in UTF-32": (_envelope_encoded("utf-32"), 400, "malformed-request"),
+    "envelope with a BOM": (_envelope_with_bom, 400, "malformed-request"),
+    "envelope with NaN": (_envelope_with_nan, 400, "malformed-request"),
+    "envelope with a lone surrogate": (_envelope_with_lone_surrogate, 400, "malformed-request"),
     "payload with a duplicate key": (_raw_payload('"list": "other"'), 400, "invalid-payload"),
     "duplicate key in an entry": (_duplicate_value_in_entry, 400, "invalid-payload"),
     "payload with NaN": (_raw_payload('"n": NaN'), 400, "invalid-payload"),
@@ -510,7 +656,7 @@ def test_refusal_names_the_first_problem_with_a_pointer(alice, shared_list) -> N
     response = alice.post("/api/v1/submissions", _bad_second_entry(alice))
 
     body = json.loads(response.content)
-    assert body["pointer"] == "/entries/1/value"
+    assert body["pointer"] == "/values/1/value"
     assert body["status"] == 400
     assert body["title"]
     assert body["detail"]
@@ -635,7 +781,7 @@ def test_envelope_from_an_independent_dsse_implementation_is_accepted(alice, sha
     envelope = SslibEnvelope(json.dumps(document).encode(), SUBMISSION_PAYLOAD_TYPE, {})
     signature = envelope.sign(CryptoSigner(alice.private_key))
     assert signature.keyid != alice.signing_key.key_id
-    body = json.dumps(envelope.to_dict()).encode()
+    body = body_of(json.dumps(envelope.to_dict()).encode(), document.openings)
 
     response = alice.post("/api/v1/submissions", body)
 
@@ -643,11 +789,13 @@ def test_envelope_from_an_independent_dsse_implementation_is_accepted(alice, sha
     (created,) = json.loads(response.content)["entries"]
     entry = _entry(alice, created["id"])
     assert (entry["value"], entry["signing_key"]) == (value, alice.signing_key.key_id)
-    # The server keeps the bytes it received, so anybody can verify them again.
+    # The server keeps the envelope in canonical form, its signed payload byte for byte, so
+    # anybody can verify it again, and its digest is the one the leaf names.
     stored = alice.get(f"/api/v1/submissions/{entry['submission']}/envelope")
-    assert stored.content == body
+    assert hashlib.sha256(stored.content).hexdigest() == entry["envelope_sha256"]
     again = SslibEnvelope.from_dict(json.loads(stored.content))
     assert again.payload == envelope.payload
+    assert again.verify([CryptoSigner(alice.private_key).public_key], 1)
 
 
 def test_envelope_signed_by_another_of_the_partners_keys_is_accepted(alice, shared_list) -> None:
@@ -695,7 +843,8 @@ def test_keyid_hint_does_not_decide_verification(alice, shared_list, hint: str) 
 
 
 def test_one_valid_signature_among_unknown_ones_is_enough(alice, shared_list) -> None:
-    document = json.dumps(payload()).encode()
+    written = payload()
+    document = json.dumps(written).encode()
     stranger = key_generate()
     signatures = [
         {
@@ -704,7 +853,7 @@ def test_one_valid_signature_among_unknown_ones_is_enough(alice, shared_list) ->
         },
         {"sig": _b64(alice.private_key.sign(pae(SUBMISSION_PAYLOAD_TYPE, document)))},
     ]
-    body = json.dumps(
+    envelope = json.dumps(
         {
             "payloadType": SUBMISSION_PAYLOAD_TYPE,
             "payload": _b64(document),
@@ -712,22 +861,22 @@ def test_one_valid_signature_among_unknown_ones_is_enough(alice, shared_list) ->
         }
     ).encode()
 
-    response = alice.post("/api/v1/submissions", body)
+    response = alice.post("/api/v1/submissions", body_of(envelope, written.openings))
 
     assert response.status_code == 201, response.content
 
 
 def test_url_safe_unpadded_base64_is_accepted(alice, shared_list) -> None:
     # A note chosen so that standard base64 of the payload needs '+' and '/'.
-    entries = [{"algorithm": "pdq", "value": pdq(), "note": "???~~~>>>"}]
-    document = json.dumps(payload(entries=entries)).encode()
+    written = payload(entries=[{"algorithm": "pdq", "value": pdq(), "note": "???~~~>>>"}])
+    document = json.dumps(written).encode()
     signature = alice.private_key.sign(pae(SUBMISSION_PAYLOAD_TYPE, document))
 
     def url_safe(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
     assert {"-", "_"} & set(url_safe(document))
-    body = json.dumps(
+    envelope = json.dumps(
         {
             "payloadType": SUBMISSION_PAYLOAD_TYPE,
             "payload": url_safe(document),
@@ -735,7 +884,7 @@ def test_url_safe_unpadded_base64_is_accepted(alice, shared_list) -> None:
         }
     ).encode()
 
-    response = alice.post("/api/v1/submissions", body)
+    response = alice.post("/api/v1/submissions", body_of(envelope, written.openings))
 
     assert response.status_code == 201, response.content
     (created,) = json.loads(response.content)["entries"]

@@ -50,6 +50,8 @@ class Migration(migrations.Migration):
     dependencies = [
         ('audit', '0004_log_event_list_id'),
         ('partners', '0001_initial'),
+        # The tiles are built from the leaves as they stand once rewritten as version 2.
+        ('hashes', '0005_leaves_v2'),
     ]
 
     operations = [

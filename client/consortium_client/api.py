@@ -9,7 +9,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consortium_client.payloads import SignedSubmission
 
 
 class ApiError(Exception):
@@ -93,17 +96,33 @@ class ConsortiumApi:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self._json(*self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else "")))
 
+    def post_body(self, path: str, body: bytes) -> Any:
+        """POST `body` (JSON bytes, sent as they are) and return the decoded answer."""
+        return self._json(*self._request("POST", f"/api/v1/{path}", body))
+
     def post_envelope(self, path: str, envelope: bytes) -> Any:
-        return self._json(*self._request("POST", f"/api/v1/{path}", envelope))
+        return self.post_body(path, envelope)
+
+    def submit(self, signed: SignedSubmission) -> Any:
+        """Send a signed submission: its envelope, and the values beside it."""
+        return self.post_body("submissions", signed.body())
 
     def feed(
         self, after: str | None = None, limit: int = 10_000
     ) -> Iterator[tuple[dict[str, Any], str]]:
-        """Yield (event, cursor after it) from `after` until the server has no more."""
+        """Yield (event, cursor after it) from `after` until the server has no more.
+
+        An event is its leaf's fields; an entry_added event also carries, from the page's
+        `values`, the `value` and `salt` that open its commitment, or `erased: true` (names
+        no leaf uses, so the leaf is the event without them)."""
         while True:
             page = self.get("feed", after=after, limit=limit)
             events = page["events"]
+            openings = {item["index"]: item for item in page.get("values", [])}
             for position, event in enumerate(events, start=1):
+                if event.get("type") == "entry_added":
+                    opening = openings.get(event["index"], {"erased": True})
+                    event.update({k: v for k, v in opening.items() if k != "index"})
                 # The page's cursor may lie past its last event (events this partner may
                 # not see were skipped), so the last event carries the page's cursor.
                 yield event, page["next"] if position == len(events) else str(event["index"])

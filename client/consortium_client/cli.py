@@ -26,7 +26,11 @@ from consortium_client.keys import (
     private_key_pem,
     public_key_pem,
 )
-from consortium_client.payloads import revocation_envelope, submission_envelope
+from consortium_client.payloads import (
+    SignedSubmission,
+    revocation_envelope,
+    submission_envelope,
+)
 from consortium_client.verify import VerificationError
 from consortium_client.verify_cli import UsageError, parsers_add
 
@@ -114,19 +118,23 @@ def cmd_keygen(args: argparse.Namespace) -> None:
 
 def cmd_sign(args: argparse.Namespace) -> None:
     entries = hashes_read(_read_text(args.hashes).splitlines(), _labels(args.labels))
-    sys.stdout.write(submission_envelope(args.list, entries, _private_key(args.key)).decode())
+    signed = submission_envelope(args.list, entries, _private_key(args.key))
+    sys.stdout.write(signed.body().decode())
     sys.stdout.write("\n")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
+    api = _api(args)
     if args.envelope:
-        envelope = _read_text(args.envelope).strip().encode()
+        # What 'sign' printed: the envelope and the values beside it, sent as they are.
+        body = _read_text(args.envelope).strip().encode()
+        result = api.post_body("submissions", body)
     else:
         if not (args.key and args.list and args.hashes):
             raise CliError("submit needs --envelope, or --key, --list and a hashes file")
         entries = hashes_read(_read_text(args.hashes).splitlines(), _labels(args.labels))
-        envelope = submission_envelope(args.list, entries, _private_key(args.key))
-    result = _api(args).post_envelope("submissions", envelope)
+        signed: SignedSubmission = submission_envelope(args.list, entries, _private_key(args.key))
+        result = api.submit(signed)
     if args.ids:
         for entry in result["entries"]:
             print(entry["id"])
@@ -249,7 +257,9 @@ def parser_build() -> argparse.ArgumentParser:
     hash_.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, WebP, ...)")
     hash_.set_defaults(handler=cmd_hash)
 
-    sign = commands.add_parser("sign", help="print a signed submission envelope")
+    sign = commands.add_parser(
+        "sign", help="print a signed submission: the envelope and the values beside it"
+    )
     sign.add_argument("--key", required=True, help="your private signing key (PEM)")
     sign.add_argument("--list", required=True, help="the list to submit to")
     sign.add_argument("--labels", default="", help="comma-separated labels for every entry")
@@ -257,7 +267,9 @@ def parser_build() -> argparse.ArgumentParser:
     sign.set_defaults(handler=cmd_sign)
 
     submit = commands.add_parser("submit", help="sign (unless --envelope) and submit hashes")
-    submit.add_argument("--envelope", help="an envelope made by 'sign' (or - for standard input)")
+    submit.add_argument(
+        "--envelope", help="a signed submission made by 'sign' (or - for standard input)"
+    )
     submit.add_argument("--key", help="your private signing key (PEM)")
     submit.add_argument("--list", help="the list to submit to")
     submit.add_argument("--labels", default="", help="comma-separated labels for every entry")

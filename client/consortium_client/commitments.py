@@ -61,3 +61,21 @@ def commitment_check(algorithm: str, value: str, salt: str, commitment: str) -> 
     expected = commitment_of(algorithm, value, salt)
     if not hmac.compare_digest(expected, commitment_parse(commitment)):
         raise CommitmentError(f"the {algorithm} value and salt do not match the commitment")
+
+
+def commitment_opens(algorithm: str, value: str, salt: str, commitment: str) -> bool:
+    """Whether a stored, already normalised `value` and `salt` open `commitment`.
+
+    For readers of many stored rows (an index loading millions of entries): no parsing,
+    and False, never an exception, for a malformed value or salt, which cannot open a
+    commitment made from a normalised one."""
+    if not SALT_PATTERN.fullmatch(salt):
+        return False
+    try:
+        value_bytes = value.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    digest = hashlib.sha256(COMMITMENT_DOMAIN)
+    digest.update(bytes.fromhex(salt))
+    digest.update(algorithm.encode("ascii") + b"\x00" + value_bytes)
+    return hmac.compare_digest(digest.hexdigest(), commitment)

@@ -22,7 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consortium_client.keys import key_id
 from consortium_client.strictjson import StrictJsonError, strict_json_loads
 
-SUBMISSION_PAYLOAD_TYPE = "application/vnd.consortium.submission.v1+json"
+# Version 2 signs salted commitments to the values, never the values (docs/formats.md).
+SUBMISSION_PAYLOAD_TYPE = "application/vnd.consortium.submission.v2+json"
+# Version 1 signed the values themselves; such envelopes are stored as legacy, never accepted.
+SUBMISSION_V1_PAYLOAD_TYPE = "application/vnd.consortium.submission.v1+json"
 REVOCATION_PAYLOAD_TYPE = "application/vnd.consortium.revocation.v1+json"
 
 
@@ -72,6 +75,11 @@ def envelope_parse(raw: bytes) -> Envelope:
         raise EnvelopeError(
             "malformed-envelope", f"the envelope is not strict JSON: {exc}"
         ) from exc
+    return envelope_from_document(document)
+
+
+def envelope_from_document(document: object) -> Envelope:
+    """An envelope from its already parsed JSON (for an envelope nested in a request)."""
     if not isinstance(document, dict):
         raise EnvelopeError("malformed-envelope", "the envelope must be a JSON object")
     payload_type = document.get("payloadType")
@@ -105,6 +113,24 @@ def envelope_sign(
         "signatures": [{"keyid": hint, "sig": base64.b64encode(signature).decode("ascii")}],
     }
     return json.dumps(document).encode("utf-8")
+
+
+def envelope_canonical(envelope: Envelope) -> bytes:
+    """The envelope as canonical JSON: sorted keys, no white space, standard padded base64.
+
+    What the server stores for an envelope that arrived nested in a larger request: the
+    signature covers PAE(payloadType, payload), and `payload` here is the exact signed bytes
+    (only re-encoded as base64), so this form verifies exactly as the one received did.
+    """
+    document = {
+        "payload": base64.b64encode(envelope.payload).decode("ascii"),
+        "payloadType": envelope.payload_type,
+        "signatures": [
+            {"keyid": hint, "sig": base64.b64encode(sig).decode("ascii")}
+            for hint, sig in envelope.signatures
+        ],
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def envelope_verify(envelope: Envelope, trusted: Iterable[tuple[str, Ed25519PublicKey]]) -> str:

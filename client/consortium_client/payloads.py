@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from consortium_client.commitments import commitment_of, salt_new
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.hashvalues import hash_value_parse
 from consortium_client.strictjson import strict_json_dumps
+
+# What an entry of a version 2 payload may carry besides its commitment.
+_ENTRY_FIELDS = ("labels", "note", "quality")
 
 
 def _stamp(payload: dict[str, Any]) -> bytes:
@@ -21,12 +28,62 @@ def _stamp(payload: dict[str, Any]) -> bytes:
     return strict_json_dumps(payload)
 
 
+@dataclass(frozen=True)
+class ValueOpening:
+    """An entry's hash value and the salt that opens its signed commitment."""
+
+    value: str
+    salt: str
+
+
+@dataclass(frozen=True)
+class SignedSubmission:
+    """What `POST /api/v1/submissions` takes: the signed envelope, which holds only salted
+    commitments, and beside it the value and salt opening each entry's commitment, in the
+    order of the payload's entries. The values stay outside the signature, so that erasing
+    one never breaks the signature over its batch."""
+
+    envelope: bytes  # the DSSE envelope's JSON, as signed
+    values: tuple[ValueOpening, ...]
+
+    def body(self) -> bytes:
+        """The request body: `{"envelope": <the envelope>, "values": [{"value", "salt"}]}`.
+        The envelope's bytes are spliced in as they are, never re-encoded."""
+        return submission_body(self.envelope, self.values)
+
+
+def submission_body(envelope: bytes, values: Iterable[ValueOpening]) -> bytes:
+    openings = [{"value": opening.value, "salt": opening.salt} for opening in values]
+    return b'{"envelope":%b,"values":%b}' % (
+        envelope.strip(),
+        json.dumps(openings, separators=(",", ":")).encode("ascii"),
+    )
+
+
 def submission_envelope(
     list_name: str, entries: Iterable[Mapping[str, Any]], private_key: Ed25519PrivateKey
-) -> bytes:
-    """A signed submission of `entries` (dicts of algorithm, value, labels, note)."""
-    payload = _stamp({"list": list_name, "entries": [dict(entry) for entry in entries]})
-    return envelope_sign(SUBMISSION_PAYLOAD_TYPE, payload, private_key)
+) -> SignedSubmission:
+    """A signed submission of `entries` (dicts of algorithm, value, labels, note, quality).
+
+    Each entry gets a fresh salt (`salt_new`); the payload signs its commitment, never its
+    value, and the values travel beside the envelope in `SignedSubmission.values`."""
+    signed: list[dict[str, Any]] = []
+    openings: list[ValueOpening] = []
+    for entry in entries:
+        algorithm = entry["algorithm"]
+        value = hash_value_parse(algorithm, entry["value"])
+        salt = salt_new()
+        item: dict[str, Any] = {
+            "algorithm": algorithm,
+            "commitment": commitment_of(algorithm, value, salt),
+        }
+        item.update({name: entry[name] for name in _ENTRY_FIELDS if name in entry})
+        signed.append(item)
+        openings.append(ValueOpening(value, salt))
+    payload = _stamp({"list": list_name, "entries": signed})
+    return SignedSubmission(
+        envelope_sign(SUBMISSION_PAYLOAD_TYPE, payload, private_key), tuple(openings)
+    )
 
 
 def revocation_envelope(

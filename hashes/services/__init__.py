@@ -1,3 +1,4 @@
+from hashes.services.erasures import ErasureResult, entry_erase
 from hashes.services.revocations import (
     RevocationResult,
     revocation_by_administrator,
@@ -6,8 +7,10 @@ from hashes.services.revocations import (
 from hashes.services.submissions import SubmissionResult, submission_create
 
 __all__ = [
+    "ErasureResult",
     "RevocationResult",
     "SubmissionResult",
+    "entry_erase",
     "revocation_by_administrator",
     "revocation_create",
     "submission_create",

@@ -8,7 +8,12 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.services import EventDraft, access_event_record, checkpoint_soon, log_append
-from consortium.errors import EntryAlreadyRevoked, NotEntrySubmitter, UnknownEntry
+from consortium.errors import (
+    EntryAlreadyRevoked,
+    EntryErased,
+    NotEntrySubmitter,
+    UnknownEntry,
+)
 from consortium_client import leaves
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
 from hashes.models import Entry, Revocation
@@ -97,6 +102,8 @@ def _entries_lock(*, actor: Actor, entry_ids: list[int]) -> list[Entry]:
             )
         if entry.status == Entry.Status.REVOKED:
             raise EntryAlreadyRevoked(f"entry {entry_id} is already revoked", pointer=pointer)
+        if entry.status == Entry.Status.ERASED:
+            raise EntryErased(f"entry {entry_id} was erased", pointer=pointer)
     return [found[entry_id] for entry_id in entry_ids]
 
 
@@ -108,8 +115,7 @@ def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> Re
                 {
                     "entry": entry.pk,
                     "list": entry.hash_list.name,
-                    "algorithm": entry.algorithm,
-                    "value": entry.value,
+                    # No algorithm and no value: the entry's index names its entry_added leaf.
                     "partner": entry.partner.name,
                     "revoked_by": revocation.revoked_by,
                     "reason": revocation.reason,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 
@@ -11,8 +12,9 @@ from consortium.bulk import rows_insert
 from consortium.errors import EntryExists, SignedBeforeRevocation
 from consortium_client import leaves
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE
+from hashes.envelopes import submission_request_parse
 from hashes.models import Entry, HashList, Submission
-from hashes.payloads import EntryDraft, submission_payload_parse
+from hashes.payloads import EntryDraft, submission_payload_parse, submission_values_open
 from hashes.selectors import list_for_submission
 from hashes.statements import SignedStatement, statement_key_check, statement_take_effect
 
@@ -20,39 +22,61 @@ ACTION = "submission.create"
 
 
 @dataclass(frozen=True)
+class StoredEntry:
+    """An entry as a submission's answer shows it; value and salt are None once erased."""
+
+    id: int  # also the log index of its entry_added event
+    algorithm: str
+    commitment: str
+    value: str | None
+    salt: str | None
+
+
+@dataclass(frozen=True)
 class SubmissionResult:
     submission: Submission
-    entries: list[tuple[int, str, str]]  # (entry id = log index, algorithm, value)
+    entries: list[StoredEntry]
     replayed: bool
 
 
-def submission_create(*, actor: Actor, envelope: bytes) -> SubmissionResult:
-    """Verify `envelope` against the partner's signing keys and append its entries to the log.
+def submission_create(*, actor: Actor, body: bytes) -> SubmissionResult:
+    """Verify the request `body` ({"envelope", "values"}) and append its entries to the log.
 
-    All or nothing: the first problem refuses the whole batch and nothing is stored. A signed
-    submission takes effect once (hashes.statements): sent again, however re-encoded, it
-    returns the existing submission. A hash the partner held in the list and that was revoked
-    after the envelope was signed is refused: only a newer signature can add it back. Each
-    entry's id is the log index of the event that added it.
+    The envelope signs salted commitments; `values[i]` must open `entries[i]`'s commitment
+    (commitment-mismatch otherwise). All or nothing: the first problem refuses the whole
+    batch and nothing is stored. A signed submission takes effect once (hashes.statements):
+    sent again, however re-encoded, it returns the existing submission (its values are not
+    read again: the stored entries opened its commitments already, and an erased one stays
+    erased). A hash the partner held in the list and that was revoked after the envelope
+    was signed is refused: only a newer signature can add it back. Each entry's id is the
+    log index of the event that added it, and its leaf holds the commitment, never the value.
     """
+    request = submission_request_parse(body)
     return statement_take_effect(
         actor=actor,
-        envelope=envelope,
+        envelope=request.envelope,
         payload_type=SUBMISSION_PAYLOAD_TYPE,
         model=Submission,
-        store=lambda statement: _store(actor=actor, statement=statement),
+        store=lambda statement: _store(actor=actor, statement=statement, values=request.values),
         replay=lambda submission: _replay(actor=actor, submission=submission),
-        explain_conflict=lambda statement: _raise_first_existing(actor=actor, statement=statement),
+        explain_conflict=lambda statement: _raise_first_existing(
+            actor=actor, statement=statement, values=request.values
+        ),
     )
 
 
-def _store(*, actor: Actor, statement: SignedStatement) -> SubmissionResult:
+def _drafts(
+    *, actor: Actor, statement: SignedStatement, values: Any
+) -> tuple[HashList, list[EntryDraft]]:
     partner, _ = actor.require_partner()
     parsed = submission_payload_parse(statement.payload)
     hash_list = list_for_submission(partner=partner, name=parsed.list_name)
-    return _store_entries(
-        actor=actor, statement=statement, hash_list=hash_list, drafts=parsed.entries
-    )
+    return hash_list, submission_values_open(parsed.entries, values)
+
+
+def _store(*, actor: Actor, statement: SignedStatement, values: Any) -> SubmissionResult:
+    hash_list, drafts = _drafts(actor=actor, statement=statement, values=values)
+    return _store_entries(actor=actor, statement=statement, hash_list=hash_list, drafts=drafts)
 
 
 @transaction.atomic
@@ -79,7 +103,7 @@ def _store_entries(
                 {
                     "list": hash_list.name,
                     "algorithm": draft.algorithm,
-                    "value": draft.value,
+                    "commitment": draft.commitment,
                     "labels": draft.labels,
                     "partner": partner.name,
                     "key": signing_key.key_id,
@@ -104,6 +128,8 @@ def _store_entries(
             "hash_list_id",
             "algorithm",
             "value",
+            "salt",
+            "commitment",
             "labels",
             "note",
             "quality",
@@ -117,6 +143,8 @@ def _store_entries(
                 hash_list.pk,
                 draft.algorithm,
                 draft.value,
+                draft.salt,
+                draft.commitment,
                 draft.labels,
                 draft.note,
                 draft.quality,
@@ -144,14 +172,22 @@ def _store_entries(
     )
     return SubmissionResult(
         submission,
-        [(event.index, d.algorithm, d.value) for d, event in zip(drafts, events, strict=True)],
+        [
+            StoredEntry(event.index, d.algorithm, d.commitment, d.value, d.salt)
+            for d, event in zip(drafts, events, strict=True)
+        ],
         replayed=False,
     )
 
 
 @transaction.atomic
 def _replay(*, actor: Actor, submission: Submission) -> SubmissionResult:
-    entries = list(submission.entries.order_by("id").values_list("id", "algorithm", "value"))
+    entries = [
+        StoredEntry(*row)
+        for row in submission.entries.order_by("id").values_list(
+            "id", "algorithm", "commitment", "value", "salt"
+        )
+    ]
     access_event_record(
         actor=actor,
         action=ACTION,
@@ -193,11 +229,8 @@ def _refuse_signed_before_revocation(
             )
 
 
-def _raise_first_existing(*, actor: Actor, statement: SignedStatement) -> None:
-    partner, _ = actor.require_partner()
-    parsed = submission_payload_parse(statement.payload)
-    hash_list = list_for_submission(partner=partner, name=parsed.list_name)
-    drafts = parsed.entries
+def _raise_first_existing(*, actor: Actor, statement: SignedStatement, values: Any) -> None:
+    hash_list, drafts = _drafts(actor=actor, statement=statement, values=values)
     held = set(
         Entry.objects.filter(
             hash_list=hash_list,

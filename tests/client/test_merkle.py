@@ -684,6 +684,8 @@ def test_compact_range_gives_every_root_and_every_complete_subtree(leaves):
         assert hashed == reference(level, n)
     # Exactly the subtrees Go's layout stores, so tiles can be checked as they close.
     assert len(completed) == merkle.stored_hash_count(len(hashes))
+
+
 def _tiles_by_stored_hashes(hashes: list[bytes]) -> dict[tuple[int, int], bytes]:
     stored: list[bytes] = []
     read = lambda indexes: [stored[i] for i in indexes]  # noqa: E731

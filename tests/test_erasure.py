@@ -1,0 +1,204 @@
+"""Erasure (DESIGN.md, promise 10): an erased hash value is gone from every table, response
+and log line, the entry stops matching, and every leaf written before is unchanged."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import secrets
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import Client
+
+from audit.models import AccessEvent, LogEvent
+from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
+from consortium_client.mirror import mirror_load
+from hashes.models import Entry, Submission
+from tests.conftest import PartnerClient, problem, store_counts
+
+
+def _submit_md5(client: PartnerClient, *values: str) -> list[int]:
+    response = client.submit("ncii", [{"algorithm": "md5", "value": value} for value in values])
+    assert response.status_code == 201, response.content
+    return [entry["id"] for entry in json.loads(response.content)["entries"]]
+
+
+def _matches(client: PartnerClient, md5: str) -> list[int]:
+    body = json.dumps({"hashes": [{"algorithm": "md5", "value": md5}]}).encode()
+    response = client.post("/api/v1/match", body)
+    assert response.status_code == 200, response.content
+    return [match["entry"] for match in json.loads(response.content)["results"][0]["matches"]]
+
+
+def _texts(cell: Any) -> list[bytes]:
+    """Every form in which a stored cell could hold a value: its text, and for bytes also
+    the base64-decoded `payload` of a JSON envelope (where a version 1 value hides)."""
+    if cell is None:
+        return []
+    if isinstance(cell, memoryview | bytes):
+        raw = bytes(cell)
+        found = [raw]
+        try:
+            found.append(base64.b64decode(json.loads(raw)["payload"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+        return found
+    if isinstance(cell, dict | list):
+        return [json.dumps(cell).encode()]
+    return [str(cell).encode()]
+
+
+def _tables_holding(value: str) -> list[str]:
+    """Every table (all of them, whoever owns it) with a row holding `value` anywhere."""
+    needle = value.encode()
+    holding = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from the catalogue
+            if any(needle in text for row in cursor.fetchall() for c in row for text in _texts(c)):
+                holding.append(table)
+    return holding
+
+
+def test_erased_value_is_gone_from_every_table_response_and_log_line(
+    alice, bob, shared_list, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    erased, kept = secrets.token_hex(16), secrets.token_hex(16)
+    entry_id, kept_id = _submit_md5(alice, erased, kept)
+    assert _matches(bob, erased) == [entry_id]
+    assert bob.get(f"/api/v1/entries/{entry_id}").status_code == 200
+    leaves_before = {e.index: bytes(e.leaf) for e in LogEvent.objects.all()}
+    assert _tables_holding(erased) == ["hashes_entry"]
+
+    out = io.StringIO()
+    call_command("erase_entry", str(entry_id), "--reason", "court order 12/3", stdout=out)
+
+    assert f"entry {entry_id} erased" in out.getvalue()
+    # Every leaf written before is byte for byte as it was: proofs made before still hold.
+    assert {e.index: bytes(e.leaf) for e in LogEvent.objects.filter(index__in=leaves_before)} == (
+        leaves_before
+    )
+    assert _tables_holding(erased) == []
+    assert _tables_holding(kept) == ["hashes_entry"]
+    # Not matched, and no response shows the value.
+    assert _matches(bob, erased) == []
+    assert _matches(bob, kept) == [kept_id]
+    detail = bob.get(f"/api/v1/entries/{entry_id}")
+    assert erased.encode() not in detail.content
+    shown = json.loads(detail.content)
+    assert (shown["value"], shown["salt"], shown["erased"], shown["status"]) == (
+        None,
+        None,
+        True,
+        "erased",
+    )
+    page = bob.get("/api/v1/feed", limit=1000)
+    assert erased.encode() not in page.content
+    values = json.loads(page.content)["values"]
+    assert {"index": entry_id, "erased": True} in values
+    assert any(item.get("value") == kept for item in values)
+    events, _ = bob.feed_all()
+    (erasure,) = [event for event in events if event["type"] == "entry_erased"]
+    assert (erasure["entry"], erasure["by"], erasure["reason"]) == (
+        entry_id,
+        "command",
+        "court order 12/3",
+    )
+    auditor = bob.get("/api/v1/audit/events")
+    assert erased.encode() not in auditor.content
+    assert AccessEvent.objects.filter(action="entry.erase", target=f"entry:{entry_id}").exists()
+    assert erased not in caplog.text
+
+
+def test_erased_entry_stops_matching_on_a_partners_mirror(alice, bob, shared_list) -> None:
+    value = secrets.token_hex(16)
+    (entry_id,) = _submit_md5(alice, value)
+    synced, cursor = bob.feed_all()
+    mirror = mirror_load(json.dumps(event) for event in synced)
+    assert [found["index"] for found in mirror.match("md5", value)] == [entry_id]
+
+    call_command("erase_entry", str(entry_id), "--reason", "victim's request", stdout=io.StringIO())
+
+    later, _ = bob.feed_all(after=cursor)
+    for event in later:
+        mirror.apply(event)
+    assert mirror.match("md5", value) == []
+    fresh, _ = bob.feed_all()
+    assert mirror_load(json.dumps(event) for event in fresh).match("md5", value) == []
+
+
+def test_erasing_a_legacy_entry_redacts_its_envelope(alice, shared_list) -> None:
+    value = secrets.token_hex(16)
+    (entry_id,) = _submit_md5(alice, value)
+    # A version 1 envelope, as stored before payload version 2: it signs the value itself.
+    payload = json.dumps({"list": "ncii", "entries": [{"algorithm": "md5", "value": value}]})
+    legacy = envelope_sign(SUBMISSION_V1_PAYLOAD_TYPE, payload.encode(), alice.private_key)
+    submission = Entry.objects.get(pk=entry_id).submission
+    Submission.objects.filter(pk=submission.pk).update(envelope=legacy, payload_version=1)
+    digest = submission.envelope_sha256
+
+    call_command("erase_entry", str(entry_id), "--reason", "court order", stdout=io.StringIO())
+
+    redacted = Submission.objects.get(pk=submission.pk)
+    assert bytes(redacted.envelope) == b""
+    assert redacted.envelope_sha256 == digest
+    assert redacted.redacted_at is not None
+    assert redacted.redaction_reason == f"entry {entry_id} erased: court order"
+    assert _tables_holding(value) == []
+    assert alice.get(f"/api/v1/submissions/{submission.pk}/envelope").content == b""
+
+
+def test_an_erased_entry_cannot_be_erased_again_or_revoked(alice, shared_list) -> None:
+    (entry_id,) = _submit_md5(alice, secrets.token_hex(16))
+    call_command("erase_entry", str(entry_id), "--reason", "court order", stdout=io.StringIO())
+    before = store_counts()
+
+    with pytest.raises(CommandError, match="was erased"):
+        call_command("erase_entry", str(entry_id), "--reason", "again", stdout=io.StringIO())
+    response = alice.revoke([entry_id])
+
+    assert response.status_code == 409
+    assert problem(response) == "entry-erased"
+    assert store_counts() == before
+
+
+def test_erase_needs_a_reason(alice, shared_list) -> None:
+    (entry_id,) = _submit_md5(alice, secrets.token_hex(16))
+    before = store_counts()
+
+    with pytest.raises(CommandError, match="reason"):
+        call_command("erase_entry", str(entry_id), "--reason", "  ", stdout=io.StringIO())
+
+    assert store_counts() == before
+    assert Entry.objects.get(pk=entry_id).value is not None
+
+
+def test_admin_erase_action_asks_for_a_reason_then_erases(client: Client, alice, shared_list):
+    admin_user = User.objects.create_superuser("admin", "admin@example.org", None)
+    client.force_login(admin_user)
+    value = secrets.token_hex(16)
+    (entry_id,) = _submit_md5(alice, value)
+    data = {"action": "erase", "_selected_action": [str(entry_id)], "index": "0"}
+
+    asked = client.post("/admin/hashes/entry/", data, follow=True)
+
+    assert b"Erase entries" in asked.content
+    assert value.encode() not in asked.content
+    assert Entry.objects.get(pk=entry_id).status == Entry.Status.ACTIVE
+
+    client.post("/admin/hashes/entry/", {**data, "reason": "court order"}, follow=True)
+
+    entry = Entry.objects.get(pk=entry_id)
+    assert (entry.status, entry.value, entry.salt) == (Entry.Status.ERASED, None, None)
+    (event,) = LogEvent.objects.filter(event_type="entry_erased")
+    leaf = json.loads(bytes(event.leaf))
+    assert (leaf["entry"], leaf["by"], leaf["reason"]) == (entry_id, "admin:admin", "court order")
+    audit = AccessEvent.objects.get(action="entry.erase")
+    assert (audit.actor, audit.user) == ("admin:admin", admin_user)
