@@ -889,3 +889,26 @@ def test_url_safe_unpadded_base64_is_accepted(alice, shared_list) -> None:
     assert response.status_code == 201, response.content
     (created,) = json.loads(response.content)["entries"]
     assert _entry(alice, created["id"])["note"] == "???~~~>>>"
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (rb'{"envelope\ud800": {}, "values": []}', "/envelope\\ud800"),
+        (rb'{"envelope": {"payload\udc00": "x"}, "values": []}', "/envelope/payload\\udc00"),
+        (rb'{"envelope": {}, "values": ["\ud800"]}', "/values/0"),
+    ],
+    ids=["body-member", "envelope-member", "value"],
+)
+def test_lone_surrogate_in_the_body_is_pointed_at_not_a_server_error(
+    alice: PartnerClient, shared_list: HashList, body: bytes, pointer: str
+) -> None:
+    """A pointer naming a member with a lone surrogate still renders as UTF-8 JSON."""
+    before = store_counts()
+
+    response = alice.post("/api/v1/submissions", body)
+
+    assert response.status_code == 400
+    assert problem(response) == "malformed-request"
+    assert json.loads(response.content)["pointer"] == pointer
+    assert store_counts() == before

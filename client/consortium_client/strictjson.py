@@ -32,8 +32,10 @@ class StrictJsonError(ValueError):
 
 
 def pointer_token(key: str | int) -> str:
-    """One RFC 6901 reference token."""
-    return str(key).replace("~", "~0").replace("/", "~1")
+    """One RFC 6901 reference token. A lone surrogate in a member name is spelt as its
+    escape (`\\ud800`): a pointer goes into a problem's UTF-8 JSON, which cannot hold it."""
+    text = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("~", "~0").replace("/", "~1")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
