@@ -26,15 +26,16 @@ from consortium_client.verify import (
     VerifiedCheckpoint,
     consistency_proof_parse,
     inclusion_proof_parse,
+    leaf_file_read,
     trusted_advance,
     trusted_checkpoint,
     trusted_state_load,
     trusted_state_new,
     trusted_state_save,
-    verify_consistency,
+    verify_consistency_proof,
     verify_entry,
     verify_envelope,
-    verify_inclusion,
+    verify_inclusion_proof,
     verify_revocation,
 )
 
@@ -73,10 +74,9 @@ def _read_text(path: str) -> str:
         raise VerificationError(f"{path} is not UTF-8 text") from exc
 
 
-def _read_leaf(path: str) -> bytes:
-    # A leaf is canonical JSON, which never ends in white space: a final newline is the
-    # file's, not the leaf's.
-    return _read(path).removesuffix(b"\n").removesuffix(b"\r")
+def _read_leaf(path: str, index: int | None = None) -> bytes:
+    """A leaf's bytes, or a saved `log/entries` answer holding the leaf."""
+    return leaf_file_read(_read(path), index)
 
 
 def _state(args: argparse.Namespace) -> TrustedState:
@@ -137,14 +137,7 @@ def cmd_verify_checkpoint(args: argparse.Namespace) -> None:
     state = _state(args)
     proof = None
     if args.consistency_proof:
-        old, new, proof = consistency_proof_parse(_read(args.consistency_proof))
-        checkpoint = trusted_checkpoint(state, _read(args.checkpoint))
-        trusted_size = state.checkpoint.size if state.checkpoint else 0
-        if (old, new) != (trusted_size, checkpoint.size):
-            raise VerificationError(
-                f"the consistency proof is from size {old} to {new}, "
-                f"not from the trusted size {trusted_size} to {checkpoint.size}"
-            )
+        proof = consistency_proof_parse(_read(args.consistency_proof))
     advanced = trusted_advance(state, _read(args.checkpoint), proof)
     trusted_state_save(_state_path(args), advanced)
     if advanced.checkpoint is not None:  # always, once advanced
@@ -159,15 +152,11 @@ def cmd_verify_inclusion(args: argparse.Namespace) -> None:
         checkpoint = state.checkpoint
     else:
         raise UsageError("no checkpoint: pass --checkpoint or run 'consortium verify checkpoint'")
-    index, size, hashes = inclusion_proof_parse(_read(args.proof))
-    if index != args.index:
-        raise VerificationError(f"the proof is for leaf {index}, not {args.index}")
-    if size != checkpoint.size:
-        raise VerificationError(
-            f"the proof is for size {size}, the checkpoint is of size {checkpoint.size}"
-        )
-    verify_inclusion(_read_leaf(args.leaf), index, size, hashes, checkpoint.root)
-    print(f"verified: leaf {index} is in {_describe(checkpoint)}")
+    proof = inclusion_proof_parse(_read(args.proof))
+    if proof.index != args.index:
+        raise VerificationError(f"the proof is for leaf {proof.index}, not {args.index}")
+    verify_inclusion_proof(_read_leaf(args.leaf, args.index), proof, checkpoint)
+    print(f"verified: leaf {proof.index} is in {_describe(checkpoint)}")
 
 
 def cmd_verify_consistency(args: argparse.Namespace) -> None:
@@ -179,12 +168,7 @@ def cmd_verify_consistency(args: argparse.Namespace) -> None:
     else:
         raise UsageError("no old checkpoint: pass --old or run 'consortium verify checkpoint'")
     new = _checkpoint_against_state(state, args.new)
-    old_size, new_size, hashes = consistency_proof_parse(_read(args.proof))
-    if (old_size, new_size) != (old.size, new.size):
-        raise VerificationError(
-            f"the proof is from size {old_size} to {new_size}, not from {old.size} to {new.size}"
-        )
-    verify_consistency(old.size, old.root, new.size, new.root, hashes)
+    verify_consistency_proof(consistency_proof_parse(_read(args.proof)), old, new)
     print(f"verified: size {old.size} is a prefix of {_describe(new)}")
 
 
