@@ -475,3 +475,49 @@ def test_malformed_period_parameters_are_refused(path: str, params: dict) -> Non
     response = auditor.get(path, **params)
     assert response.status_code == 400
     assert problem(response) == "malformed-request"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cli_verifies_a_period_exported_or_paged_from_the_api(tmp_path, capsys) -> None:
+    from consortium_client import cli
+
+    auditor: PartnerClient = partner_client("auditor", scopes=["audit", "read"])
+    _record(3)
+    period = access_period_seal(actor=ACCESS_PERIOD_SEALER)
+    assert period is not None
+    exported = io.StringIO()
+    call_command("access_period_export", "1", "--leaf", str(tmp_path / "leaf"), stdout=exported)
+    (tmp_path / "events.jsonl").write_text(exported.getvalue())
+    # The leaf as saved from GET /api/v1/log/entries, and the events as API pages.
+    entries = auditor.get("/api/v1/log/entries", start=period.log_index, end=period.log_index + 1)
+    (tmp_path / "entries.json").write_bytes(entries.content)
+    params = {"after_id": period.after_id, "last_id": period.last_id, "limit": 2}
+    pages, before = [], None
+    while True:
+        page = auditor.get(
+            "/api/v1/audit/events", **params, **({"before": before} if before else {})
+        )
+        pages.append(page.content + b"\n")
+        before = json.loads(page.content)["next"]
+        if before is None:
+            break
+    assert len(pages) > 1
+    (tmp_path / "pages.jsonl").write_bytes(b"".join(pages))
+    capsys.readouterr()
+
+    for leaf, events in [("leaf", "events.jsonl"), ("entries.json", "pages.jsonl")]:
+        code = cli.main(["verify", "access-period", "--leaf", str(tmp_path / leaf),
+                         "--events", str(tmp_path / events)])  # fmt: skip
+        assert (code, capsys.readouterr().out) == (
+            0,
+            f"verified: the {period.count} access events of period 1 are those sealed in leaf "
+            f"{period.log_index}\n",
+        )
+    altered = exported.getvalue().replace('"status":200', '"status":500', 1)
+    (tmp_path / "altered.jsonl").write_text(altered)
+    code = cli.main(["verify", "access-period", "--leaf", str(tmp_path / "leaf"),
+                     "--events", str(tmp_path / "altered.jsonl")])  # fmt: skip
+    assert (code, capsys.readouterr().err) == (
+        1,
+        "consortium: period 1: the events do not hash to the sealed root\n",
+    )

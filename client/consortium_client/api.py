@@ -11,6 +11,15 @@ import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from consortium_client.verify import (
+    ConsistencyProof,
+    InclusionProof,
+    LogEntry,
+    consistency_proof_parse,
+    inclusion_proof_parse,
+    log_entries_parse,
+)
+
 if TYPE_CHECKING:
     from consortium_client.payloads import SignedSubmission
 
@@ -59,14 +68,20 @@ class ConsortiumApi:
         self.api_key = api_key
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, bytes]:
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.base_url + path,
             data=body,
             method=method,
             headers={
                 "Authorization": f"Bearer {self.api_key}",
-                "Content-Type": "application/json",
+                "Content-Type": content_type,
                 "Accept": "application/json",
             },
         )
@@ -93,8 +108,50 @@ class ConsortiumApi:
             raise ApiError(status, {"title": "not a Consortium server", "detail": detail}) from None
 
     def get(self, path: str, **params: Any) -> Any:
+        return self._json(*self._get_raw(path, **params))
+
+    def get_bytes(self, path: str, **params: Any) -> bytes:
+        """GET `path` and return the answer's exact bytes (to verify or hash as served)."""
+        return self._get_raw(path, **params)[1]
+
+    def _get_raw(self, path: str, **params: Any) -> tuple[int, bytes]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        return self._json(*self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else "")))
+        return self._request("GET", f"/api/v1/{path}" + (f"?{query}" if query else ""))
+
+    # The verifiable log. Answers are returned as served (notes as text, proofs and leaves
+    # parsed strictly by consortium_client.verify): verify them before trusting them.
+
+    def log_key(self) -> str:
+        """The log's verifier key (C2SP vkey text), to trust on first use."""
+        return self.get_bytes("log/key").decode("utf-8").strip()
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint note, with the cosignatures collected for it."""
+        return self.get_bytes("log/checkpoint").decode("utf-8")
+
+    def log_entries(self, start: int, end: int) -> list[LogEntry]:
+        """Leaves [start, end) verbatim; an event this partner may not see is withheld."""
+        return log_entries_parse(self.get_bytes("log/entries", start=start, end=end))
+
+    def inclusion_proof(self, index: int, size: int) -> InclusionProof:
+        """The proof that leaf `index` is in the tree of `size` leaves."""
+        return inclusion_proof_parse(self.get_bytes("log/proofs/inclusion", index=index, size=size))
+
+    def consistency_proof(self, old: int, new: int) -> ConsistencyProof:
+        """The proof that the tree of `old` leaves is a prefix of the tree of `new`."""
+        raw = self.get_bytes("log/proofs/consistency", **{"from": old, "to": new})
+        return consistency_proof_parse(raw)
+
+    def cosign_post(self, note: str) -> Any:
+        """Post a checkpoint note carrying this partner's cosignature line(s)."""
+        status, raw = self._request(
+            "POST", "/api/v1/log/cosignatures", note.encode("utf-8"), "text/plain; charset=utf-8"
+        )
+        return self._json(status, raw)
+
+    def envelope(self, submission_id: int) -> bytes:
+        """A submission's envelope, the exact bytes the server stored (and hashed)."""
+        return self.get_bytes(f"submissions/{submission_id}/envelope")
 
     def post_body(self, path: str, body: bytes) -> Any:
         """POST `body` (JSON bytes, sent as they are) and return the decoded answer."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from consortium_client.api import ApiError, ConsortiumApi
 from consortium_client.dsse import EnvelopeError
+from consortium_client.follow import checkpoint_cosign, checkpoint_follow, leaf_inclusion_check
 from consortium_client.hashvalues import HashValueError, algorithm_get, hash_value_parse
 from consortium_client.keys import (
     KeyFormatError,
@@ -32,7 +33,13 @@ from consortium_client.payloads import (
     submission_envelope,
 )
 from consortium_client.verify import VerificationError
-from consortium_client.verify_cli import UsageError, parsers_add
+from consortium_client.verify_cli import (
+    UsageError,
+    checkpoint_describe,
+    parsers_add,
+    state_load,
+    state_save,
+)
 
 EPILOG = """\
 environment:
@@ -215,6 +222,31 @@ def cmd_match(args: argparse.Namespace) -> None:
             )
 
 
+def cmd_log_checkpoint(args: argparse.Namespace) -> None:
+    state = checkpoint_follow(_api(args), state_load(args))
+    state_save(args, state)
+    if state.checkpoint is not None:  # always, once followed
+        print(f"verified: {checkpoint_describe(state.checkpoint)}")
+
+
+def cmd_log_inclusion(args: argparse.Namespace) -> None:
+    state = state_load(args)
+    leaf = leaf_inclusion_check(_api(args), state, args.index)
+    if args.out:
+        Path(args.out).write_bytes(leaf)
+    if state.checkpoint is not None:  # always: leaf_inclusion_check refuses without one
+        print(f"verified: leaf {args.index} is in {checkpoint_describe(state.checkpoint)}")
+
+
+def cmd_log_cosign(args: argparse.Namespace) -> None:
+    state = state_load(args)
+    if state.checkpoint is None:
+        raise UsageError("no trusted checkpoint: run 'consortium log checkpoint' first")
+    note = checkpoint_cosign(state.checkpoint, name=args.name, private_key=_private_key(args.key))
+    result = _api(args).cosign_post(note)
+    print(f"cosigned size {result['size']} as {args.name} ({result['added']} new)")
+
+
 def parser_build() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="consortium",
@@ -303,6 +335,37 @@ def parser_build() -> argparse.ArgumentParser:
     match.add_argument("--dihedral", action="store_true", help="also rotations and mirrors")
     match.add_argument("images", nargs="*", help="image files to hash locally and match")
     match.set_defaults(handler=cmd_match)
+
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state", help="the trusted-state file (as for 'verify')")
+    log = commands.add_parser(
+        "log",
+        help="fetch from the server and verify against the trusted state, in one go",
+        description="Fetch what the log serves and verify it against the trusted state "
+        "('consortium verify init' first). Exit status: 0 verified, 1 refused, 2 usage error.",
+    )
+    log_commands = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
+    follow = log_commands.add_parser(
+        "checkpoint",
+        parents=[state],
+        help="fetch the latest checkpoint and advance the trusted state to it (with a "
+        "consistency proof from the server)",
+    )
+    follow.set_defaults(handler=cmd_log_checkpoint)
+    inclusion = log_commands.add_parser(
+        "inclusion",
+        parents=[state],
+        help="fetch a leaf and its proof, verify it is in the trusted checkpoint",
+    )
+    inclusion.add_argument("index", type=int, help="the leaf's index (an entry's id)")
+    inclusion.add_argument("--out", help="also save the verified leaf's bytes here")
+    inclusion.set_defaults(handler=cmd_log_inclusion)
+    cosign = log_commands.add_parser(
+        "cosign", parents=[state], help="cosign the trusted checkpoint and post it"
+    )
+    cosign.add_argument("--key", required=True, help="your private signing key (PEM)")
+    cosign.add_argument("--name", required=True, help="your partner name")
+    cosign.set_defaults(handler=cmd_log_cosign)
 
     parsers_add(commands)
     return parser

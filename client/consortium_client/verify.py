@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,11 +31,13 @@ from consortium_client import merkle
 from consortium_client.commitments import CommitmentError, commitment_check
 from consortium_client.dsse import (
     REVOCATION_PAYLOAD_TYPE,
+    SUBMISSION_PAYLOAD_TYPE,
     EnvelopeError,
     envelope_parse,
     envelope_verify,
 )
 from consortium_client.keys import key_id
+from consortium_client.leaves import LEAF_VERSION
 from consortium_client.notes import (
     COSIGNATURE_V1,
     ED25519,
@@ -47,11 +50,8 @@ from consortium_client.notes import (
 )
 from consortium_client.strictjson import StrictJsonError, strict_json_loads
 
-# The leaf format and submission payload these checks read (issue 7 design, sections 1, 3).
-LEAF_VERSION = 2
-SUBMISSION_V2_PAYLOAD_TYPE = "application/vnd.consortium.submission.v2+json"
-
 TRUSTED_STATE_VERSION = 1
+HASH_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class VerificationError(Exception):
@@ -177,6 +177,44 @@ def verify_consistency(
         raise _fail(f"consistency: {exc}") from exc
 
 
+def verify_inclusion_proof(
+    leaf: bytes, proof: InclusionProof, checkpoint: VerifiedCheckpoint
+) -> None:
+    """Verify a served inclusion proof of `leaf` against a checkpoint already verified.
+
+    The proof must be for the checkpoint's size, name the leaf's hash and the checkpoint's
+    root (a proof claiming another root is a fork shown to this reader), and lead from
+    the leaf to that root.
+    """
+    if proof.size != checkpoint.size:
+        raise _fail(
+            f"the proof is for size {proof.size}, the checkpoint is of size {checkpoint.size}"
+        )
+    if merkle.leaf_hash(leaf) != proof.leaf_hash:
+        raise _fail(f"the leaf's hash is not the proof's leaf_hash for leaf {proof.index}")
+    if proof.root != checkpoint.root:
+        raise _fail(f"fork: the proof's root for size {proof.size} is not the checkpoint's")
+    verify_inclusion(leaf, proof.index, proof.size, proof.hashes, checkpoint.root)
+
+
+def verify_consistency_proof(
+    proof: ConsistencyProof, old: VerifiedCheckpoint, new: VerifiedCheckpoint
+) -> None:
+    """Verify a served consistency proof between two checkpoints already verified: it must
+    be between their sizes, claim their roots, and show the older tree a prefix of the newer."""
+    if (proof.old_size, proof.new_size) != (old.size, new.size):
+        raise _fail(
+            f"the proof is from size {proof.old_size} to {proof.new_size}, "
+            f"not from {old.size} to {new.size}"
+        )
+    if (proof.old_root, proof.new_root) != (old.root, new.root):
+        raise _fail(
+            f"fork: the proof's roots are not those of the checkpoints "
+            f"of size {old.size} and {new.size}"
+        )
+    verify_consistency(old.size, old.root, new.size, new.root, proof.hashes)
+
+
 def _leaf_document(leaf: bytes) -> dict[str, Any]:
     """A leaf as the log builds it: canonical JSON (sorted keys, no white space, ASCII).
 
@@ -263,7 +301,7 @@ def verify_envelope(
     entry with the leaf's algorithm, commitment and labels. Returns that signed entry.
     """
     document = _leaf_of_type(leaf, "entry_added")
-    payload = _signed_payload(document, envelope, signing_public_key, SUBMISSION_V2_PAYLOAD_TYPE)
+    payload = _signed_payload(document, envelope, signing_public_key, SUBMISSION_PAYLOAD_TYPE)
     entries = payload.get("entries")
     if not isinstance(entries, list):
         raise _fail("the signed payload has no entries")
@@ -337,16 +375,37 @@ def trusted_checkpoint(state: TrustedState, note: str | bytes) -> VerifiedCheckp
 
 
 def trusted_advance(
-    state: TrustedState, new_checkpoint: str | bytes, consistency_proof: Sequence[bytes] | None
+    state: TrustedState,
+    new_checkpoint: str | bytes,
+    consistency_proof: ConsistencyProof | Sequence[bytes] | None,
 ) -> TrustedState:
     """The state that trusts `new_checkpoint`, if it extends the trusted one.
 
     Refuses a smaller tree (rollback), another root at the same size (fork), and a new
-    tree the proof does not show to extend the trusted one (fork). Equal checkpoints keep
-    the newly received note, which may carry more cosignatures.
+    tree the proof does not show to extend the trusted one (fork). The proof is the
+    server's (`consistency_proof_parse`), which must be from the trusted size and root to
+    the new ones, or its bare hashes. Equal checkpoints keep the newly received note, which
+    may carry more cosignatures.
     """
     new = trusted_checkpoint(state, new_checkpoint)
     old = state.checkpoint
+    if isinstance(consistency_proof, ConsistencyProof):
+        trusted_size = 0 if old is None else old.size
+        if (consistency_proof.old_size, consistency_proof.new_size) != (trusted_size, new.size):
+            raise _fail(
+                f"the consistency proof is from size {consistency_proof.old_size} to "
+                f"{consistency_proof.new_size}, not from the trusted size {trusted_size} "
+                f"to {new.size}"
+            )
+        if old is not None and (consistency_proof.old_root, consistency_proof.new_root) != (
+            old.root,
+            new.root,
+        ):
+            raise _fail(
+                f"fork: the consistency proof's roots are not those of the trusted checkpoint "
+                f"of size {old.size} and the checkpoint of size {new.size}"
+            )
+        consistency_proof = consistency_proof.hashes
     if old is not None:
         if new.size < old.size:
             raise _fail(
@@ -470,34 +529,167 @@ def trusted_state_save(path: Path, state: TrustedState) -> None:
         os.close(directory)
 
 
-# Proof files, in the JSON shapes the server serves
+# What the log's read API serves, parsed strictly: proofs and leaves, as saved from the API
 
 
-def inclusion_proof_parse(text: str | bytes) -> tuple[int, int, list[bytes]]:
-    """`{"index", "size", "hashes": [base64, ...]}` -> (index, size, hashes)."""
-    document = _proof_document(text, ("index", "size"))
-    return document["index"], document["size"], document["hashes"]
+@dataclass(frozen=True)
+class InclusionProof:
+    """`GET /api/v1/log/proofs/inclusion`: leaf `index` is in the tree of `size` leaves.
+
+    `leaf_hash` and `root` are what the server claims; a verifier checks the leaf it holds
+    against `leaf_hash` and the proof against the root of a checkpoint it verified, never
+    against the `root` the proof itself carries.
+    """
+
+    index: int
+    size: int
+    leaf_hash: bytes
+    root: bytes
+    hashes: list[bytes]
 
 
-def consistency_proof_parse(text: str | bytes) -> tuple[int, int, list[bytes]]:
-    """`{"from", "to", "hashes": [base64, ...]}` -> (from size, to size, hashes)."""
-    document = _proof_document(text, ("from", "to"))
-    return document["from"], document["to"], document["hashes"]
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """`GET /api/v1/log/proofs/consistency`: the tree of `old_size` leaves is a prefix of
+    the tree of `new_size`; the roots are the server's claims, as for `InclusionProof`."""
+
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    hashes: list[bytes]
 
 
-def _proof_document(text: str | bytes, numbers: tuple[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LogEntry:
+    """One item of `GET /api/v1/log/entries`: the leaf's bytes, or None when withheld
+    (an event the reader may not see: only its hash is served)."""
+
+    index: int
+    leaf_hash: bytes
+    leaf: bytes | None
+
+
+def inclusion_proof_parse(text: str | bytes) -> InclusionProof:
+    """`{"index", "size", "leaf_hash", "root", "proof": [hex, ...]}`, as the server serves it."""
+    document = _api_document(text, "the proof", {"index", "size", "leaf_hash", "root", "proof"})
+    index, size = _count(document, "index"), _count(document, "size")
+    if index >= size:
+        raise _fail(f"the proof is for leaf {index}, outside a tree of size {size}")
+    return InclusionProof(
+        index,
+        size,
+        _hash(document["leaf_hash"], "the proof's leaf_hash"),
+        _hash(document["root"], "the proof's root"),
+        _hashes(document["proof"]),
+    )
+
+
+def consistency_proof_parse(text: str | bytes) -> ConsistencyProof:
+    """`{"from", "to", "old_root", "new_root", "proof": [hex, ...]}`, as the server serves it."""
+    document = _api_document(text, "the proof", {"from", "to", "old_root", "new_root", "proof"})
+    old, new = _count(document, "from"), _count(document, "to")
+    if old > new:
+        raise _fail(f"the proof is from size {old} to the smaller size {new}")
+    return ConsistencyProof(
+        old,
+        new,
+        _hash(document["old_root"], "the proof's old_root"),
+        _hash(document["new_root"], "the proof's new_root"),
+        _hashes(document["proof"]),
+    )
+
+
+def log_entries_parse(text: str | bytes) -> list[LogEntry]:
+    """`{"entries": [{"index", "leaf_hash", "leaf"} | {"index", "leaf_hash", "withheld"}]}`.
+
+    The server splices each leaf in verbatim, and a leaf is canonical JSON, so its exact
+    bytes are the canonical encoding of what was parsed; each must hash to its `leaf_hash`
+    (a leaf served in any other spelling is refused, not silently re-encoded). Indexes must
+    be consecutive.
+    """
+    document = _api_document(text, "the log entries", {"entries"})
+    items = document["entries"]
+    if not isinstance(items, list):
+        raise _fail("the log entries' 'entries' must be a list")
+    found: list[LogEntry] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _fail(f"log entry {position} is not a JSON object")
+        if item.keys() not in ({"index", "leaf_hash", "leaf"}, {"index", "leaf_hash", "withheld"}):
+            raise _fail(f"log entry {position} has the fields {sorted(item)}")
+        index = _count(item, "index")
+        if found and index != found[-1].index + 1:
+            raise _fail(f"log entry {index} follows entry {found[-1].index}")
+        leaf_hash = _hash(item["leaf_hash"], f"the leaf_hash of log entry {index}")
+        if "withheld" in item:
+            if item["withheld"] is not True:
+                raise _fail(f"log entry {index}: 'withheld' must be true")
+            found.append(LogEntry(index, leaf_hash, None))
+            continue
+        leaf = _canonical(item["leaf"])
+        if merkle.leaf_hash(leaf) != leaf_hash:
+            raise _fail(f"log entry {index}: the leaf does not hash to its leaf_hash")
+        found.append(LogEntry(index, leaf_hash, leaf))
+    return found
+
+
+def leaf_file_read(raw: bytes, index: int | None = None) -> bytes:
+    """The bytes of a leaf from a file holding either the leaf itself (a final newline is
+    the file's, never the leaf's: canonical JSON never ends in white space) or an answer of
+    `GET /api/v1/log/entries` holding it: leaf `index`, or its only leaf if `index` is None.
+    """
+    text = raw.removesuffix(b"\n").removesuffix(b"\r")
+    if not text.startswith(b'{"entries":'):
+        return text
+    entries = log_entries_parse(text)
+    if index is None:
+        if len(entries) != 1:
+            raise _fail(f"the log entries hold {len(entries)} leaves: say which (--index)")
+        (entry,) = entries
+    else:
+        found = [entry for entry in entries if entry.index == index]
+        if not found:
+            raise _fail(f"the log entries hold no leaf {index}")
+        (entry,) = found
+    if entry.leaf is None:
+        raise _fail(f"leaf {entry.index} is withheld: this partner may not see it")
+    return entry.leaf
+
+
+def _canonical(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _api_document(text: str | bytes, what: str, fields: set[str]) -> dict[str, Any]:
     raw = text.encode("utf-8") if isinstance(text, str) else text
     try:
         document = strict_json_loads(raw)
     except StrictJsonError as exc:
-        raise _fail(f"the proof is not JSON: {exc}") from exc
+        raise _fail(f"{what} is not JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise _fail("the proof is not a JSON object")
-    for name in numbers:
-        if type(document.get(name)) is not int or document[name] < 0:
-            raise _fail(f"the proof's {name!r} must be a non-negative integer")
-    hashes = document.get("hashes")
-    if not isinstance(hashes, list):
-        raise _fail("the proof's 'hashes' must be a list")
-    decoded = [_b64decode(h, f"proof hash {i}") for i, h in enumerate(hashes)]
-    return {**document, "hashes": decoded}
+        raise _fail(f"{what} is not a JSON object")
+    if document.keys() != fields:
+        raise _fail(f"{what} has the fields {sorted(document)}, not {sorted(fields)}")
+    return document
+
+
+def _count(document: Mapping[str, Any], name: str) -> int:
+    value = document[name]
+    # bool is an int in Python, never a size.
+    if type(value) is not int or value < 0:
+        raise _fail(f"{name!r} must be a non-negative integer")
+    return value
+
+
+def _hash(text: object, what: str) -> bytes:
+    # Lower-case hex only, as the server writes it: one hash, one spelling.
+    if not isinstance(text, str) or not HASH_HEX.fullmatch(text):
+        raise _fail(f"{what} must be 64 lower-case hex characters")
+    return bytes.fromhex(text)
+
+
+def _hashes(items: object) -> list[bytes]:
+    if not isinstance(items, list):
+        raise _fail("the proof's 'proof' must be a list of hashes")
+    return [_hash(item, f"proof hash {i}") for i, item in enumerate(items)]

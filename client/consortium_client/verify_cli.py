@@ -18,23 +18,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from consortium_client.follow import access_period_check
 from consortium_client.keys import KeyFormatError, private_key_load, public_key_load
 from consortium_client.notes import COSIGNATURE_V1, NoteError, cosignature_sign, note_verifier
+from consortium_client.strictjson import StrictJsonError, strict_json_loads
 from consortium_client.verify import (
     TrustedState,
     VerificationError,
     VerifiedCheckpoint,
     consistency_proof_parse,
     inclusion_proof_parse,
+    leaf_file_read,
     trusted_advance,
     trusted_checkpoint,
     trusted_state_load,
     trusted_state_new,
     trusted_state_save,
-    verify_consistency,
+    verify_consistency_proof,
     verify_entry,
     verify_envelope,
-    verify_inclusion,
+    verify_inclusion_proof,
     verify_revocation,
 )
 
@@ -73,10 +76,18 @@ def _read_text(path: str) -> str:
         raise VerificationError(f"{path} is not UTF-8 text") from exc
 
 
-def _read_leaf(path: str) -> bytes:
-    # A leaf is canonical JSON, which never ends in white space: a final newline is the
-    # file's, not the leaf's.
-    return _read(path).removesuffix(b"\n").removesuffix(b"\r")
+def _read_leaf(path: str, index: int | None = None) -> bytes:
+    """A leaf's bytes, or a saved `log/entries` answer holding the leaf."""
+    return leaf_file_read(_read(path), index)
+
+
+def state_load(args: argparse.Namespace) -> TrustedState:
+    """The trusted state the command's `--state` (or the default path) names."""
+    return _state(args)
+
+
+def state_save(args: argparse.Namespace, state: TrustedState) -> None:
+    trusted_state_save(_state_path(args), state)
 
 
 def _state(args: argparse.Namespace) -> TrustedState:
@@ -96,6 +107,11 @@ def _public_key(path: str) -> Any:
         return public_key_load(_read(path))
     except KeyFormatError as exc:
         raise UsageError(f"{path}: {exc}") from exc
+
+
+def checkpoint_describe(checkpoint: VerifiedCheckpoint) -> str:
+    """One line naming a verified checkpoint: origin, size, base64 root, cosigners."""
+    return _describe(checkpoint)
 
 
 def _describe(checkpoint: VerifiedCheckpoint) -> str:
@@ -137,14 +153,7 @@ def cmd_verify_checkpoint(args: argparse.Namespace) -> None:
     state = _state(args)
     proof = None
     if args.consistency_proof:
-        old, new, proof = consistency_proof_parse(_read(args.consistency_proof))
-        checkpoint = trusted_checkpoint(state, _read(args.checkpoint))
-        trusted_size = state.checkpoint.size if state.checkpoint else 0
-        if (old, new) != (trusted_size, checkpoint.size):
-            raise VerificationError(
-                f"the consistency proof is from size {old} to {new}, "
-                f"not from the trusted size {trusted_size} to {checkpoint.size}"
-            )
+        proof = consistency_proof_parse(_read(args.consistency_proof))
     advanced = trusted_advance(state, _read(args.checkpoint), proof)
     trusted_state_save(_state_path(args), advanced)
     if advanced.checkpoint is not None:  # always, once advanced
@@ -159,15 +168,11 @@ def cmd_verify_inclusion(args: argparse.Namespace) -> None:
         checkpoint = state.checkpoint
     else:
         raise UsageError("no checkpoint: pass --checkpoint or run 'consortium verify checkpoint'")
-    index, size, hashes = inclusion_proof_parse(_read(args.proof))
-    if index != args.index:
-        raise VerificationError(f"the proof is for leaf {index}, not {args.index}")
-    if size != checkpoint.size:
-        raise VerificationError(
-            f"the proof is for size {size}, the checkpoint is of size {checkpoint.size}"
-        )
-    verify_inclusion(_read_leaf(args.leaf), index, size, hashes, checkpoint.root)
-    print(f"verified: leaf {index} is in {_describe(checkpoint)}")
+    proof = inclusion_proof_parse(_read(args.proof))
+    if proof.index != args.index:
+        raise VerificationError(f"the proof is for leaf {proof.index}, not {args.index}")
+    verify_inclusion_proof(_read_leaf(args.leaf, args.index), proof, checkpoint)
+    print(f"verified: leaf {proof.index} is in {_describe(checkpoint)}")
 
 
 def cmd_verify_consistency(args: argparse.Namespace) -> None:
@@ -179,12 +184,7 @@ def cmd_verify_consistency(args: argparse.Namespace) -> None:
     else:
         raise UsageError("no old checkpoint: pass --old or run 'consortium verify checkpoint'")
     new = _checkpoint_against_state(state, args.new)
-    old_size, new_size, hashes = consistency_proof_parse(_read(args.proof))
-    if (old_size, new_size) != (old.size, new.size):
-        raise VerificationError(
-            f"the proof is from size {old_size} to {new_size}, not from {old.size} to {new.size}"
-        )
-    verify_consistency(old.size, old.root, new.size, new.root, hashes)
+    verify_consistency_proof(consistency_proof_parse(_read(args.proof)), old, new)
     print(f"verified: size {old.size} is a prefix of {_describe(new)}")
 
 
@@ -203,6 +203,53 @@ def cmd_verify_revocation(args: argparse.Namespace) -> None:
     leaf = _read_leaf(args.leaf)
     verify_revocation(leaf, _read(args.envelope), _public_key(args.key))
     print(f"verified: {args.envelope} is the signed revocation of {args.leaf}")
+
+
+def _access_events(raw: bytes, path: str) -> list[dict[str, Any]]:
+    """Events from JSON lines: each line an encoding (`access_period_export`), or a page of
+    `GET /api/v1/audit/events` (`{"events": [...], ...}`, newest first, put in id order)."""
+    events: list[dict[str, Any]] = []
+    paged: list[dict[str, Any]] = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = strict_json_loads(line.encode("utf-8"))
+        except StrictJsonError as exc:
+            raise VerificationError(f"{path} line {number} is not JSON: {exc}") from exc
+        if isinstance(document, dict) and isinstance(document.get("events"), list):
+            paged += document["events"]
+        elif isinstance(document, dict):
+            events.append(document)
+        else:
+            raise VerificationError(f"{path} line {number} is not an access event")
+    if events and paged:
+        raise VerificationError(f"{path} mixes exported lines and API pages")
+    # Pages are newest first; duplicates are kept, for the verifier to refuse.
+    return events or sorted(paged, key=lambda event: event.get("id", -1))
+
+
+def cmd_verify_access_period(args: argparse.Namespace) -> None:
+    leaf = _leaf_fields(_read_leaf(args.leaf, args.index))
+    try:
+        events = _access_events(_read(args.events), args.events)
+    except UnicodeDecodeError as exc:
+        raise VerificationError(f"{args.events} is not UTF-8 text") from exc
+    access_period_check(events, leaf)
+    print(
+        f"verified: the {leaf['count']} access events of period {leaf['period']} "
+        f"are those sealed in leaf {leaf['index']}"
+    )
+
+
+def _leaf_fields(leaf: bytes) -> dict[str, Any]:
+    try:
+        document = strict_json_loads(leaf)
+    except StrictJsonError as exc:
+        raise VerificationError(f"the leaf is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise VerificationError("the leaf is not a JSON object")
+    return document
 
 
 def cmd_cosign(args: argparse.Namespace) -> None:
@@ -314,6 +361,24 @@ def parsers_add(commands: Any) -> None:
         check.add_argument("--envelope", required=True, help="the envelope's stored bytes")
         check.add_argument("--key", required=True, help="the signer's public key (PEM or base64)")
         check.set_defaults(handler=handler)
+
+    period = checks.add_parser(
+        "access-period",
+        help="verify a sealed period's access events against its access_period_sealed leaf",
+    )
+    period.add_argument(
+        "--leaf",
+        required=True,
+        help="the access_period_sealed leaf (access_period_export --leaf, or log/entries)",
+    )
+    period.add_argument("--index", type=int, help="the leaf's index, in a log/entries file")
+    period.add_argument(
+        "--events",
+        required=True,
+        help="JSON lines from access_period_export, or pages of "
+        "GET /api/v1/audit/events?after_id=&last_id= (one a line)",
+    )
+    period.set_defaults(handler=cmd_verify_access_period)
 
     cosign = commands.add_parser(
         "cosign",

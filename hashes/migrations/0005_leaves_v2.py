@@ -17,6 +17,7 @@ import json
 import secrets
 
 from django.db import migrations
+from django.db.migrations.exceptions import IrreversibleError
 
 CHUNK = 5000
 LOG_TABLE = "audit_logevent"
@@ -90,10 +91,20 @@ def forwards(apps, schema_editor):
             cursor.execute(f"ALTER TABLE {LOG_TABLE} ENABLE TRIGGER {TRIGGER}")
 
 
+def backwards(apps, schema_editor):
+    # Only an empty log goes back (a test database, or a deployment that never wrote):
+    # the version 1 leaves held the values, which version 2 never keeps.
+    LogEvent = apps.get_model("audit", "LogEvent")
+    Entry = apps.get_model("hashes", "Entry")
+    if LogEvent.objects.exists() or Entry.objects.exists():
+        raise IrreversibleError(
+            "version 2 leaves cannot be turned back into version 1 leaves"
+        )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("hashes", "0004_entry_commitment_salt_erasure"),
         ("audit", "0002_append_only"),
     ]
-    # No way back: the version 1 leaves held the values, which version 2 never keeps.
-    operations = [migrations.RunPython(forwards)]
+    operations = [migrations.RunPython(forwards, backwards)]

@@ -3,7 +3,6 @@ so that the verifier and the CLI are tested against what the server will serve."
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -14,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consortium_client import merkle
 from consortium_client.commitments import commitment_of, salt_new
-from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, envelope_sign
 from consortium_client.keys import key_id
 from consortium_client.notes import (
     COSIGNATURE_V1,
@@ -25,7 +24,6 @@ from consortium_client.notes import (
     note_verifier,
 )
 from consortium_client.strictjson import strict_json_dumps
-from consortium_client.verify import SUBMISSION_V2_PAYLOAD_TYPE
 
 ORIGIN = "consortium.example/log"
 TIME = "2025-01-01T00:00:00Z"
@@ -98,7 +96,7 @@ class SampleLog:
         ]
         payload = {"list": "ncii", "entries": entries, "timestamp": TIME, "nonce": "00" * 16}
         envelope = envelope_sign(
-            SUBMISSION_V2_PAYLOAD_TYPE, strict_json_dumps(payload), self.partner_key
+            SUBMISSION_PAYLOAD_TYPE, strict_json_dumps(payload), self.partner_key
         )
         indexes = []
         for entry, value, salt in zip(entries, values, salts, strict=True):
@@ -165,11 +163,39 @@ class SampleLog:
         return merkle.consistency_proof(old, new, self._subtree())
 
     def inclusion_json(self, index: int, size: int | None = None) -> str:
+        """The proof as `GET /api/v1/log/proofs/inclusion` serves it."""
         size = len(self.leaves) if size is None else size
-        hashes = [base64.b64encode(h).decode() for h in self.inclusion(index, size)]
-        return json.dumps({"index": index, "size": size, "hashes": hashes})
+        return json.dumps(
+            {
+                "index": index,
+                "size": size,
+                "leaf_hash": merkle.leaf_hash(self.leaves[index]).hex(),
+                "root": self.root(size).hex(),
+                "proof": [h.hex() for h in self.inclusion(index, size)],
+            }
+        )
 
     def consistency_json(self, old: int, new: int | None = None) -> str:
+        """The proof as `GET /api/v1/log/proofs/consistency` serves it."""
         new = len(self.leaves) if new is None else new
-        hashes = [base64.b64encode(h).decode() for h in self.consistency(old, new)]
-        return json.dumps({"from": old, "to": new, "hashes": hashes})
+        return json.dumps(
+            {
+                "from": old,
+                "to": new,
+                "old_root": self.root(old).hex(),
+                "new_root": self.root(new).hex(),
+                "proof": [h.hex() for h in self.consistency(old, new)],
+            }
+        )
+
+    def entries_json(self, start: int, end: int, withheld: tuple[int, ...] = ()) -> bytes:
+        """Leaves [start, end) as `GET /api/v1/log/entries` serves them, leaves verbatim."""
+        items = [
+            b'{"index":%d,"leaf_hash":"%s","withheld":true}'
+            % (i, merkle.leaf_hash(self.leaves[i]).hex().encode())
+            if i in withheld
+            else b'{"index":%d,"leaf_hash":"%s","leaf":%b}'
+            % (i, merkle.leaf_hash(self.leaves[i]).hex().encode(), self.leaves[i])
+            for i in range(start, end)
+        ]
+        return b'{"entries":[%b]}' % b",".join(items)

@@ -13,14 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consortium_client import merkle
 from consortium_client.commitments import salt_new
-from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.notes import NoteSigner, checkpoint_format, note_sign
 from consortium_client.strictjson import strict_json_dumps
 from consortium_client.verify import (
     VerificationError,
     consistency_proof_parse,
     inclusion_proof_parse,
+    log_entries_parse,
     trusted_advance,
     trusted_state_dumps,
     trusted_state_load,
@@ -251,7 +253,7 @@ def test_version_1_submission_envelope_is_refused() -> None:
     log = SampleLog()
     [index] = log.submit([pdq()])
     payload = strict_json_dumps({"list": "ncii", "entries": [], "timestamp": TIME, "nonce": "0"})
-    envelope = envelope_sign(SUBMISSION_PAYLOAD_TYPE, payload, log.partner_key)
+    envelope = envelope_sign(SUBMISSION_V1_PAYLOAD_TYPE, payload, log.partner_key)
     document = json.loads(log.leaves[index])
     document["envelope"] = hashlib.sha256(envelope).hexdigest()
     leaf = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
@@ -367,14 +369,54 @@ def test_trusted_state_file_with_an_edited_root_is_refused() -> None:
 def test_proof_files_parse_in_the_servers_shapes() -> None:
     log = SampleLog()
     log.submit([pdq(), pdq(), pdq()])
-    index, size, hashes = inclusion_proof_parse(log.inclusion_json(1))
-    assert (index, size, hashes) == (1, 3, log.inclusion(1))
-    old, new, hashes = consistency_proof_parse(log.consistency_json(1))
-    assert (old, new, hashes) == (1, 3, log.consistency(1))
-    with pytest.raises(VerificationError, match="not canonical base64"):
-        inclusion_proof_parse('{"index": 0, "size": 1, "hashes": ["AB=="]}')
-    with pytest.raises(VerificationError, match="'size' must be a non-negative integer"):
-        inclusion_proof_parse('{"index": 0, "size": true, "hashes": []}')
+    proof = inclusion_proof_parse(log.inclusion_json(1))
+    assert (proof.index, proof.size, proof.hashes) == (1, 3, log.inclusion(1))
+    assert (proof.leaf_hash, proof.root) == (merkle.leaf_hash(log.leaves[1]), log.root(3))
+    consistency = consistency_proof_parse(log.consistency_json(1))
+    assert (consistency.old_size, consistency.new_size) == (1, 3)
+    assert (consistency.old_root, consistency.new_root) == (log.root(1), log.root(3))
+    assert consistency.hashes == log.consistency(1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"proof": ["AB=="]}, "proof hash 0 must be 64 lower-case hex"),
+        ({"proof": ["AB" * 32]}, "proof hash 0 must be 64 lower-case hex"),
+        ({"root": "ab" * 31}, "root must be 64 lower-case hex"),
+        ({"size": True}, "'size' must be a non-negative integer"),
+        ({"index": 3}, "outside a tree of size 3"),
+        ({"hashes": []}, "has the fields"),
+    ],
+)
+def test_inclusion_proof_files_are_read_in_one_spelling(change: dict, message: str) -> None:
+    log = SampleLog()
+    log.submit([pdq(), pdq(), pdq()])
+    with pytest.raises(VerificationError, match=message):
+        inclusion_proof_parse(json.dumps(json.loads(log.inclusion_json(1)) | change))
+
+
+def test_log_entries_are_read_verbatim_and_checked_against_their_hashes() -> None:
+    log = SampleLog()
+    log.submit([pdq(), pdq(), pdq()])
+    entries = log_entries_parse(log.entries_json(0, 3, withheld=(1,)))
+    assert [(e.index, e.leaf) for e in entries] == [
+        (0, log.leaves[0]),
+        (1, None),
+        (2, log.leaves[2]),
+    ]
+    assert entries[1].leaf_hash == merkle.leaf_hash(log.leaves[1])
+    # A log that hashed a leaf in another spelling than the canonical one is refused: the
+    # verifier hashes the canonical bytes, never whatever text it was shown.
+    spaced = log.leaves[0].replace(b'"v":2', b'"v": 2')
+    served = b'{"entries":[{"index":0,"leaf_hash":"%s","leaf":%b}]}' % (
+        merkle.leaf_hash(spaced).hex().encode(),
+        spaced,
+    )
+    with pytest.raises(VerificationError, match="does not hash to its leaf_hash"):
+        log_entries_parse(served)
+    with pytest.raises(VerificationError, match="follows entry 0"):
+        log_entries_parse(log.entries_json(0, 1)[:-2] + b"," + log.entries_json(2, 3)[12:])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from consortium_client import cli
+from consortium_client import cli, merkle
 from consortium_client.keys import private_key_pem, public_key_pem
 from consortium_client.verify import verify_checkpoint
 from tests.client.samplelog import SampleLog, Witness, pdq
@@ -107,6 +107,7 @@ def test_verify_checkpoint_refuses_forks(capsys, config, files, log) -> None:
     code, _, err = run(capsys, "verify", "checkpoint", files("f3", fork.checkpoint(size=3)))
     assert code == 1
     assert err.startswith("consortium: fork: two roots for size 3")
+    # The fork's own proof names the fork's root at size 3: refused before any hashing.
     code, _, err = run(
         capsys,
         "verify",
@@ -114,6 +115,18 @@ def test_verify_checkpoint_refuses_forks(capsys, config, files, log) -> None:
         files("f5", fork.checkpoint()),
         "--consistency-proof",
         files("fp", fork.consistency_json(3)),
+    )
+    assert code == 1
+    assert err.startswith("consortium: fork: the consistency proof's roots are not those")
+    # A proof claiming the trusted root does not lead from it to the fork's root.
+    claimed = json.loads(fork.consistency_json(3)) | {"old_root": log.root(3).hex()}
+    code, _, err = run(
+        capsys,
+        "verify",
+        "checkpoint",
+        files("f5", fork.checkpoint()),
+        "--consistency-proof",
+        files("fp2", json.dumps(claimed)),
     )
     assert code == 1
     assert err.startswith("consortium: fork: the checkpoint of size 5 does not extend")
@@ -165,14 +178,46 @@ def test_verify_inclusion_of_a_leaf(capsys, config, files, log) -> None:
         run(capsys, "verify", "inclusion", "--leaf", leaf, "--index", "2", "--proof", proof)[0] == 0
     )
 
-    changed = files("changed", log.leaves[2].replace(b'"list":1', b'"list":2'))
+    changed_leaf = log.leaves[2].replace(b'"list":1', b'"list":2')
+    changed = files("changed", changed_leaf)
     code, _, err = run(
         capsys, "verify", "inclusion", "--leaf", changed, "--index", "2", "--proof", proof
     )
     assert (code, err) == (
         1,
+        "consortium: the leaf's hash is not the proof's leaf_hash for leaf 2\n",
+    )
+    # A server that hashed the changed leaf still cannot lead it to the checkpoint's root.
+    lying = json.loads(log.inclusion_json(2)) | {"leaf_hash": merkle.leaf_hash(changed_leaf).hex()}
+    code, _, err = run(
+        capsys, "verify", "inclusion", "--leaf", changed, "--index", "2",
+        "--proof", files("lying", json.dumps(lying)),
+    )  # fmt: skip
+    assert (code, err) == (
+        1,
         "consortium: inclusion: inclusion proof of leaf 2 does not lead to the root\n",
     )
+    # A proof to another root than the checkpoint's is a fork shown to this reader.
+    other_root = json.loads(log.inclusion_json(2)) | {"root": log.root(4).hex()}
+    code, _, err = run(
+        capsys, "verify", "inclusion", "--leaf", leaf, "--index", "2",
+        "--proof", files("other", json.dumps(other_root)),
+    )  # fmt: skip
+    assert (code, err) == (
+        1,
+        "consortium: fork: the proof's root for size 5 is not the checkpoint's\n",
+    )
+    # The leaf as saved from GET /api/v1/log/entries (curl) verifies as it is.
+    saved = files("entries", log.entries_json(1, 4, withheld=(3,)) + b"\n")
+    assert (
+        run(capsys, "verify", "inclusion", "--leaf", saved, "--index", "2", "--proof", proof)[0]
+        == 0
+    )
+    code, _, err = run(
+        capsys, "verify", "inclusion", "--leaf", saved, "--index", "3",
+        "--proof", files("p3", log.inclusion_json(3)),
+    )  # fmt: skip
+    assert (code, err) == (1, "consortium: leaf 3 is withheld: this partner may not see it\n")
     code, _, err = run(
         capsys, "verify", "inclusion", "--leaf", leaf, "--index", "3", "--proof", proof
     )

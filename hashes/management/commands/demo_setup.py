@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
+from audit.services import checkpoint_sign
 from consortium_client.keys import key_generate, private_key_pem, public_key_pem
 from hashes.models import HashList
 from hashes.services.lists import hash_list_create
@@ -55,11 +56,15 @@ class Command(ConsortiumCommand):
             name="demo",
             actor=actor,
         )
+        # No beat runs in the quick start: sign the log as it stands now, so that
+        # /api/v1/log/checkpoint answers at once (each submission signs again, eagerly).
+        checkpoint = checkpoint_sign()
         key_ids = SigningKey.objects.filter(partner=partner, revoked_at=None)
         self.stdout.write(
             "\nDemo partner 'demo' is ready on list 'demo'.\n"
             f"  API key (shown once):  {full_key}\n"
             f"  Signing key (private): {private_path}\n"
             f"  Signing key ids:       {', '.join(k.key_id[:16] for k in key_ids)}\n"
+            f"  Log checkpoint:        size {checkpoint.size}\n"
             'Try:  curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/api/v1/me\n'
         )
