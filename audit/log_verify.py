@@ -665,6 +665,9 @@ class _Verifier:
         signed = group.signed[position]
         if not isinstance(signed, dict):
             raise Divergence("hashes_submission", where, f"signed entry {position} is no object")
+        if signed.get("note", "") != entry["note"]:
+            # Not in the leaf, but signed: the row must hold what the partner signed.
+            raise Divergence("hashes_entry", f"id {index}", "note is not the signed note")
         if row["payload_version"] == 1:
             self._legacy_entry(index, where, position, signed, entry)
             return

@@ -163,6 +163,7 @@ ENTRY_VERIFY_COLUMNS = (
     "salt",
     "commitment",
     "labels",
+    "note",
     "quality",
     "partner_id",
     "submission_id",
