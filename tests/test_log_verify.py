@@ -258,6 +258,12 @@ def test_a_clean_log_passes_with_a_one_line_summary(world: World) -> None:
     for entry_id in world.alice_entries[:3] + world.legacy[:2]:
         _client_verifies_inclusion(world.bob, entry_id)
         _client_verifies_entry(world.bob, entry_id)
+    # Labels signed unsorted, or none at all: the leaf holds them as a sorted set.
+    for entry_id in world.alice_entries[1:3]:
+        submission = Entry.objects.get(pk=entry_id).submission_id
+        envelope = world.bob.get(f"/api/v1/submissions/{submission}/envelope").content
+        public_key = world.alice.private_key.public_key()
+        verify_envelope(_leaf_of(world.bob, entry_id), envelope, public_key)
 
 
 def test_an_empty_log_passes() -> None:
