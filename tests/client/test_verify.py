@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consortium_client.commitments import salt_new
-from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.notes import NoteSigner, checkpoint_format, note_sign
 from consortium_client.strictjson import strict_json_dumps
 from consortium_client.verify import (
@@ -251,7 +251,7 @@ def test_version_1_submission_envelope_is_refused() -> None:
     log = SampleLog()
     [index] = log.submit([pdq()])
     payload = strict_json_dumps({"list": "ncii", "entries": [], "timestamp": TIME, "nonce": "0"})
-    envelope = envelope_sign(SUBMISSION_PAYLOAD_TYPE, payload, log.partner_key)
+    envelope = envelope_sign(SUBMISSION_V1_PAYLOAD_TYPE, payload, log.partner_key)
     document = json.loads(log.leaves[index])
     document["envelope"] = hashlib.sha256(envelope).hexdigest()
     leaf = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
