@@ -3,14 +3,16 @@ commands and tasks all go through these functions."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from audit.selectors import log_page_for_lists, log_size
 from consortium.errors import ListNotWritable, UnknownEntry, UnknownList, UnknownSubmission
-from hashes.models import Entry, HashList, Submission
+from hashes.models import Entry, HashList, Revocation, Submission
 from partners.models import Partner
 
 # A feed page examines at most this many log indexes per requested event, so a partner
@@ -147,3 +149,113 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )
+
+
+# Streams for audit.log_verify: every row of the tables the log commits to, in the order the
+# log names them, so that the verifier merge-joins them with the leaves in bounded memory.
+# Not for partners: these read every row, whatever its visibility.
+
+ENTRY_VERIFY_COLUMNS = (
+    "id",
+    "hash_list_id",
+    "algorithm",
+    "value",
+    "salt",
+    "commitment",
+    "labels",
+    "note",
+    "quality",
+    "partner_id",
+    "submission_id",
+    "status",
+    "revocation_id",
+    "revoked_log_index",
+    "erased_log_index",
+)
+
+
+def entries_in_id_order(*, chunk: int) -> Iterator[dict[str, Any]]:
+    """Every entry, by id (= the log index of its entry_added event), streamed."""
+    rows = Entry.objects.order_by("id").values_list(*ENTRY_VERIFY_COLUMNS).iterator(chunk)
+    return (dict(zip(ENTRY_VERIFY_COLUMNS, row, strict=True)) for row in rows)
+
+
+def entries_revoked_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(revoked_log_index, entry id, revocation id) of every entry with a tombstone, in log
+    order of the tombstones (the database sorts them: no index needed by anything else)."""
+    return (
+        Entry.objects.filter(revoked_log_index__isnull=False)
+        .order_by("revoked_log_index", "id")
+        .values_list("revoked_log_index", "id", "revocation_id")
+        .iterator(chunk)
+    )
+
+
+def entries_erased_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(erased_log_index, entry id, erasure reason) of every erased entry, in log order."""
+    return (
+        Entry.objects.filter(erased_log_index__isnull=False)
+        .order_by("erased_log_index", "id")
+        .values_list("erased_log_index", "id", "erasure_reason")
+        .iterator(chunk)
+    )
+
+
+def entry_lists_and_partners(*, ids: Collection[int]) -> dict[int, tuple[int, int]]:
+    """Entry id -> (list id, partner id), for the entries `ids` (a bounded batch)."""
+    rows = Entry.objects.filter(id__in=list(ids)).values_list("id", "hash_list_id", "partner_id")
+    return {entry_id: (list_id, partner_id) for entry_id, list_id, partner_id in rows}
+
+
+def submissions_by_id(*, ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The submissions `ids` (a bounded batch) with their envelopes and signing keys."""
+    rows = Submission.objects.filter(id__in=list(ids)).values(
+        "id",
+        "partner_id",
+        "hash_list_id",
+        "envelope",
+        "envelope_sha256",
+        "payload_version",
+        "entry_count",
+        "redacted_at",
+        "signing_key__key_id",
+        "signing_key__public_key",
+        "signing_key__partner_id",
+    )
+    return {row["id"]: dict(row) for row in rows}
+
+
+def revocations_by_id(*, ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The revocations `ids` (a bounded batch) with their envelopes, keys and authors."""
+    username = f"administrator__{get_user_model().USERNAME_FIELD}"
+    rows = Revocation.objects.filter(id__in=list(ids)).values(
+        "id",
+        "partner_id",
+        "envelope",
+        "envelope_sha256",
+        "reason",
+        "signing_key__key_id",
+        "signing_key__public_key",
+        "signing_key__partner_id",
+        username,
+    )
+    return {row["id"]: row | {"administrator": row.pop(username)} for row in rows}
+
+
+def submission_without_entries_first() -> int | None:
+    """The smallest id of a submission that no entry names (so no leaf names it either)."""
+    named = Entry.objects.filter(submission_id=OuterRef("pk"))
+    found = Submission.objects.filter(~Exists(named)).order_by("id").values_list("id", flat=True)
+    return found.first()
+
+
+def revocation_without_entries_first() -> int | None:
+    """The smallest id of a revocation that no entry names (so no leaf names it either)."""
+    named = Entry.objects.filter(revocation_id=OuterRef("pk"))
+    found = Revocation.objects.filter(~Exists(named)).order_by("id").values_list("id", flat=True)
+    return found.first()
+
+
+def list_names() -> dict[int, str]:
+    """Every list's id -> name (lists are few: a consortium has tens to thousands)."""
+    return dict(HashList.objects.values_list("id", "name"))

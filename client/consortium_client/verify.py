@@ -307,7 +307,15 @@ def verify_envelope(
         raise _fail("the signed payload has no entries")
     wanted = {name: document.get(name) for name in ("algorithm", "commitment", "labels")}
     for entry in entries:
-        if isinstance(entry, dict) and all(entry.get(k) == v for k, v in wanted.items()):
+        if not isinstance(entry, dict):
+            continue
+        # The leaf holds the signed labels as the server reads them: a set, sorted, and
+        # none when the signed entry names none.
+        labels = entry.get("labels", [])
+        if isinstance(labels, list) and all(isinstance(label, str) for label in labels):
+            labels = sorted(set(labels))
+        signed = {"algorithm": entry.get("algorithm"), "commitment": entry.get("commitment")}
+        if signed | {"labels": labels} == wanted:
             return entry
     raise _fail(
         f"no signed entry has the leaf's algorithm, commitment and labels "
