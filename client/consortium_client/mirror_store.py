@@ -1,0 +1,127 @@
+"""The on-disk form of a partner's verified mirror: one SQLite file.
+
+`consortium sync` writes it (consortium_client.sync), `consortium match` and `serve-match`
+read it (consortium_client.mirror_index). Every sync step commits in one SQLite transaction,
+so a process killed at any point leaves the mirror as it was before that step or after it.
+
+Tables:
+- `meta`: key/value text: `schema` (SCHEMA_VERSION), `server` (base URL), `origin`, `vkey`
+  (the log key trusted on first sync), `cursor` (the index of the last feed event applied,
+  -1 before the first), `tree_size` (how much of the log the mirror has verified).
+- `checkpoints`: every checkpoint the mirror verified and accepted, in size order, so a later
+  fork or rollback is shown against the exact note that was accepted before.
+- `events`: every log event the partner may see, its leaf verbatim, by log index.
+- `entries`: one row per entry_added event, with what opens its commitment (`value`, `salt`,
+  NULL once erased) and its state: `active`, `revoked` or `erased`, with the index and the
+  reason of the event that ended it. Ended entries stay: the mirror keeps why they stopped.
+- `signing_keys`: partners' signing keys as the log registered and revoked them, to verify
+  envelopes without asking the server.
+- `index_snapshots`: per algorithm, the active entries' ids and packed hashes as of `cursor`,
+  so a process started per upload loads its index without replaying anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    idx INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    list TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    value TEXT,
+    salt TEXT,
+    commitment TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    partner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    submission INTEGER NOT NULL,
+    quality INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('active', 'revoked', 'erased')),
+    ended_index INTEGER,
+    reason TEXT,
+    CHECK ((status = 'erased') = (value IS NULL)),
+    CHECK ((status = 'active') = (ended_index IS NULL))
+);
+CREATE INDEX IF NOT EXISTS entries_active ON entries (algorithm, id) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS signing_keys (
+    key_id TEXT PRIMARY KEY,
+    partner TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    registered_index INTEGER NOT NULL,
+    revoked_index INTEGER
+);
+CREATE TABLE IF NOT EXISTS index_snapshots (
+    algorithm TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    ids BLOB NOT NULL,
+    hashes BLOB NOT NULL
+);
+"""
+
+
+class MirrorStoreError(Exception):
+    """A file that is not a mirror this version can use."""
+
+
+def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
+    """Open (and, if `create`, make) the mirror at `path`.
+
+    Autocommit mode: callers open their own transactions (`BEGIN IMMEDIATE`), so that one
+    sync step is one transaction. WAL lets `match` read while `sync` writes.
+    """
+    path = Path(path)
+    if not create and not path.exists():
+        raise MirrorStoreError(f"no mirror at {path}: run 'consortium sync' first")
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(SCHEMA)
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)]
+            )
+        elif row[0] != str(SCHEMA_VERSION):
+            raise MirrorStoreError(
+                f"{path} is a mirror of schema {row[0]}; this client reads {SCHEMA_VERSION}"
+            )
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise MirrorStoreError(f"{path} is not a mirror: {exc}") from exc
+    except MirrorStoreError:
+        connection.close()
+        raise
+    return connection
+
+
+def meta_get(connection: sqlite3.Connection, key: str) -> str | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def meta_set(connection: sqlite3.Connection, key: str, value: str) -> None:
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )

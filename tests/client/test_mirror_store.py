@@ -1,0 +1,47 @@
+import sqlite3
+
+import pytest
+
+from consortium_client.mirror_store import (
+    SCHEMA_VERSION,
+    MirrorStoreError,
+    meta_get,
+    meta_set,
+    mirror_connect,
+)
+
+
+def test_a_new_mirror_has_the_schema_and_keeps_meta(tmp_path):
+    path = tmp_path / "mirror.db"
+    connection = mirror_connect(path)
+    assert meta_get(connection, "schema") == str(SCHEMA_VERSION)
+    meta_set(connection, "cursor", "41")
+    meta_set(connection, "cursor", "42")
+    connection.close()
+    assert meta_get(mirror_connect(path), "cursor") == "42"
+
+
+def test_an_erased_entry_holds_no_value_and_an_active_one_no_end(tmp_path):
+    connection = mirror_connect(tmp_path / "mirror.db")
+    row = (
+        "INSERT INTO entries VALUES "
+        "(1, 'l', 'md5', ?, ?, 'c', '[]', 'p', 'k', 'e', 1, NULL, ?, ?, NULL)"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(row, ["ab", "s", "erased", 5])
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(row, ["ab", "s", "active", 5])
+    connection.execute(row, [None, None, "erased", 5])
+
+
+def test_a_missing_or_foreign_file_is_refused(tmp_path):
+    with pytest.raises(MirrorStoreError, match="run 'consortium sync'"):
+        mirror_connect(tmp_path / "none.db", create=False)
+    other = tmp_path / "other.db"
+    other.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(MirrorStoreError, match="not a mirror"):
+        mirror_connect(other)
+    newer = tmp_path / "newer.db"
+    meta_set(mirror_connect(newer), "schema", "999")
+    with pytest.raises(MirrorStoreError, match="schema 999"):
+        mirror_connect(newer)
