@@ -62,3 +62,5 @@ class Actor:
 CHECKPOINT_SIGNER = Actor.system("checkpoint-signer")
 # The sealer of access-log periods, whether beat or an operator's command started it.
 ACCESS_PERIOD_SEALER = Actor.system("access_period_seal")
+# The pusher of checkpoints to outside witnesses (audit.witnesses, witness_push_task).
+WITNESS_PUSHER = Actor.system("witness-push")

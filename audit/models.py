@@ -155,18 +155,25 @@ class Checkpoint(models.Model):
 
 
 class Cosignature(models.Model):
-    """A partner's cosignature/v1 of a checkpoint, served as one more line of its note.
+    """A cosignature/v1 of a checkpoint, served as one more line of its note: a partner's
+    (partner and signing key set, witness empty) or an outside witness's (witness set to
+    its name, as LOG_WITNESSES names it; partner and signing key null).
 
-    At most one per checkpoint and signing key: a second post with the same key changes
-    nothing (the first timestamp stays).
+    At most one per checkpoint and signing key, and one per checkpoint and witness: a second
+    cosignature by the same key changes nothing (the first timestamp stays).
     """
 
     checkpoint = models.ForeignKey(
         Checkpoint, on_delete=models.PROTECT, related_name="cosignatures"
     )
-    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="+")
+    partner = models.ForeignKey(
+        "partners.Partner", on_delete=models.PROTECT, related_name="+", null=True
+    )
     signing_key = models.ForeignKey(
-        "partners.SigningKey", on_delete=models.PROTECT, related_name="+"
+        "partners.SigningKey", on_delete=models.PROTECT, related_name="+", null=True
+    )
+    witness = models.CharField(
+        max_length=255, blank=True, default="", help_text="an outside witness's key name"
     )
     timestamp = models.BigIntegerField(help_text="POSIX seconds, as the cosigner signed it")
     line = models.TextField(help_text="the signature line, as served in the note")
@@ -177,7 +184,24 @@ class Cosignature(models.Model):
             models.UniqueConstraint(
                 fields=["checkpoint", "signing_key"], name="one_cosignature_per_key"
             ),
+            # Also the index witness_cosigned_size walks, from the largest checkpoint down.
+            models.UniqueConstraint(
+                fields=["checkpoint", "witness"],
+                condition=~models.Q(witness=""),
+                name="one_cosignature_per_witness",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(witness="", partner__isnull=False, signing_key__isnull=False)
+                    | (
+                        ~models.Q(witness="")
+                        & models.Q(partner__isnull=True, signing_key__isnull=True)
+                    )
+                ),
+                name="cosigner_partner_or_witness",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"cosignature of {self.checkpoint_id} by {self.partner_id}"
+        cosigner = f"witness {self.witness}" if self.witness else f"partner {self.partner_id}"
+        return f"cosignature of {self.checkpoint_id} by {cosigner}"

@@ -13,7 +13,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Func, QuerySet, TextField
+from django.db.models import Func, Q, QuerySet, TextField
 from django_filters.fields import IsoDateTimeField
 
 from audit.models import AccessEvent, AccessPeriod, Checkpoint, LogEvent, LogHead
@@ -125,14 +125,38 @@ def checkpoint_latest() -> Checkpoint | None:
 
 
 def checkpoint_note(checkpoint: Checkpoint) -> str:
-    """The checkpoint's signed note with the cosignatures collected for it, oldest first.
+    """The checkpoint's signed note with the cosignatures collected for it: the outside
+    witnesses' first, then the partners', each oldest first.
 
     At most 99 of them: with the log's own, a note carries at most 100 signature lines, and
-    Go's sumdb/note refuses a note with more."""
-    lines = checkpoint.cosignatures.order_by("id").values_list("line", flat=True)[
-        : notes.MAX_SIGNATURES - 1
-    ]
+    Go's sumdb/note refuses a note with more. The witnesses' come first so that no number
+    of partner cosignatures can push the administrator-chosen witnesses out of the note."""
+    lines = (
+        checkpoint.cosignatures.annotate(by_partner=Q(witness=""))
+        .order_by("by_partner", "id")
+        .values_list("line", flat=True)[: notes.MAX_SIGNATURES - 1]
+    )
     return checkpoint.note + "".join(lines)
+
+
+def witness_cosigned_size(*, witness: str) -> int:
+    """The size of the largest checkpoint the outside witness `witness` cosigned for us (0 if
+    none): the size it last verified, which the next push's consistency proof starts from.
+
+    Walks checkpoints from the largest down through the (checkpoint, witness) unique index,
+    so it stops at the witness's latest cosignature."""
+    size = (
+        Checkpoint.objects.filter(cosignatures__witness=witness)
+        .order_by("-size")
+        .values_list("size", flat=True)
+        .first()
+    )
+    return size or 0
+
+
+def checkpoint_of_size(*, size: int) -> Checkpoint | None:
+    """The checkpoint of tree size `size`, if this log signed one."""
+    return Checkpoint.objects.filter(size=size).first()
 
 
 def log_entry_events_below(*, size: int, chunk: int) -> Iterator[tuple[int, int | None, str]]:

@@ -245,9 +245,22 @@ def checkpoint_sign(*, actor: Actor = CHECKPOINT_SIGNER) -> Checkpoint:
             access_event_record(
                 actor=actor, action="log.checkpoint.sign", status=201, target=f"size:{size}"
             )
+            _witnesses_push_soon(size)
     if bytes(checkpoint.root) != root:
         raise RuntimeError(f"two roots for tree size {size}: the tiles were changed")
     return checkpoint
+
+
+def _witnesses_push_soon(size: int) -> None:
+    """Queue the push of the new checkpoint to the outside witnesses, once it commits.
+
+    Robust like checkpoint_soon: a broker that cannot be reached is logged and skipped, never
+    failing the signer; the next checkpoint's push catches the witnesses up."""
+    if not settings.LOG_WITNESSES:
+        return
+    from audit.tasks import witness_push_task
+
+    transaction.on_commit(lambda: witness_push_task.delay(size), robust=True)
 
 
 def log_committed_size() -> int:

@@ -41,6 +41,18 @@ LOG_ORIGIN = env("LOG_ORIGIN", default="consortium.example/log")
 LOG_KEY_FILE = Path(env("LOG_KEY_FILE", default=str(BASE_DIR / ".data" / "log.key")))
 # Seconds between scheduled checkpoint signings (celery beat); writes also queue one.
 CHECKPOINT_INTERVAL = env.int("CHECKPOINT_INTERVAL", default=60)
+# Outside witnesses each new checkpoint is pushed to (c2sp.org/tlog-witness add-checkpoint),
+# comma-separated, each "<witness vkey> <add-checkpoint URL>": the witness's cosignature/v1
+# verifier key (its name is the witness's name) and the URL to POST to. Only these URLs are
+# ever requested (audit.witnesses). Empty: no pushes.
+LOG_WITNESSES = env.list("LOG_WITNESSES", default=[])
+# Seconds a push may take, connecting and reading the answer, before it counts as down.
+LOG_WITNESS_TIMEOUT = env.float("LOG_WITNESS_TIMEOUT", default=10.0)
+# Retries of a push to a witness that is down or answers 5xx, with exponential backoff.
+LOG_WITNESS_RETRIES = env.int("LOG_WITNESS_RETRIES", default=5)
+# Witness URLs must be https; tests (and a witness on this machine) may allow plain http to
+# 127.0.0.1, ::1 or localhost.
+LOG_WITNESS_ALLOW_LOCAL_HTTP = env.bool("LOG_WITNESS_ALLOW_LOCAL_HTTP", default=False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
