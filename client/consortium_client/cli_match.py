@@ -85,7 +85,8 @@ def hash_line_inputs(lines: Iterable[str], source: str) -> Iterator[MatchInput]:
                 raise HashValueError("expected 'algorithm value'")
             algorithm, value = parts
             value = hash_value_parse(algorithm, value)
-            yield MatchInput(f"{algorithm}:{value}", [(algorithm, value, None)])
+            hashes: list[tuple[str, str, str | None]] = [(algorithm, value, None)]
+            yield MatchInput(f"{algorithm}:{value}", hashes)
         except HashValueError as exc:
             yield MatchInput(where, error=str(exc))
 
@@ -103,7 +104,9 @@ def _json_line_input(text: str, where: str) -> MatchInput:
         pairs = [(name, document[name]) for name in ALGORITHMS if name in document]
     if not pairs:
         raise HashValueError("no hash in this line")
-    hashes = [(str(alg), hash_value_parse(str(alg), value), None) for alg, value in pairs]
+    hashes: list[tuple[str, str, str | None]] = [
+        (str(alg), hash_value_parse(str(alg), value), None) for alg, value in pairs
+    ]
     name = document.get("path") or document.get("file") or f"{hashes[0][0]}:{hashes[0][1]}"
     return MatchInput(str(name), hashes)
 
@@ -220,7 +223,7 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
         yield f"{name}: no match"
     for found in result.matches:
         line = (
-            f"{name}: match {found.algorithm} distance {found.distance} list {found.list} "
+            f"{name}: match {found.algorithm} distance {found.distance} list {found.hash_list} "
             f"entry {found.entry} partner {found.partner}"
         )
         if found.labels:

@@ -199,7 +199,7 @@ class MirrorMatch:
     """An active entry of the mirror within reach of a query, with what the feed said of it."""
 
     entry: int
-    list: str
+    hash_list: str
     algorithm: str
     distance: int
     labels: list[str]
@@ -218,7 +218,7 @@ class MirrorMatch:
     def as_json(self) -> dict[str, Any]:
         found: dict[str, Any] = {
             "entry": self.entry,
-            "list": self.list,
+            "list": self.hash_list,
             "algorithm": self.algorithm,
             "distance": self.distance,
             "labels": self.labels,
@@ -237,7 +237,7 @@ class MirrorMatch:
     def from_json(cls, data: Mapping[str, Any]) -> MirrorMatch:
         return cls(
             entry=int(data["entry"]),
-            list=str(data["list"]),
+            hash_list=str(data["list"]),
             algorithm=str(data["algorithm"]),
             distance=int(data["distance"]),
             labels=[str(label) for label in data["labels"]],
@@ -398,7 +398,7 @@ class MirrorMatcher:
         for row in rows:
             details[row[0]] = MirrorMatch(
                 entry=row[0],
-                list=row[1],
+                hash_list=row[1],
                 algorithm=row[2],
                 distance=0,
                 labels=[str(label) for label in json.loads(row[3])],

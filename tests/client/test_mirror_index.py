@@ -47,7 +47,7 @@ def test_exact_and_perceptual_hashes_match_within_the_default_distance(rows, tab
     )
     assert only_ids(results) == [[(near_id, 31)], [], [(md5_id, 0)]]
     found = results[0].matches[0]
-    assert (found.list, found.labels, found.quality, found.partner) == (
+    assert (found.hash_list, found.labels, found.quality, found.partner) == (
         "ncii",
         ["a", "b"],
         90,
@@ -55,7 +55,7 @@ def test_exact_and_perceptual_hashes_match_within_the_default_distance(rows, tab
     )
     assert (found.signing_key, found.submission, found.log_index) == ("key-hotline", 1000, near_id)
     assert found.envelope_sha256 == ENVELOPE_SHA256
-    assert results[2].matches[0].list == "csam"
+    assert results[2].matches[0].hash_list == "csam"
 
 
 def test_a_radius_widens_or_narrows_one_algorithm(rows):
