@@ -253,14 +253,22 @@ class _Segment:
     the rows whose chunk `c` has key `k`; every row appears once per chunk.
     """
 
-    def __init__(self, ids: _Ints, words: _Words, bits: int, radius_hint: int) -> None:
-        order = np.argsort(ids, kind="stable")
-        self.ids: _Ints = ids.take(order)
-        self.words: _Words = words.take(order, axis=0)
+    def __init__(
+        self, ids: _Ints, words: _Words, bits: int, radius_hint: int, *, tables: bool = True
+    ) -> None:
+        if len(ids) and np.all(ids[1:] > ids[:-1]):
+            # Already in order (a bulk load from a snapshot): keep the arrays, copy nothing.
+            self.ids: _Ints = ids
+            self.words: _Words = words
+        else:
+            order = np.argsort(ids, kind="stable")
+            self.ids = ids.take(order)
+            self.words = words.take(order, axis=0)
         self.removed = np.zeros(len(ids), dtype=np.bool_)
         self.live = len(ids)
         self.bits = bits
-        self.layout = _layout_choose(bits, radius_hint, len(ids))
+        # Without tables every search scans: exact all the same, and nothing to build.
+        self.layout = _layout_choose(bits, radius_hint, len(ids)) if tables else None
         self.offsets: npt.NDArray[np.integer[Any]] = np.zeros(0, dtype=np.uint32)
         self.postings: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
         if self.layout is not None:
@@ -478,6 +486,33 @@ class HammingIndex:
 
     def __len__(self) -> int:
         return self._live
+
+    @classmethod
+    def from_packed(
+        cls,
+        ids: _Ints,
+        words: _Words,
+        *,
+        bits: int,
+        radius_hint: int | None = None,
+        tables: bool = True,
+    ) -> HammingIndex:
+        """An index of `ids` (int64, strictly increasing) and their packed `words` (as
+        `hashes_pack` makes them), built as one segment without copying the arrays.
+
+        With `tables=False` nothing is built and every search scans the rows: for a process
+        that answers a few queries and exits, a scan costs less than building the tables.
+        Rows added later are indexed as usual.
+        """
+        index = cls(bits, radius_hint=radius_hint)
+        if words.dtype != np.uint64 or words.shape != (len(ids), bits // 64):
+            raise ValueError(f"words must be uint64 of shape (n, {bits // 64})")
+        if ids.dtype != np.int64 or ids.ndim != 1 or np.any(ids[1:] <= ids[:-1]):
+            raise ValueError("ids must be int64 and strictly increasing")
+        if len(ids):
+            index._segments.append(_Segment(ids, words, bits, index.radius_hint, tables=tables))
+            index._live = len(ids)
+        return index
 
     def add(self, ids: Sequence[int] | _Ints, hashes: Hashes) -> None:
         """Add entries; refuses (changing nothing) an id that is already live or repeated."""

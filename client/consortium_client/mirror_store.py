@@ -17,7 +17,10 @@ Tables:
 - `signing_keys`: partners' signing keys as the log registered and revoked them, to verify
   envelopes without asking the server.
 - `index_snapshots`: per algorithm, the active entries' ids and packed hashes as of `cursor`,
-  so a process started per upload loads its index without replaying anything.
+  so a process started per upload loads its index without replaying anything
+  (consortium_client.mirror_index: `ids` int64 little-endian, `hashes` each value's bytes as
+  its hex decodes, both in id order). `entries_ended` finds what ended after a snapshot's
+  cursor, so a stale snapshot is brought forward without reading every entry.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS entries (
     CHECK ((status = 'active') = (ended_index IS NULL))
 );
 CREATE INDEX IF NOT EXISTS entries_active ON entries (algorithm, id) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS entries_ended ON entries (ended_index) WHERE ended_index IS NOT NULL;
 CREATE TABLE IF NOT EXISTS signing_keys (
     key_id TEXT PRIMARY KEY,
     partner TEXT NOT NULL,

@@ -450,3 +450,29 @@ def test_a_crowd_of_near_duplicates_costs_no_more_than_a_scan(bits: int) -> None
     live = dict(enumerate(values))
     assert found == [brute_force(live, query, RADIUS[bits]) for query in queries]
     assert hamming.candidates_examined <= len(values) * len(queries)
+
+
+@pytest.mark.parametrize("tables", [True, False])
+def test_an_index_loaded_from_packed_words_finds_what_a_built_one_finds(tables: bool) -> None:
+    rng = random.Random(5)
+    values = {entry_id: random_hash(rng, 256) for entry_id in range(0, 30_000, 3)}
+    ids = np.array(sorted(values), dtype=np.int64)
+    words = index.hashes_pack([values[i] for i in ids.tolist()], 256)
+    loaded = HammingIndex.from_packed(ids, words, bits=256, tables=tables)
+    assert len(loaded) == len(values)
+    queries = [flip(values[i], rng.sample(range(256), 25)) for i in rng.sample(sorted(values), 20)]
+    queries += [random_hash(rng, 256) for _ in range(5)]
+    for query in queries:
+        assert loaded.search(query, 31) == brute_force(values, query, 31)
+    # It changes as any index does.
+    loaded.remove([int(ids[0])])
+    loaded.add([30_001], [values[int(ids[0])]])
+    assert loaded.search(values[int(ids[0])], 0) == [(30_001, 0)]
+
+
+def test_loading_packed_words_refuses_unordered_ids_or_a_wrong_shape() -> None:
+    words = index.hashes_pack(["00" * 32, "ff" * 32], 256)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        HammingIndex.from_packed(np.array([2, 1], dtype=np.int64), words, bits=256)
+    with pytest.raises(ValueError, match="shape"):
+        HammingIndex.from_packed(np.array([1], dtype=np.int64), words, bits=256)

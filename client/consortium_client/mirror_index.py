@@ -1,0 +1,502 @@
+"""Matching against the verified mirror, with the index code the server matches with.
+
+What matches is every `active` entry of the mirror (`consortium_client.mirror_store`): sync
+marks an entry `revoked` or `erased` when its tombstone or erasure arrives, and such an entry
+never matches. Per-list distances are not in the feed, so each algorithm is searched at its
+default distance (`hashvalues.ALGORITHMS`) unless the caller gives another.
+
+Loading without replaying the feed: `index_snapshots` holds, per algorithm, the active
+entries' ids and hashes as of the mirror's `cursor`, as two blobs (`ids`: int64 little-endian;
+`hashes`: each value's bytes as its hex decodes, `bits / 8` a row; both in id order). A process
+reads them with `np.frombuffer` and hands them to the index in one piece
+(`HammingIndex.from_packed`): no row is parsed, and a 1M-entry PDQ snapshot is ~40 MB read in
+one query. A snapshot older than the cursor is brought forward from `entries`: entry ids are
+log indexes, so the entries added since are those with an id above the snapshot's cursor, and
+the entries that ended since are those whose `ended_index` is above it.
+
+Two ways to hold an index, both exact (`consortium_client.index`):
+- `tables=True` (serve-match, many queries): multi-index hashing tables, built once (about a
+  second per million PDQ entries), then ~0.3 ms a query;
+- `tables=False` (a process started per upload): no tables; each query scans the packed rows
+  (~10 ms per million PDQ entries), and md5/sha256 are scanned at distance 0 the same way
+  rather than loaded into a dict. For a handful of queries this is far cheaper than building.
+
+Entry details (list, labels, provenance) are read from `entries` by id, only for the entries
+found, and only if still `active` at that moment: a revocation synced after the index was
+loaded already stops the entry matching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from consortium_client.hashvalues import ALGORITHMS, HashValueError, algorithm_get, hash_value_parse
+from consortium_client.index import ExactIndex, HammingIndex, hashes_pack
+from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
+
+Index = HammingIndex | ExactIndex
+Ints = npt.NDArray[np.int64]
+
+# Matches kept per query hash unless asked otherwise: the server's default (MATCH_DEFAULT_LIMIT).
+DEFAULT_LIMIT = 10
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class MirrorNotSynced(MirrorStoreError):
+    """A mirror that has never been synced: nothing to match against yet."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One algorithm's active entries as of `cursor`: ids (int64, increasing) and, row for
+    row, each value's bytes."""
+
+    algorithm: str
+    cursor: int
+    ids: Ints
+    hashes: npt.NDArray[np.uint8]
+
+    @classmethod
+    def from_blobs(cls, algorithm: str, cursor: int, ids: bytes, hashes: bytes) -> Snapshot:
+        width = ALGORITHMS[algorithm].bits // 8
+        id_array = np.frombuffer(ids, dtype="<i8").astype(np.int64, copy=False)
+        if len(hashes) != width * len(id_array):
+            raise MirrorStoreError(f"the {algorithm} index snapshot is damaged: sizes differ")
+        rows = np.frombuffer(hashes, dtype=np.uint8).reshape(len(id_array), width)
+        return cls(algorithm, cursor, id_array, rows)
+
+    def blobs(self) -> tuple[bytes, bytes]:
+        return self.ids.astype("<i8").tobytes(), self.hashes.tobytes()
+
+
+def mirror_cursor(connection: sqlite3.Connection) -> int:
+    """The index of the last feed event the mirror applied; MirrorNotSynced before any."""
+    cursor = meta_get(connection, "cursor")
+    if cursor is None:
+        raise MirrorNotSynced("the mirror has not been synced yet: run 'consortium sync'")
+    return int(cursor)
+
+
+def _snapshot_stored(connection: sqlite3.Connection, algorithm: str) -> Snapshot | None:
+    row = connection.execute(
+        "SELECT cursor, ids, hashes FROM index_snapshots WHERE algorithm = ?", [algorithm]
+    ).fetchone()
+    return None if row is None else Snapshot.from_blobs(algorithm, row[0], row[1], row[2])
+
+
+def _active_after(
+    connection: sqlite3.Connection, algorithm: str, after: int
+) -> tuple[Ints, npt.NDArray[np.uint8]]:
+    """Active entries of `algorithm` with an id above `after`, by id."""
+    rows = connection.execute(
+        "SELECT id, value FROM entries WHERE algorithm = ? AND status = 'active' AND id > ? "
+        "ORDER BY id",
+        [algorithm, after],
+    ).fetchall()
+    width = ALGORITHMS[algorithm].bits // 8
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    try:
+        packed = bytes.fromhex("".join(row[1] for row in rows))
+    except ValueError as exc:
+        raise MirrorStoreError(f"the mirror holds a {algorithm} value that is not hex") from exc
+    if len(packed) != width * len(rows):
+        raise MirrorStoreError(f"the mirror holds a {algorithm} value of the wrong length")
+    return ids, np.frombuffer(packed, dtype=np.uint8).reshape(len(rows), width)
+
+
+def _ended_between(connection: sqlite3.Connection, algorithm: str, after: int, upto: int) -> Ints:
+    """Ids of entries of `algorithm` added by `after` whose end came after it (up to `upto`)."""
+    rows = connection.execute(
+        "SELECT id FROM entries WHERE ended_index > ? AND ended_index <= ? "
+        "AND id <= ? AND algorithm = ?",
+        [after, upto, after, algorithm],
+    ).fetchall()
+    return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+
+def _snapshot_compute(
+    connection: sqlite3.Connection, algorithm: str, cursor: int, stored: Snapshot | None
+) -> Snapshot:
+    """The snapshot as of `cursor`: `stored` brought forward, or built from `entries` when
+    there is none or it is ahead of the mirror (a mirror synced again from scratch)."""
+    if stored is not None and stored.cursor == cursor:
+        return stored
+    if stored is None or stored.cursor > cursor:
+        ids, hashes = _active_after(connection, algorithm, -1)
+        return Snapshot(algorithm, cursor, ids, hashes)
+    ended = _ended_between(connection, algorithm, stored.cursor, cursor)
+    keep = ~np.isin(stored.ids, ended)
+    added_ids, added_hashes = _active_after(connection, algorithm, stored.cursor)
+    return Snapshot(
+        algorithm,
+        cursor,
+        np.concatenate([stored.ids[keep], added_ids]),
+        np.concatenate([stored.hashes[keep], added_hashes]),
+    )
+
+
+def _snapshots_write(connection: sqlite3.Connection, snapshots: Sequence[Snapshot]) -> None:
+    for snapshot in snapshots:
+        ids, hashes = snapshot.blobs()
+        connection.execute(
+            "INSERT INTO index_snapshots (algorithm, cursor, ids, hashes) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (algorithm) DO UPDATE SET cursor = excluded.cursor, "
+            "ids = excluded.ids, hashes = excluded.hashes",
+            [snapshot.algorithm, snapshot.cursor, ids, hashes],
+        )
+
+
+def snapshots_stale(connection: sqlite3.Connection) -> list[str]:
+    """Algorithms whose snapshot is missing or not as of the mirror's cursor."""
+    cursor = mirror_cursor(connection)
+    stored = dict(connection.execute("SELECT algorithm, cursor FROM index_snapshots").fetchall())
+    return [name for name in ALGORITHMS if stored.get(name) != cursor]
+
+
+def snapshot_refresh(connection: sqlite3.Connection, *, rebuild: bool = False) -> list[str]:
+    """Bring every algorithm's snapshot to the mirror's cursor; returns the algorithms written.
+
+    In the caller's transaction if one is open (sync calls this at the end of a step, so the
+    snapshot commits with the step), else in one `BEGIN IMMEDIATE` transaction of its own.
+    `rebuild` builds every snapshot from `entries` rather than bringing the stored one forward.
+    """
+    own = not connection.in_transaction
+    if own:
+        connection.execute("BEGIN IMMEDIATE")
+    try:
+        cursor = mirror_cursor(connection)
+        stale = list(ALGORITHMS) if rebuild else snapshots_stale(connection)
+        snapshots = [
+            _snapshot_compute(
+                connection, name, cursor, None if rebuild else _snapshot_stored(connection, name)
+            )
+            for name in stale
+        ]
+        _snapshots_write(connection, snapshots)
+        if own:
+            connection.execute("COMMIT")
+    except BaseException:
+        if own:
+            connection.execute("ROLLBACK")
+        raise
+    return stale
+
+
+@dataclass(frozen=True)
+class MirrorMatch:
+    """An active entry of the mirror within reach of a query, with what the feed said of it."""
+
+    entry: int
+    hash_list: str
+    algorithm: str
+    distance: int
+    labels: list[str]
+    quality: int | None
+    partner: str
+    signing_key: str
+    submission: int
+    envelope_sha256: str
+    transform: str | None = None  # which dihedral transformation of the query matched
+
+    @property
+    def log_index(self) -> int:
+        # An entry's id is the log index of the event that added it.
+        return self.entry
+
+    def as_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "entry": self.entry,
+            "list": self.hash_list,
+            "algorithm": self.algorithm,
+            "distance": self.distance,
+            "labels": self.labels,
+            "quality": self.quality,
+            "partner": self.partner,
+            "signing_key": self.signing_key,
+            "submission": self.submission,
+            "envelope_sha256": self.envelope_sha256,
+            "log_index": self.log_index,
+        }
+        if self.transform is not None:
+            found["transform"] = self.transform
+        return found
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MirrorMatch:
+        return cls(
+            entry=int(data["entry"]),
+            hash_list=str(data["list"]),
+            algorithm=str(data["algorithm"]),
+            distance=int(data["distance"]),
+            labels=[str(label) for label in data["labels"]],
+            quality=None if data.get("quality") is None else int(data["quality"]),
+            partner=str(data["partner"]),
+            signing_key=str(data["signing_key"]),
+            submission=int(data["submission"]),
+            envelope_sha256=str(data["envelope_sha256"]),
+            transform=data.get("transform"),
+        )
+
+
+@dataclass
+class QueryResult:
+    """The nearest matches of one query hash (by distance, then entry id)."""
+
+    algorithm: str
+    value: str
+    matches: list[MirrorMatch] = field(default_factory=list)
+    truncated: bool = False  # more than `limit` entries were within reach
+
+
+def radii_resolve(radii: Mapping[str, int] | None) -> dict[str, int]:
+    """Each algorithm's search radius: its default unless `radii` names another. Exact
+    algorithms match only at 0; a radius beyond a hash's width is refused."""
+    resolved = {name: spec.default_distance for name, spec in ALGORITHMS.items()}
+    for name, radius in (radii or {}).items():
+        spec = algorithm_get(name)
+        if not spec.perceptual and radius != 0:
+            raise HashValueError(f"{name} is an exact hash: it matches only at distance 0")
+        if not 0 <= radius <= spec.bits:
+            raise HashValueError(f"a {name} radius is between 0 and {spec.bits}")
+        resolved[name] = radius
+    return resolved
+
+
+def _envelope_digest(envelope: str) -> str:
+    # The mirror keeps the envelope's SHA-256 as the leaf names it; a mirror that kept the
+    # envelope itself is shown by its digest, never by megabytes of envelope per match.
+    if _HEX64.fullmatch(envelope):
+        return envelope
+    return hashlib.sha256(envelope.encode()).hexdigest()
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+class MirrorMatcher:
+    """The mirror's active entries, one index per algorithm, as of `cursor`.
+
+    Thread-safe: searches and `advance` take a lock (the index classes are not thread-safe
+    against changes), and each thread reads entry details through its own connection.
+    """
+
+    def __init__(
+        self, path: Path, cursor: int, indexes: dict[str, Index], *, tables: bool, origin: str
+    ) -> None:
+        self.path = path
+        self.cursor = cursor
+        self.indexes = indexes
+        self.tables = tables
+        self.origin = origin
+        self.identity = _file_identity(path)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, tables: bool = True) -> MirrorMatcher:
+        """Load the mirror at `path` from its snapshots (brought forward first if stale, and
+        saved again when the file can be written, so the next process need not).
+
+        Raises MirrorStoreError (MirrorNotSynced for a mirror never synced).
+        """
+        path = Path(path)
+        connection = mirror_connect(path, create=False)
+        try:
+            connection.execute("BEGIN")  # one read transaction: snapshots and cursor agree
+            try:
+                cursor = mirror_cursor(connection)
+                origin = meta_get(connection, "origin") or ""
+                stale: list[Snapshot] = []
+                snapshots = []
+                for name in ALGORITHMS:
+                    stored = _snapshot_stored(connection, name)
+                    snapshot = _snapshot_compute(connection, name, cursor, stored)
+                    if snapshot is not stored:
+                        stale.append(snapshot)
+                    snapshots.append(snapshot)
+            finally:
+                connection.execute("COMMIT")
+            if stale:
+                _snapshots_save(connection, stale)
+        finally:
+            connection.close()
+        indexes = {snapshot.algorithm: _index_build(snapshot, tables) for snapshot in snapshots}
+        return cls(path, cursor, indexes, tables=tables, origin=origin)
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self.indexes.values())
+
+    def search(
+        self,
+        queries: Sequence[tuple[str, str]],
+        *,
+        radii: Mapping[str, int] | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[QueryResult]:
+        """For each (algorithm, value), the nearest `limit` active entries within the
+        algorithm's radius, by distance then entry id; `truncated` when more were in reach.
+
+        Raises HashValueError for an unknown algorithm, a malformed value or a bad radius.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        reach = radii_resolve(radii)
+        parsed = [(algorithm, hash_value_parse(algorithm, value)) for algorithm, value in queries]
+        results = [QueryResult(algorithm, value) for algorithm, value in parsed]
+        found: list[list[tuple[int, int]]] = [[] for _ in parsed]
+        by_algorithm: dict[str, list[int]] = {}
+        for position, (algorithm, _) in enumerate(parsed):
+            by_algorithm.setdefault(algorithm, []).append(position)
+        with self._lock:
+            for algorithm, positions in by_algorithm.items():
+                index = self.indexes[algorithm]
+                if not len(index):
+                    continue
+                # One more than asked for, to tell a cut answer from a complete one.
+                hits = index.search_batch(
+                    [parsed[p][1] for p in positions], reach[algorithm], limit + 1
+                )
+                for position, matches in zip(positions, hits, strict=True):
+                    results[position].truncated = len(matches) > limit
+                    found[position] = matches[:limit]
+        wanted = sorted({entry_id for matches in found for entry_id, _ in matches})
+        details = self._details(wanted)
+        for result, matches in zip(results, found, strict=True):
+            result.matches = [
+                _with_distance(details[entry_id], distance)
+                for entry_id, distance in matches
+                if entry_id in details and details[entry_id].algorithm == result.algorithm
+            ]
+        return results
+
+    def _details(self, ids: list[int]) -> dict[int, MirrorMatch]:
+        """The still-active entries among `ids`, with what a match shows of them."""
+        if not ids:
+            return {}
+        connection = self._reader()
+        details: dict[int, MirrorMatch] = {}
+        # One bound parameter however many ids: a JSON array, read by json_each.
+        rows = connection.execute(
+            "SELECT id, list, algorithm, labels, quality, partner, key, submission, envelope "
+            "FROM entries WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
+            [json.dumps(ids)],
+        ).fetchall()
+        for row in rows:
+            details[row[0]] = MirrorMatch(
+                entry=row[0],
+                hash_list=row[1],
+                algorithm=row[2],
+                distance=0,
+                labels=[str(label) for label in json.loads(row[3])],
+                quality=row[4],
+                partner=row[5],
+                signing_key=row[6],
+                submission=row[7],
+                envelope_sha256=_envelope_digest(row[8]),
+            )
+        return details
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            # Read-only: a matcher never writes the mirror while answering.
+            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            self._local.connection = connection
+        return connection
+
+    def cursor_read(self) -> int:
+        """The mirror file's cursor now (one indexed read)."""
+        return mirror_cursor(self._reader())
+
+    def changed_file(self) -> bool:
+        """Whether `path` is now another file, or another log's mirror (resynced or replaced):
+        then only a fresh `load` is right."""
+        try:
+            if _file_identity(self.path) != self.identity:
+                return True
+        except OSError:
+            return True
+        return (meta_get(self._reader(), "origin") or "") != self.origin
+
+    def advance(self) -> bool:
+        """Apply what sync changed since `cursor` to the indexes in place (adds and ends, no
+        rebuild); returns whether the cursor moved. Raises MirrorStoreError if the mirror's
+        cursor went back: only a fresh `load` is right then."""
+        connection = self._reader()
+        connection.execute("BEGIN")
+        try:
+            cursor = mirror_cursor(connection)
+            if cursor == self.cursor:
+                return False
+            if cursor < self.cursor:
+                raise MirrorStoreError("the mirror's cursor went back: reload it")
+            changes = [
+                (
+                    name,
+                    _ended_between(connection, name, self.cursor, cursor),
+                    *_active_after(connection, name, self.cursor),
+                )
+                for name in ALGORITHMS
+            ]
+        finally:
+            connection.execute("COMMIT")
+        with self._lock:
+            for name, ended, added_ids, added_hashes in changes:
+                index = self.indexes[name]
+                if len(ended):
+                    index.remove(ended)
+                if len(added_ids):
+                    index.add(added_ids, added_hashes)
+            self.cursor = cursor
+        return True
+
+
+def _with_distance(match: MirrorMatch, distance: int) -> MirrorMatch:
+    return MirrorMatch(**{**match.__dict__, "distance": distance})
+
+
+def _index_build(snapshot: Snapshot, tables: bool) -> Index:
+    spec = ALGORITHMS[snapshot.algorithm]
+    if not spec.perceptual and tables:
+        index = ExactIndex(spec.bits)
+        index.add(snapshot.ids, snapshot.hashes)
+        return index
+    # Without tables an exact hash is a Hamming index searched at distance 0: one scan of
+    # the packed rows, where filling a dict would cost more than every query of the process.
+    return HammingIndex.from_packed(
+        snapshot.ids,
+        hashes_pack(snapshot.hashes, spec.bits),
+        bits=spec.bits,
+        radius_hint=spec.default_distance,
+        tables=tables,
+    )
+
+
+def _snapshots_save(connection: sqlite3.Connection, snapshots: Sequence[Snapshot]) -> None:
+    """Save snapshots brought forward while loading, if the mirror is unchanged and writable;
+    a reader never waits on sync for it (sync refreshes them itself)."""
+    try:
+        connection.execute("PRAGMA busy_timeout = 0")
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return  # locked by a sync, or a read-only file
+    try:
+        if mirror_cursor(connection) == snapshots[0].cursor:
+            _snapshots_write(connection, snapshots)
+        connection.execute("COMMIT")
+    except sqlite3.Error:
+        connection.execute("ROLLBACK")
