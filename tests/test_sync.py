@@ -6,7 +6,13 @@ own record of what it did."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +171,79 @@ def test_sync_command_reports_in_one_line(world: World, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"{len(world.shared)} added" in result.output
     assert "verified up to size" in result.output
+
+
+RUNNER = """
+import sys
+from consortium_client.api import ConsortiumApi
+from consortium_client.sync import sync
+url, key, path = sys.argv[1:4]
+sync(ConsortiumApi(url, key), path, page_size=3)
+"""
+
+
+def _sync_process(world: World, path: Path) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "client")}
+    return subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", RUNNER, world.url, world.bob.api_key, str(path)],
+        env=environment,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _mirror_consistent(path: Path) -> int:
+    """The mirror after a kill: intact, and holding exactly the events up to its cursor."""
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        cursor = connection.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        last = connection.execute("SELECT max(idx) FROM events").fetchone()[0]
+        if cursor is None:
+            assert last is None
+            return -1
+        assert last is None or last <= int(cursor[0])
+        return int(cursor[0])
+    finally:
+        connection.close()
+
+
+def test_sync_killed_at_random_points_resumes_to_a_fresh_mirror(
+    world: World, tmp_path: Path
+) -> None:
+    world.grow(submissions=6, size=5)
+    revoke(world.a, world.alice, world.shared[3:9], "withdrawn")
+    entry_erase(actor=Actor.command("tests"), entry_id=world.shared[10], reason="court")
+    checkpoint_sign()
+    fresh = tmp_path / "fresh.db"
+    started = time.monotonic()
+    process = _sync_process(world, fresh)
+    assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
+    duration = time.monotonic() - started
+    expected = mirror_rows(fresh)
+    final_cursor = _mirror_consistent(fresh)
+
+    generator = random.Random(8)  # kill times, not secrets: reproducible
+    interrupted = 0
+    partial: list[int] = []
+    for run in range(3):
+        path = tmp_path / f"killed-{run}.db"
+        for _ in range(40):
+            process = _sync_process(world, path)
+            try:
+                process.wait(timeout=generator.uniform(0.1, duration))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                interrupted += 1
+            if process.returncode == 0:
+                break
+            assert process.returncode == -signal.SIGKILL, process.stderr
+            if path.exists():
+                partial.append(_mirror_consistent(path))
+        else:
+            pytest.fail("the sync never finished between kills")
+        assert mirror_rows(path) == expected
+        assert _mirror_consistent(path) == final_cursor
+    # Kills landed mid-sync: mirrors holding some pages and not others were resumed.
+    assert interrupted >= 3
+    assert len({cursor for cursor in partial if -1 < cursor < final_cursor}) >= 2, partial
