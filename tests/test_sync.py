@@ -6,24 +6,34 @@ own record of what it did."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from django.conf import settings
 
 from audit.actors import Actor
-from audit.services import checkpoint_sign
+from audit.services import checkpoint_sign, log_signer
+from audit.tree import tree_root
+from consortium_client import merkle
 from consortium_client.api import ConsortiumApi
 from consortium_client.cli_sync import sync_command
 from consortium_client.config import Config
+from consortium_client.notes import checkpoint_format, note_sign
 from consortium_client.payloads import revocation_envelope, submission_envelope
 from consortium_client.sync import Mirror, SyncError, sync
 from hashes.models import HashList
@@ -247,3 +257,211 @@ def test_sync_killed_at_random_points_resumes_to_a_fresh_mirror(
     # Kills landed mid-sync: mirrors holding some pages and not others were resumed.
     assert interrupted >= 3
     assert len({cursor for cursor in partial if -1 < cursor < final_cursor}) >= 2, partial
+
+
+# A tampering server: a proxy in front of the live server that alters what it forwards.
+
+Alter = Callable[[str, bytes], bytes]
+
+
+class TamperingProxy:
+    """Forwards every GET to the real server, passing each answer through `alter(path, body)`
+    (the identity until a test sets it)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.alter: Alter = lambda path, body: body
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                request = urllib.request.Request(  # noqa: S310 - the live server's http URL
+                    proxy.upstream + self.path,
+                    headers={"Authorization": self.headers["Authorization"]},
+                )
+                try:
+                    with urllib.request.urlopen(request) as response:  # noqa: S310
+                        status, body = response.status, response.read()
+                        content_type = response.headers["Content-Type"]
+                except urllib.error.HTTPError as error:
+                    status, body = error.code, error.read()
+                    content_type = error.headers["Content-Type"]
+                if status == 200:
+                    body = proxy.alter(self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(world: World) -> Iterator[TamperingProxy]:
+    proxy = TamperingProxy(world.url)
+    yield proxy
+    proxy.close()
+
+
+def _feed_alter(change: Callable[[dict[str, Any]], None]) -> Alter:
+    def alter(path: str, body: bytes) -> bytes:
+        if not path.startswith("/api/v1/feed"):
+            return body
+        page = json.loads(body)
+        change(page)
+        return json.dumps(page).encode()
+
+    return alter
+
+
+def _signed_checkpoint(size: int, root: bytes | None = None) -> str:
+    """A checkpoint signed with the log's own key: what a compromised server can serve."""
+    return note_sign(
+        checkpoint_format(
+            settings.LOG_ORIGIN, size, tree_root(size=size) if root is None else root
+        ),
+        [log_signer()],
+    )
+
+
+def _checkpoint_alter(note: str) -> Alter:
+    def alter(path: str, body: bytes) -> bytes:
+        return note.encode() if path.startswith("/api/v1/log/checkpoint") else body
+
+    return alter
+
+
+def _refused(world: World, proxy: TamperingProxy, path: Path, message: str) -> None:
+    """A sync through the proxy is refused with one line saying `message`; the mirror is
+    exactly as it was (what the server added since fits one page, one transaction: none of
+    it is applied); the honest server's sync then succeeds from there."""
+    before = mirror_rows(path)
+    with pytest.raises(SyncError, match=message) as refusal:
+        sync(ConsortiumApi(proxy.url, world.bob.api_key), path)
+    assert "\n" not in str(refusal.value)
+    assert mirror_rows(path) == before
+    proxy.alter = lambda path, body: body
+    assert sync(ConsortiumApi(proxy.url, world.bob.api_key), path).events > 0
+
+
+def _new_entries(world: World) -> None:
+    world.grow(submissions=2, size=3)
+
+
+def test_sync_refuses_a_changed_value(world: World, proxy: TamperingProxy, tmp_path: Path) -> None:
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    _new_entries(world)
+    target = world.shared[-2]
+
+    def change(page: dict[str, Any]) -> None:
+        for opening in page["values"]:
+            if opening["index"] == target:
+                opening["value"] = pdq()
+
+    proxy.alter = _feed_alter(change)
+    _refused(world, proxy, path, f"event {target}: the value and salt do not open")
+
+
+def test_sync_refuses_a_changed_leaf(world: World, proxy: TamperingProxy, tmp_path: Path) -> None:
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    _new_entries(world)
+    target = world.shared[-1]
+
+    def change(page: dict[str, Any]) -> None:
+        for event in page["events"]:
+            if event["index"] == target:
+                event["labels"] = ["terrorism"]
+
+    proxy.alter = _feed_alter(change)
+    _refused(world, proxy, path, f"event {target}: the leaf is not the one in the checkpoint")
+
+
+def test_sync_refuses_a_rewritten_old_checkpoint(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path = tmp_path / "mirror.db"
+    accepted = sync(world.b, path).checkpoint
+    _new_entries(world)
+    checkpoint_sign()
+    # The same size as the one the mirror accepted, another root: a rewritten history.
+    proxy.alter = _checkpoint_alter(_signed_checkpoint(accepted.size, b"\x07" * 32))
+    _refused(world, proxy, path, f"fork: another root for size {accepted.size}")
+
+
+def test_sync_refuses_a_rolled_back_checkpoint(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path = tmp_path / "mirror.db"
+    accepted = sync(world.b, path).checkpoint
+    _new_entries(world)
+    # A genuine, older checkpoint of the same log: the server hides what came since.
+    proxy.alter = _checkpoint_alter(_signed_checkpoint(accepted.size - 5))
+    _refused(world, proxy, path, f"rollback: the checkpoint is of size {accepted.size - 5}")
+
+
+def test_sync_refuses_a_fork_served_to_one_partner(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path, alices = tmp_path / "mirror.db", tmp_path / "alice.db"
+    sync(world.b, path)
+    _new_entries(world)
+    honest = checkpoint_sign()
+    # Bob is shown a tree of the same new size in which one leaf differs; alice, the
+    # honest one. Each checkpoint is signed by the log key.
+    hashes = [bytes(32)] * honest.size
+    forked_root = merkle.root([*hashes[:-1], b"\x01" * 32])
+    proxy.alter = _checkpoint_alter(_signed_checkpoint(honest.size, forked_root))
+    assert sync(world.a, alices).checkpoint.size == honest.size
+    _refused(world, proxy, path, f"fork: the checkpoint of size {honest.size} does not extend")
+
+
+def test_sync_refuses_a_page_that_drops_a_revocation(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    revoke(world.a, world.alice, [world.shared[0]], "false positive")
+    checkpoint_sign()
+
+    def change(page: dict[str, Any]) -> None:
+        page["events"] = [e for e in page["events"] if e["type"] != "entry_revoked"]
+
+    proxy.alter = _feed_alter(change)
+    _refused(world, proxy, path, "the feed left it out, yet the log serves it")
+    with Mirror(path) as mirror:
+        revoked = mirror.entry(world.shared[0])
+        assert revoked is not None
+        assert revoked.status == "revoked"
+
+
+def test_sync_command_refusal_is_one_line_and_exit_status_1(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    config = Config(
+        url=proxy.url,
+        api_key=world.bob.api_key,
+        signing_key=None,
+        mirror=tmp_path / "mirror.db",
+        state=tmp_path / "state.json",
+        timeout=10,
+    )
+    sync(world.b, config.mirror)
+    accepted = Mirror(config.mirror).tree_size
+    proxy.alter = _checkpoint_alter(_signed_checkpoint(accepted - 1))
+    result = CliRunner().invoke(sync_command, [], obj=config)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("Error: rollback: the checkpoint is of size")
