@@ -72,7 +72,12 @@ def server_start(workers: int) -> tuple[subprocess.Popen[bytes], str]:
         "RATE_LIMIT_ENABLED": "false",
     }
     process = subprocess.Popen(  # noqa: S603 - this virtualenv's gunicorn, fixed arguments
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "consortium.wsgi"],
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "consortium.wsgi",
+        ],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,

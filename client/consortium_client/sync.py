@@ -34,6 +34,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -750,16 +751,25 @@ class Syncer:
         totals = _PageCounts()
         pages = 0
         bar = _progress_bar(self.progress, checkpoint.size - cursor - 1)
+        # The next page is fetched while this one is verified and written: the server's
+        # time and the client's overlap. A page fetched ahead of a refusal is dropped.
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed")
+        fetched: tuple[int, Future[bytes]] | None = None
         try:
             while cursor < checkpoint.size - 1 or pending:
                 events: list[tuple[int, bytes, dict[str, Any]]] = []
                 openings: dict[int, dict[str, Any]] = {}
                 end = cursor
                 if cursor < checkpoint.size - 1:
-                    raw = api.feed_page(cursor, self.page_size)
+                    if fetched is not None and fetched[0] == cursor:
+                        raw = fetched[1].result()
+                    else:
+                        raw = api.feed_page(cursor, self.page_size)
                     events, openings, next_cursor, _ = _page_read(raw, cursor)
                     events = [e for e in events if e[0] < checkpoint.size]
                     end = min(next_cursor, checkpoint.size - 1)
+                    if end < checkpoint.size - 1 and (not events or events[-1][0] <= end):
+                        fetched = (end, ahead.submit(api.feed_page, end, self.page_size))
                     if end <= cursor and not events:
                         raise SyncError(
                             f"the feed after cursor {cursor} ends before the checkpoint's "
@@ -795,6 +805,7 @@ class Syncer:
                 for name in ("events", "added", "revoked", "erased"):
                     setattr(totals, name, getattr(totals, name) + getattr(counts, name))
         finally:
+            ahead.shutdown(wait=True, cancel_futures=True)
             bar.close()
         return SyncResult(
             checkpoint,
