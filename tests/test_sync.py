@@ -35,7 +35,7 @@ from consortium_client.cli_sync import sync_command
 from consortium_client.config import Config
 from consortium_client.notes import checkpoint_format, note_sign
 from consortium_client.payloads import revocation_envelope, submission_envelope
-from consortium_client.sync import Mirror, SyncError, sync
+from consortium_client.sync import Mirror, Syncer, SyncError, SyncResult, sync, sync_watch
 from hashes.models import HashList
 from hashes.services import entry_erase
 from tests.conftest import PartnerClient, partner_client, pdq
@@ -465,3 +465,19 @@ def test_sync_command_refusal_is_one_line_and_exit_status_1(
     assert result.exit_code == 1
     assert result.output.count("\n") == 1
     assert result.output.startswith("Error: rollback: the checkpoint is of size")
+
+
+def test_sync_watch_follows_new_checkpoints(world: World, tmp_path: Path) -> None:
+    syncer = Syncer(world.b, tmp_path / "mirror.db", page_size=10)
+    results: list[SyncResult] = []
+
+    def report(result: SyncResult) -> None:
+        results.append(result)
+        if len(results) == 1:
+            world.grow(submissions=1, size=3)
+
+    sync_watch(syncer, interval=0.01, report=report, rounds=2)
+    assert [r.added for r in results] == [len(world.shared) - 3, 3]
+    assert results[1].checkpoint.size > results[0].checkpoint.size
+    with Mirror(tmp_path / "mirror.db") as mirror:
+        assert [e.id for e in mirror.entries()] == world.shared
