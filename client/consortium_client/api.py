@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from consortium_client.merkle import Tile
 from consortium_client.verify import (
     ConsistencyProof,
     InclusionProof,
@@ -186,3 +187,13 @@ class ConsortiumApi:
             after = page["next"]
             if not page["has_more"]:
                 return
+
+    # What `consortium_client.sync` reads: raw pages and tiles, verified by the caller.
+
+    def feed_page(self, after: int, limit: int) -> bytes:
+        """One feed page after index `after` (-1: from the start), as the exact bytes served."""
+        return self.get_bytes("feed", after=after, limit=limit)
+
+    def tile(self, level: int, index: int, width: int = 256) -> bytes:
+        """Hash tile `(level, index)` at `width` hashes (C2SP tlog-tiles), as served."""
+        return self.get_bytes("log/tile/" + Tile(level, index, width).path)

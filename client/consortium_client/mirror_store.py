@@ -14,6 +14,8 @@ Tables:
 - `entries`: one row per entry_added event, with what opens its commitment (`value`, `salt`,
   NULL once erased) and its state: `active`, `revoked` or `erased`, with the index and the
   reason of the event that ended it. Ended entries stay: the mirror keeps why they stopped.
+  An entry whose value was erased before the mirror first read it is `erased` with no
+  `ended_index` until the sync reaches its `entry_erased` event.
 - `signing_keys`: partners' signing keys as the log registered and revoked them, to verify
   envelopes without asking the server.
 - `index_snapshots`: per algorithm, the active entries' ids and packed hashes as of `cursor`,
@@ -62,7 +64,8 @@ CREATE TABLE IF NOT EXISTS entries (
     ended_index INTEGER,
     reason TEXT,
     CHECK ((status = 'erased') = (value IS NULL)),
-    CHECK ((status = 'active') = (ended_index IS NULL))
+    CHECK (status != 'active' OR ended_index IS NULL),
+    CHECK (status != 'revoked' OR ended_index IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS entries_active ON entries (algorithm, id) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS entries_ended ON entries (ended_index) WHERE ended_index IS NOT NULL;
