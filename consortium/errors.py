@@ -87,6 +87,9 @@ UnknownEntry = _error("unknown-entry", "No such entry is visible to this partner
 UnknownSubmission = _error(
     "unknown-submission", "No such submission is visible to this partner", 404
 )
+UnknownRevocation = _error(
+    "unknown-revocation", "No such signed revocation is visible to this partner", 404
+)
 UnknownAccessPeriod = _error("unknown-access-period", "No such access period is sealed", 404)
 NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
 EntryErased = _error("entry-erased", "The entry was erased", 409)

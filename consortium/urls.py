@@ -28,6 +28,11 @@ api_v1 = [
     ),
     path("entries/<int:entry_id>", hashes_views.EntryDetailView.as_view(), name="entry"),
     path("revocations", hashes_views.RevocationsView.as_view(), name="revocations"),
+    path(
+        "revocations/<int:revocation_id>/envelope",
+        hashes_views.RevocationEnvelopeView.as_view(),
+        name="revocation-envelope",
+    ),
     path("feed", hashes_views.FeedView.as_view(), name="feed"),
     path("match", image_views.MatchView.as_view(), name="match"),
     path("hashes", image_views.ImageHashesView.as_view(), name="image-hashes"),

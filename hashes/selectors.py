@@ -11,7 +11,13 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from audit.selectors import log_page_for_lists, log_size
-from consortium.errors import ListNotWritable, UnknownEntry, UnknownList, UnknownSubmission
+from consortium.errors import (
+    ListNotWritable,
+    UnknownEntry,
+    UnknownList,
+    UnknownRevocation,
+    UnknownSubmission,
+)
 from hashes.models import Entry, HashList, Revocation, Submission
 from partners.models import Partner
 
@@ -98,6 +104,25 @@ def submission_get(*, partner: Partner, submission_id: int) -> Submission:
     if submission is None:
         raise UnknownSubmission(f"no submission {submission_id} is visible to this partner")
     return submission
+
+
+def revocation_signed_get(*, partner: Partner, revocation_id: int) -> Revocation:
+    """A partner's signed revocation that ended an entry `partner` may see, or its own.
+
+    Its tombstones are in `partner`'s feed, so it may check the signature behind them. An
+    administrator's revocation has no envelope and is reported like one that does not exist:
+    its tombstone names the administrator instead of a key.
+    """
+    revocation = (
+        Revocation.objects.filter(pk=revocation_id, envelope__isnull=False)
+        .filter(
+            Q(partner=partner) | Q(entries__hash_list_id__in=lists_visible_ids(partner=partner))
+        )
+        .first()
+    )
+    if revocation is None:
+        raise UnknownRevocation(f"no signed revocation {revocation_id} is visible to this partner")
+    return revocation
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,27 @@ class SubmissionEnvelopeView(ConsortiumView):
         return HttpResponse(bytes(submission.envelope), content_type="application/json")
 
 
+class RevocationEnvelopeView(ConsortiumView):
+    audit_action = "revocation.envelope.read"
+    required_scope = "read"
+
+    @extend_schema(
+        operation_id="revocation_envelope",
+        responses={(200, "application/json"): OpenApiTypes.BINARY},
+        description="A signed revocation's DSSE envelope, byte for byte as received, so a "
+        "partner can check the signature behind a tombstone (its leaf's `envelope` is the "
+        "SHA-256 of these bytes). Visible to the partners who see one of the entries it ended. "
+        "An administrator's revocation has none (404 unknown-revocation).",
+    )
+    def get(self, request: Request, revocation_id: int) -> HttpResponse:
+        revocation = selectors.revocation_signed_get(
+            partner=self.partner, revocation_id=revocation_id
+        )
+        self.audit_target = f"revocation:{revocation.pk}"
+        self.audit_records = 1
+        return HttpResponse(bytes(revocation.envelope), content_type="application/json")
+
+
 class EntryDetailView(ConsortiumView):
     audit_action = "entry.read"
     required_scope = "read"

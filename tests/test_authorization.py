@@ -26,7 +26,7 @@ from tests.factories import HashListFactory, SharingGroupFactory
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # may name {entry} and {submission}
+    path: str  # may name {entry}, {submission} and {revocation}
     scope: str | None
     action: str
 
@@ -40,6 +40,9 @@ ENDPOINTS = [
         "get", "/api/v1/submissions/{submission}/envelope", "read", "submission.envelope.read"
     ),
     Endpoint("post", "/api/v1/revocations", "submit", "revocation.create"),
+    Endpoint(
+        "get", "/api/v1/revocations/{revocation}/envelope", "read", "revocation.envelope.read"
+    ),
     Endpoint("get", "/api/v1/feed", "read", "feed.read"),
     Endpoint("get", "/api/v1/audit/events", "audit", "audit.read"),
     Endpoint("get", "/api/v1/audit/periods", "audit", "audit.periods.read"),
@@ -62,9 +65,12 @@ class World:
     alice: PartnerClient
     entry: int
     submission: int
+    revocation: int
 
     def call(self, endpoint: Endpoint, key: str, **extra: Any) -> Any:
-        path = endpoint.path.format(entry=self.entry, submission=self.submission)
+        path = endpoint.path.format(
+            entry=self.entry, submission=self.submission, revocation=self.revocation
+        )
         if endpoint.method == "post":
             # Authentication and scopes are checked before the body is read.
             body = (
@@ -87,7 +93,12 @@ def world(alice: PartnerClient, shared_list: HashList) -> World:
     response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq()}])
     assert response.status_code == 201, response.content
     body = json.loads(response.content)
-    return World(alice, body["entries"][0]["id"], body["submission"])
+    # A second entry, revoked, so that the revocation's envelope can be read.
+    ended = json.loads(alice.submit("ncii", [{"algorithm": "pdq", "value": pdq()}]).content)
+    revoked = alice.revoke([ended["entries"][0]["id"]])
+    assert revoked.status_code == 201, revoked.content
+    revocation = json.loads(revoked.content)["revocation"]
+    return World(alice, body["entries"][0]["id"], body["submission"], revocation)
 
 
 def _key(partner: Partner, **fields: Any) -> str:
@@ -384,6 +395,23 @@ def test_hidden_entry_is_unknown(alice, bob, make_hidden) -> None:
     assert problem(response) == "unknown-entry"
     assert problem(missing) == "unknown-entry"
     assert alice.get(f"/api/v1/entries/{hidden.entry}").status_code == 200
+
+
+@hidden_lists
+def test_hidden_revocation_envelope_is_unknown(alice, bob, make_hidden) -> None:
+    hidden = make_hidden(alice)
+    revoked = alice.revoke([hidden.entry])
+    revocation = json.loads(revoked.content)["revocation"]
+
+    response = bob.get(f"/api/v1/revocations/{revocation}/envelope")
+    missing = bob.get(f"/api/v1/revocations/{revocation + 1000}/envelope")
+
+    assert response.status_code == 404
+    assert problem(response) == "unknown-revocation"
+    assert response.content.replace(str(revocation).encode(), b"N") == missing.content.replace(
+        str(revocation + 1000).encode(), b"N"
+    )
+    assert alice.get(f"/api/v1/revocations/{revocation}/envelope").status_code == 200
 
 
 @hidden_lists

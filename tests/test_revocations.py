@@ -3,6 +3,7 @@ revocations are refused whole and change nothing; good ones reach every partner.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from audit.actors import Actor
 from audit.models import AccessEvent
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, envelope_sign
 from consortium_client.keys import key_generate, public_key_pem
+from consortium_client.verify import verify_revocation
 from hashes.models import Entry, HashList, Revocation
 from hashes.services import revocation_by_administrator
 from partners import services
@@ -303,6 +305,35 @@ def test_revocation_reaches_the_feed_and_the_entry(alice, bob, own) -> None:
     assert entry["status"] == "revoked"
     assert entry["revocation"]["reason"] == "consent withdrawn"
     assert entry["revocation"]["revoked_by"] == "alice"
+
+
+def test_another_partner_verifies_a_tombstone_against_its_signed_envelope(alice, bob, own) -> None:
+    _, cursor = bob.feed_all()
+    body = json.loads(alice.revoke([own[0]], reason="consent withdrawn").content)
+    (tombstone,) = bob.feed_all(after=cursor)[0]
+    leaf = json.dumps(tombstone, sort_keys=True, separators=(",", ":")).encode()
+
+    response = bob.get(f"/api/v1/revocations/{body['revocation']}/envelope")
+
+    assert response.status_code == 200, response.content
+    assert hashlib.sha256(response.content).hexdigest() == tombstone["envelope"]
+    payload = verify_revocation(leaf, response.content, alice.private_key.public_key())
+    assert payload["reason"] == "consent withdrawn"
+    assert AccessEvent.objects.filter(
+        partner=bob.partner, action="revocation.envelope.read", status=200
+    ).exists()
+
+
+def test_an_administrators_revocation_has_no_envelope(alice, bob, own) -> None:
+    admin = User.objects.create_superuser("root", "root@example.org", None)
+    revocation_by_administrator(
+        actor=Actor.for_user(admin), entries=[Entry.objects.get(pk=own[0])], reason="court"
+    )
+
+    response = bob.get(f"/api/v1/revocations/{Revocation.objects.get().pk}/envelope")
+
+    assert response.status_code == 404
+    assert problem(response) == "unknown-revocation"
 
 
 def test_same_revocation_twice_is_idempotent(alice, own) -> None:
