@@ -35,7 +35,10 @@ json_values = st.recursive(
 
 
 @given(st.dictionaries(st.text(), json_values, max_size=6))
-@example({"del": "\x7f", "float": 1e16, "big": 2**70, "\x7f": [0.5]})
+@example({"del": "\x7f"})
+@example({"\x7f": None})
+@example({"float": 1e16})
+@example({"big": 2**70, "e": "\u00e9"})
 def test_a_leaf_the_fast_check_calls_canonical_is_canonical_by_the_stdlib(
     document: dict[str, Any],
 ) -> None:
