@@ -4,9 +4,10 @@
 speaks of with it, each read as a stream ordered by the key the log names it by:
 
 - the leaves: canonical version 2 JSON, dense indexes, known types, row columns as the leaf;
-- the tree: every leaf hash goes into a `merkle.CompactRange`, which hands back each complete
-  subtree as it closes; those of tree levels 0, 8, 16, ... are compared with the stored
-  tiles as they close, so a changed, missing, extra, truncated or widened tile is found;
+- the tree: every leaf hash is appended to the tree's right edge (what a
+  `merkle.CompactRange` keeps), which closes complete subtrees; those of tree levels 0, 8,
+  16, ... are compared with the stored tiles as they close, so a changed, missing, extra,
+  truncated or widened tile is found;
 - checkpoints: the root at each checkpoint's size against its row and its note, the note's
   signature by the log key, and each cosignature row against its partner's key;
 - entries (by id, which is their log index), their tombstones and erasures (by the log
@@ -21,6 +22,11 @@ neither seen half-way nor blocked. Memory is bounded by the chunk size, one tile
 level, O(log n) hashes of the compact range, and the signing keys and lists of the
 consortium: never by the length of the log. The first divergence ends the run with one line
 naming the table, the row and what differs; hash values and salts are never printed.
+
+Speed: each row is checked by one comparison of what it should be with what it is; only a
+difference takes the slower code that names it, so every check is the original one. Leaves
+are read with msgspec where its encoding is the canonical one, and the events and entries by
+keyset pages of plain SQL: about twice the rate of reading them with the ORM and the stdlib.
 """
 
 from __future__ import annotations
