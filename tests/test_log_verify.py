@@ -651,3 +651,51 @@ def test_memory_does_not_grow_with_the_log() -> None:
     assert (small_size, large_size) == (2000, 20000)
     # Ten times the events, about the same peak: chunks, one tile per level, O(log n) hashes.
     assert large < small * 1.3 + 64 * 1024, (small, large)
+
+
+@pytest.fixture
+def witness(settings: Any) -> Iterator[Any]:
+    """An outside witness over real HTTP, configured as the server's only witness."""
+    from audit.services import log_vkey
+    from consortium_client.notes import vkey_parse
+    from tests.witness import Witness
+
+    running = Witness("witness.example/w1", {settings.LOG_ORIGIN: [vkey_parse(log_vkey())]})
+    running.start()
+    settings.LOG_WITNESSES = [running.config]
+    settings.LOG_WITNESS_ALLOW_LOCAL_HTTP = True
+    yield running
+    running.stop()
+
+
+def _witness_cosigns(world: World) -> None:
+    from audit.witnesses import witness_push, witnesses_configured
+
+    checkpoint = checkpoint_sign()
+    assert witness_push(witness=witnesses_configured()[0], size=checkpoint.size).stored
+
+
+def test_witness_cosignatures_are_checked_with_the_configured_keys(
+    world: World, witness: Any, settings: Any
+) -> None:
+    _witness_cosigns(world)
+    checked = _verify_output()
+
+    # A witness dropped from the configuration: its key is unknown here, so its
+    # cosignature is counted apart rather than reported as tampering.
+    settings.LOG_WITNESSES = []
+    unchecked = _verify_output()
+
+    assert "1 more by witnesses no longer configured" not in checked
+    assert "1 more by witnesses no longer configured" in unchecked
+
+
+def test_a_changed_witness_cosignature_is_reported(world: World, witness: Any) -> None:
+    _witness_cosigns(world)
+    with _as_database_owner("audit_cosignature") as cursor:
+        cursor.execute("UPDATE audit_cosignature SET timestamp = timestamp + 1 WHERE witness <> ''")
+
+    line = _divergence()
+
+    assert "audit_cosignature" in line
+    assert "timestamp column" in line
