@@ -180,7 +180,8 @@ class RevocationEnvelopeView(ConsortiumView):
         )
         self.audit_target = f"revocation:{revocation.pk}"
         self.audit_records = 1
-        return HttpResponse(bytes(revocation.envelope), content_type="application/json")
+        # The selector returns signed revocations only: their envelope is never NULL.
+        return HttpResponse(bytes(revocation.envelope or b""), content_type="application/json")
 
 
 class EntryDetailView(ConsortiumView):
