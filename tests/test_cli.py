@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import threading
@@ -10,9 +9,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import click
 import pytest
 
 from consortium_client import cli
+from consortium_client.config import ENVIRONMENT
 from consortium_client.keys import private_key_load, public_key_pem
 from hashes.models import Entry, HashList
 from partners import services
@@ -171,24 +172,34 @@ def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, 
     assert error.count("\n") == 1
 
 
-def _options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from ((f"{name} {what}", a) for what, a in _options(sub))
-        elif not isinstance(action, argparse._HelpAction):
-            yield "/".join(action.option_strings) or action.dest, action
+def _commands(
+    command: click.Command, path: str = "consortium"
+) -> Iterator[tuple[str, click.Command]]:
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, f"{path} {name}")
 
 
-def test_cli_help_explains_every_option_and_the_environment(capsys) -> None:
-    undocumented = [name for name, action in _options(cli.parser_build()) if not action.help]
+def test_cli_help_explains_every_command_option_and_the_environment(capsys) -> None:
+    undocumented = [
+        f"{path} {'/'.join(param.opts)}"
+        for path, command in _commands(cli.consortium)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
+    ]
     assert undocumented == []
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["--help"])
-    assert exited.value.code == 0
+    assert [path for path, command in _commands(cli.consortium) if not command.help] == []
+    assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "CONSORTIUM_URL" in out
-    assert "CONSORTIUM_API_KEY" in out
+    for variable in ENVIRONMENT.values():
+        assert variable in out
+    # Every command's help, through main() as the installed command runs it.
+    for path, _ in _commands(cli.consortium):
+        assert cli.main([*path.split()[1:], "--help"]) == 0, path
+        out, err = capsys.readouterr()
+        assert out.startswith(f"Usage: {path} "), path
+        assert err == ""
 
 
 def _closed_port() -> int:
@@ -201,8 +212,9 @@ def test_cli_reports_a_refused_connection_in_one_sentence(capsys) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     assert cli.main(["--url", url, "--api-key", "csk_x", "feed"]) == 1
     error = capsys.readouterr().err
+    # Tried again with backoff before giving up: 1 + 4 retries.
     assert error == f"consortium: cannot reach the server at {url}: connection refused " + (
-        "(is the server running, and is the URL right?)\n"
+        "(is the server running, and is the URL right?); 5 attempts\n"
     )
 
 
@@ -215,7 +227,9 @@ def test_cli_reports_a_silent_server_in_one_sentence(capsys) -> None:
         code = cli.main(["--url", url, "--api-key", "csk_x", "--timeout", "0.5", "feed"])
     assert code == 1
     error = capsys.readouterr().err
-    assert error == f"consortium: cannot reach the server at {url}: no answer within 0.5 seconds\n"
+    assert error == (
+        f"consortium: cannot reach the server at {url}: no answer within 0.5 seconds; 5 attempts\n"
+    )
 
 
 @pytest.mark.parametrize("suffix", ["/", "/api/v1", "/api/v1/"])
@@ -251,10 +265,12 @@ def test_cli_hash_output_submits_and_submit_ids_revoke(
 
     image = tmp_path / "photo.png"
     picture(seed=21).save(image)
-    assert cli.main(["hash", "--algorithm", "pdq", "--algorithm", "md5", str(image)]) == 0
-    hashes = tmp_path / "photo.txt"
+    assert cli.main(["hash", "--algorithm", "md5", "--algorithm", "pdq", str(image)]) == 0
+    hashes = tmp_path / "photo.jsonl"
     hashes.write_text(capsys.readouterr().out)
-    assert [line.split()[0] for line in hashes.read_text().splitlines()] == ["pdq", "md5"]
+    (line,) = [json.loads(line) for line in hashes.read_text().splitlines()]
+    assert list(line) == ["path", "pdq", "md5", "pdq_quality"]
+    assert line["path"] == str(image)
 
     assert (
         _run(
