@@ -125,12 +125,18 @@ def _hash_line_entries(text: str, number: int, labels: list[str]) -> list[dict[s
     return entries
 
 
-def _help_asked() -> bool:
-    context = click.get_current_context()
-    return any(arg in _HELP_FLAGS for arg in [*context.protected_args, *context.args])
+class _Root(click.Group):
+    """The root group, noting before its callback runs whether help was asked for: a
+    broken config file must not hide the help that says how to fix it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # `ctx.args` holds the rest of the command line until the group invokes.
+        ctx.meta["consortium.help"] = any(arg in _HELP_FLAGS for arg in ctx.args)
+        return super().invoke(ctx)
 
 
 @click.group(
+    cls=_Root,
     name="consortium",
     epilog=EPILOG,
     context_settings={"help_option_names": list(_HELP_FLAGS), "max_content_width": 100},
@@ -166,7 +172,7 @@ def consortium(
     try:
         context.obj = config_load(flags=flags, config_file=config_file)
     except ConfigError as exc:
-        if not _help_asked():  # a broken config file must not hide the help
+        if not context.meta.get("consortium.help"):
             raise UsageError(str(exc)) from exc
         context.obj = config_load(flags=flags, environ={}, config_file=Path(os.devnull))
 
