@@ -540,7 +540,7 @@ def _status_print(report: dict[str, Any]) -> None:
         click.echo(f"partner       {me['name']} ({me['display_name']}, {me['status']})")
         scopes = ",".join(key.get("scopes", []))
         expires = key.get("expires_at") or "never"
-        click.echo(f"api key       {key.get('prefix')} scopes {scopes}, expires {expires}")
+        click.echo(f"api key       csk_{key.get('prefix')}_**** scopes {scopes}, expires {expires}")
         for signing in me.get("signing_keys", []):
             revoked = f", revoked {signing['revoked_at']}" if signing.get("revoked_at") else ""
             click.echo(f"signing key   {signing['key_id']} ({signing['name']}{revoked})")

@@ -96,9 +96,7 @@ def test_config_command_shows_values_and_sources_never_the_key(
     assert "s3cr3t" not in out
 
 
-def test_a_broken_config_file_is_one_line_and_does_not_hide_help(
-    config_file: Path, capsys
-) -> None:
+def test_a_broken_config_file_is_one_line_and_does_not_hide_help(config_file: Path, capsys) -> None:
     config_file.write_text("url = [")
     assert cli.main(["config"]) == 2
     out, err = capsys.readouterr()
