@@ -24,6 +24,7 @@ from consortium_client.cli_common import (
     CliError,
     UsageError,
     api_client,
+    imaging_required,
     private_key,
     read_text,
     state_option,
@@ -235,6 +236,7 @@ def hash_command(
     Files that cannot be read or are not images are reported on standard error, one line
     each, and skipped. Exit status: 0 all hashed, 1 some skipped, 2 usage error.
     """
+    imaging_required()
     algorithms = list(algorithm) or list(ALGORITHM_NAMES)
     files = files_walk(paths)
     skipped = 0
@@ -271,6 +273,7 @@ def _progress(results: Iterable[Any], total: int) -> Iterable[Any]:
 def _images_entries(
     paths: Sequence[Path], algorithms: Sequence[str], labels: list[str], jobs: int | None
 ) -> tuple[list[dict[str, Any]], int]:
+    imaging_required()
     entries: list[dict[str, Any]] = []
     skipped = 0
     files = files_walk(paths)
@@ -602,6 +605,7 @@ def match(
 ) -> None:
     """Match IMAGES (hashed locally) or hashes against a mirror saved from 'feed'."""
     # Imported here so that the other commands work without the imaging extras installed.
+    imaging_required()
     from consortium_client.imaging import ImageRejected, image_file_hashes
     from consortium_client.mirror import mirror_load
 

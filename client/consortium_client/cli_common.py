@@ -92,3 +92,14 @@ def state_option(function: F) -> F:
 
 def state_path(config: Config, state: Path | None) -> Path:
     return state if state is not None else config.state
+
+
+def imaging_required() -> None:
+    """UsageError, in one line, when the imaging extras are not installed."""
+    try:
+        import consortium_client.imaging  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"hashing images needs the imaging extras ({exc.name} is not installed): "
+            "pip install 'consortium-client[images]'"
+        ) from exc
