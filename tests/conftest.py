@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,6 +212,16 @@ def _rate_limits_off(settings: Any) -> None:
     settings.RATE_LIMITS = {
         subject: dict.fromkeys(rates) for subject, rates in settings.RATE_LIMITS.items()
     }
+
+
+@pytest.fixture(autouse=True)
+def _partner_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `consortium` command's user directories (config, trusted state, mirror, submit
+    journals) are the test's own, and no CONSORTIUM_* setting of the machine leaks in."""
+    for kind in ("CONFIG", "DATA", "CACHE", "STATE"):
+        monkeypatch.setenv(f"XDG_{kind}_HOME", str(tmp_path / "home" / kind.lower()))
+    for variable in [v for v in os.environ if v.startswith("CONSORTIUM_")]:
+        monkeypatch.delenv(variable)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import threading
@@ -10,9 +9,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import click
 import pytest
 
 from consortium_client import cli
+from consortium_client.config import ENVIRONMENT
 from consortium_client.keys import private_key_load, public_key_pem
 from hashes.models import Entry, HashList
 from partners import services
@@ -171,24 +172,34 @@ def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, 
     assert error.count("\n") == 1
 
 
-def _options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from ((f"{name} {what}", a) for what, a in _options(sub))
-        elif not isinstance(action, argparse._HelpAction):
-            yield "/".join(action.option_strings) or action.dest, action
+def _commands(
+    command: click.Command, path: str = "consortium"
+) -> Iterator[tuple[str, click.Command]]:
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, f"{path} {name}")
 
 
-def test_cli_help_explains_every_option_and_the_environment(capsys) -> None:
-    undocumented = [name for name, action in _options(cli.parser_build()) if not action.help]
+def test_cli_help_explains_every_command_option_and_the_environment(capsys) -> None:
+    undocumented = [
+        f"{path} {'/'.join(param.opts)}"
+        for path, command in _commands(cli.consortium)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
+    ]
     assert undocumented == []
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["--help"])
-    assert exited.value.code == 0
+    assert [path for path, command in _commands(cli.consortium) if not command.help] == []
+    assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "CONSORTIUM_URL" in out
-    assert "CONSORTIUM_API_KEY" in out
+    for variable in ENVIRONMENT.values():
+        assert variable in out
+    # Every command's help, through main() as the installed command runs it.
+    for path, _ in _commands(cli.consortium):
+        assert cli.main([*path.split()[1:], "--help"]) == 0, path
+        out, err = capsys.readouterr()
+        assert out.startswith(f"Usage: {path} "), path
+        assert err == ""
 
 
 def _closed_port() -> int:
@@ -201,8 +212,9 @@ def test_cli_reports_a_refused_connection_in_one_sentence(capsys) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     assert cli.main(["--url", url, "--api-key", "csk_x", "feed"]) == 1
     error = capsys.readouterr().err
+    # Tried again with backoff before giving up: 1 + 4 retries.
     assert error == f"consortium: cannot reach the server at {url}: connection refused " + (
-        "(is the server running, and is the URL right?)\n"
+        "(is the server running, and is the URL right?); 5 attempts\n"
     )
 
 
@@ -215,7 +227,9 @@ def test_cli_reports_a_silent_server_in_one_sentence(capsys) -> None:
         code = cli.main(["--url", url, "--api-key", "csk_x", "--timeout", "0.5", "feed"])
     assert code == 1
     error = capsys.readouterr().err
-    assert error == f"consortium: cannot reach the server at {url}: no answer within 0.5 seconds\n"
+    assert error == (
+        f"consortium: cannot reach the server at {url}: no answer within 0.5 seconds; 5 attempts\n"
+    )
 
 
 @pytest.mark.parametrize("suffix", ["/", "/api/v1", "/api/v1/"])
@@ -251,10 +265,12 @@ def test_cli_hash_output_submits_and_submit_ids_revoke(
 
     image = tmp_path / "photo.png"
     picture(seed=21).save(image)
-    assert cli.main(["hash", "--algorithm", "pdq", "--algorithm", "md5", str(image)]) == 0
-    hashes = tmp_path / "photo.txt"
+    assert cli.main(["hash", "--algorithm", "md5", "--algorithm", "pdq", str(image)]) == 0
+    hashes = tmp_path / "photo.jsonl"
     hashes.write_text(capsys.readouterr().out)
-    assert [line.split()[0] for line in hashes.read_text().splitlines()] == ["pdq", "md5"]
+    (line,) = [json.loads(line) for line in hashes.read_text().splitlines()]
+    assert list(line) == ["path", "pdq", "md5", "pdq_quality"]
+    assert line["path"] == str(image)
 
     assert (
         _run(
@@ -316,3 +332,294 @@ def test_cli_reports_a_server_that_is_not_consortium_in_one_line(tmp_path: Path,
     error = capsys.readouterr().err
     assert f"{url} answered with something other than JSON" in error
     assert error.count("\n") == 1
+
+
+# --- hash: directories, refusals, formats ---------------------------------------------------
+
+
+def _photo_directory(root: Path) -> dict[str, Path]:
+    """Images and things that are not: what a partner's export folder holds."""
+    from tests.test_matching import picture
+
+    root.mkdir()
+    (root / "nested").mkdir()
+    files = {
+        "png": root / "a.png",
+        "jpeg": root / "nested" / "b.jpg",
+        "corrupt": root / "c-corrupt.jpg",
+        "empty": root / "d-empty.jpg",
+        "text": root / "e-notes.txt",
+        "svg": root / "f-drawing.svg",
+    }
+    picture(seed=31).save(files["png"])
+    picture(seed=32).save(files["jpeg"], quality=80)
+    jpeg = files["jpeg"].read_bytes()
+    # A JPEG's header, then garbage where the image data should be.
+    files["corrupt"].write_bytes(jpeg[:200] + bytes(range(256)) * 8)
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not a picture\n")
+    files["svg"].write_text('<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>\n')
+    # Hidden files in a directory (thumbnail caches, metadata) are never the images meant.
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return files
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_cli_hash_reports_each_unhashable_file_and_hashes_the_rest(
+    tmp_path: Path, capsys, jobs: str
+) -> None:
+    from consortium_client.imaging import image_file_hashes
+
+    files = _photo_directory(tmp_path / "photos")
+    assert cli.main(["hash", "--jobs", jobs, str(tmp_path / "photos")]) == 1
+    out, err = capsys.readouterr()
+    hashed = [json.loads(line) for line in out.splitlines()]
+    assert [line["path"] for line in hashed] == [str(files["png"]), str(files["jpeg"])]
+    assert hashed[1]["pdq"] == image_file_hashes(files["jpeg"]).values["pdq"]
+    assert set(hashed[0]) == {"path", "pdq", "phash", "dhash", "ahash", "whash", "md5"} | {
+        "sha256",
+        "pdq_quality",
+    }
+    assert err.splitlines() == [
+        f"consortium: {files['corrupt']}: image cannot be decoded: cannot load this image",
+        f"consortium: {files['empty']}: not an image in an accepted format "
+        "(JPEG, PNG, GIF, WEBP, BMP, TIFF)",
+        f"consortium: {files['text']}: not an image in an accepted format "
+        "(JPEG, PNG, GIF, WEBP, BMP, TIFF)",
+        f"consortium: {files['svg']}: not an image in an accepted format "
+        "(JPEG, PNG, GIF, WEBP, BMP, TIFF)",
+    ]
+
+
+def test_cli_hash_exit_status_says_whether_all_went_well(tmp_path: Path, capsys) -> None:
+    files = _photo_directory(tmp_path / "photos")
+    assert cli.main(["hash", str(files["png"]), str(files["jpeg"])]) == 0
+    assert capsys.readouterr().err == ""
+    assert cli.main(["hash", str(tmp_path / "missing.jpg")]) == 1
+    assert capsys.readouterr().err == (
+        f"consortium: {tmp_path / 'missing.jpg'}: cannot read: No such file or directory\n"
+    )
+    assert cli.main(["hash", "--algorithm", "sha1", str(files["png"])]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.main(["hash"]) == 2
+    assert "Missing argument 'PATHS...'" in capsys.readouterr().err
+
+
+def test_cli_hash_writes_csv_with_the_chosen_algorithms(tmp_path: Path, capsys) -> None:
+    import csv
+
+    files = _photo_directory(tmp_path / "photos")
+    args = ["hash", "--format", "csv", "-a", "pdq", "-a", "md5", str(files["png"])]
+    assert cli.main([*args, str(files["text"])]) == 1
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert rows[0] == ["path", "pdq", "md5", "pdq_quality"]
+    assert [row[0] for row in rows[1:]] == [str(files["png"])]
+    assert len(rows[1][1]) == 64
+
+
+# --- submit: chunked, resumable ------------------------------------------------------------
+
+
+class _Proxy:
+    """An HTTP proxy in front of the live server that, when told, forwards one POST and then
+    never answers it: the client is killed having sent a batch the server stored."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        from http.server import ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.posts = 0
+        self.hang_on_post: int | None = None
+        self.forwarded_hung = threading.Event()
+        self.release = threading.Event()
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                connection = http.client.HTTPConnection(target.hostname, target.port)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                content = answer.read()
+                if self.command == "POST":
+                    proxy.posts += 1
+                    if proxy.posts == proxy.hang_on_post:
+                        proxy.forwarded_hung.set()
+                        proxy.release.wait(60)
+                        return
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.getheader("Content-Type") or "")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cli_submit_resumes_after_a_kill_without_duplicates(
+    partner_setup, tmp_path: Path, capsys
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    values = [pdq() for _ in range(5)]
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text("".join(f"pdq {v}\n" for v in values))
+    proxy = _Proxy(partner_setup["url"])
+    command = [
+        "--url", proxy.url, "--api-key", partner_setup["key"], "submit", "--ids",
+        "--key", partner_setup["private"], "--list", "cli-list", "--batch-size", "2", str(hashes),
+    ]  # fmt: skip
+    try:
+        # The second batch reaches the server, which stores it; its answer never comes back.
+        proxy.hang_on_post = 2
+        env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parent.parent)}
+        process = subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "consortium_client", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proxy.forwarded_hung.wait(60)
+        process.kill()
+        out, _ = process.communicate(timeout=30)
+        assert len(out.split()) == 2  # the first batch's ids
+        stored = Entry.objects.filter(hash_list__name="cli-list")
+        assert sorted(stored.values_list("value", flat=True)) == sorted(values[:4])
+        proxy.release.set()
+
+        assert cli.main(command) == 0
+        out, err = capsys.readouterr()
+        assert "1 batches answered, 1 to send again" in err
+        ids = [int(i) for i in out.split()]
+        assert len(ids) == 5
+        # The second batch was sent again as recorded, and stored once.
+        assert sorted(stored.values_list("pk", flat=True)) == sorted(ids)
+        assert sorted(stored.values_list("value", flat=True)) == sorted(values)
+        posts = proxy.posts
+
+        # Run again: the journal says everything was answered; nothing is sent.
+        assert cli.main(command) == 0
+        assert [int(i) for i in capsys.readouterr().out.split()] == ids
+        assert proxy.posts == posts
+        assert stored.count() == 5
+    finally:
+        proxy.close()
+
+
+def test_cli_submit_refuses_without_a_list_or_key_in_one_line(
+    partner_setup, tmp_path: Path, capsys
+) -> None:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text(f"pdq {pdq()}\n")
+    assert _run(partner_setup, "submit", str(hashes)) == 2
+    assert capsys.readouterr().err == (
+        "consortium: submit needs --list and hashes files or images (or --envelope)\n"
+    )
+    assert _run(partner_setup, "submit", "--list", "cli-list", str(hashes)) == 2
+    assert capsys.readouterr().err.startswith("consortium: no signing key: pass --key")
+    assert not Entry.objects.exists()
+
+
+def test_cli_submit_images_with_the_configured_signing_key(
+    partner_setup, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    files = _photo_directory(tmp_path / "photos")
+    monkeypatch.setenv("CONSORTIUM_SIGNING_KEY", partner_setup["private"])
+    code = _run(
+        partner_setup, "submit", "--images", "-a", "pdq", "--ids", "--list", "cli-list",
+        str(files["png"]), str(files["text"]),
+    )  # fmt: skip
+    # The text file is reported and skipped; the image is submitted.
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1
+    (entry,) = Entry.objects.filter(pk__in=[int(i) for i in out.split()])
+    assert entry.algorithm == "pdq"
+
+
+# --- status, keygen, and errors as the installed command shows them ------------------------
+
+
+def test_cli_status_shows_the_partner_and_what_is_local(partner_setup, capsys) -> None:
+    assert _run(partner_setup, "status") == 0
+    out = capsys.readouterr().out
+    assert "partner       cli-partner" in out
+    assert f"api key       {partner_setup['key'][:16]}_**** scopes read,submit" in out, out
+    assert "mirror        none at " in out
+    assert "checkpoint    none at " in out
+    assert _run(partner_setup, "status", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["me"]["name"] == "cli-partner"
+    assert report["mirror"]["exists"] is False
+
+
+def test_cli_status_without_a_server_still_shows_what_is_local(capsys) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    assert cli.main(["--url", url, "status"]) == 1
+    out, err = capsys.readouterr()
+    assert "mirror        none at " in out
+    assert err == "consortium: no API key: pass --api-key, or set CONSORTIUM_API_KEY or " + (
+        "api_key in the config file\n"
+    )
+
+
+def test_cli_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path, capsys) -> None:
+    import stat
+
+    from consortium_client.keys import key_id, public_key_load
+
+    assert cli.main(["keygen", "--out", str(tmp_path / "acme")]) == 0
+    out, err = capsys.readouterr()
+    assert stat.S_IMODE((tmp_path / "acme.pem").stat().st_mode) == 0o600
+    public = public_key_load((tmp_path / "acme.pub.pem").read_bytes())
+    assert out == key_id(public) + "\n"
+    assert f"signing_key_add YOUR-PARTNER-NAME {tmp_path / 'acme.pub.pem'}" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["nonsense"], 2, "consortium: No such command 'nonsense' (see 'consortium --help')"),
+        (["hash", "--format", "xml", "x"], 2, "consortium: Invalid value for '--format'"),
+        (["--timeout", "soon", "config"], 2, "consortium: Invalid value for '--timeout'"),
+        (["revoke", "--reason", "r", "1"], 2, "consortium: no signing key: pass --key"),
+        (["verify", "entry", "--leaf", "/nonexistent"], 2, "consortium: Missing option"),
+        (["feed"], 2, "consortium: no API key"),
+    ],
+)
+def test_cli_errors_are_one_line_without_a_traceback_in_the_installed_command(
+    tmp_path: Path, args: list[str], status: int, message: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parent.parent)}
+    done = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "consortium_client", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == status
+    assert done.stderr.startswith(message), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr

@@ -1,15 +1,34 @@
-"""A small HTTP client for the Consortium API (standard library only)."""
+"""The HTTP client of the Consortium API (`Client`), on urllib3.
+
+One connection pool per client; every request has a timeout (to connect, and between bytes
+of the answer). A request that fails in a way that may pass is retried with exponential
+backoff: a connection that cannot be made or is cut off, no answer in time, and the answers
+429 (too many requests) and 5xx, waiting as long as the server's `Retry-After` says (capped
+at `retry_after_max`). Any other 4xx will fail the same way again and is never retried.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import Retry
 
 from consortium_client.merkle import Tile
 from consortium_client.verify import (
@@ -23,6 +42,17 @@ from consortium_client.verify import (
 
 if TYPE_CHECKING:
     from consortium_client.payloads import SignedSubmission
+
+# Answers worth asking again for: the server shed load or failed on its side.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("consortium-client")
+    except metadata.PackageNotFoundError:
+        version = "dev"
+    return f"consortium-client/{version}"
 
 
 class ApiError(Exception):
@@ -46,28 +76,81 @@ class ServerUnreachable(ApiError):
 
 
 def _unreachable_reason(error: BaseException, timeout: float) -> str:
-    """One short phrase for why a connection failed, instead of urllib's nested reprs."""
-    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+    """One short phrase for why a connection failed, instead of urllib3's nested reprs."""
+    if isinstance(error, MaxRetryError) and error.reason is not None:
         error = error.reason
+    if isinstance(error, NameResolutionError | socket.gaierror):
+        return "unknown host name"
+    if isinstance(error, SSLError):
+        return f"TLS failed: {error.args[0] if error.args else error}"
+    # urllib3 wraps the socket's error: the cause says what happened. (NewConnectionError
+    # is a ConnectTimeoutError for historical reasons: look inside it first.)
+    if isinstance(error, NewConnectionError) and error.__cause__ is not None:
+        error = error.__cause__
+    elif isinstance(error, ProtocolError) and len(error.args) > 1:
+        error = error.args[1]
+    if isinstance(error, ConnectTimeoutError | ReadTimeoutError | TimeoutError | socket.timeout):
+        return f"no answer within {timeout:g} seconds"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused (is the server running, and is the URL right?)"
-    if isinstance(error, TimeoutError | socket.timeout):
-        return f"no answer within {timeout:g} seconds"
-    if isinstance(error, socket.gaierror):
-        return "unknown host name"
+    if isinstance(error, ConnectionResetError | http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return str(error) or type(error).__name__
 
 
 class ConsortiumApi:
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+    """The Consortium API as a partner calls it, with its API key.
+
+    `retries` is how many times a request is sent again after a failure that may pass
+    (so at most `retries + 1` attempts); the waits between them double from `backoff`
+    seconds, or are what `Retry-After` says, at most `retry_after_max` seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        backoff: float = 0.25,
+        retry_after_max: float = 60.0,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("the server URL must start with http:// or https://")
         # The API's own prefix is added to every path; a URL copied with it still works.
         self.base_url = base_url.rstrip("/").removesuffix("/api/v1")
         self.api_key = api_key
         self.timeout = timeout
+        self.retries = retries
+        retry = Retry(
+            # One budget for every kind of failure, so that "gave up" always means
+            # `retries + 1` attempts.
+            total=retries,
+            redirect=0,
+            status_forcelist=RETRY_STATUSES,
+            # POST too: every POST of this API carries a signed statement (a submission,
+            # a revocation, a cosignature) that the server de-duplicates by what was signed
+            # (its nonce), so sending it again after a lost answer stores nothing twice and
+            # answers with what the first one stored.
+            allowed_methods=None,
+            backoff_factor=backoff,
+            backoff_jitter=backoff / 4,
+            respect_retry_after_header=True,
+            retry_after_max=int(retry_after_max),
+            # The last 429 or 5xx is returned, so that its problem+json is what is shown.
+            raise_on_status=False,
+        )
+        self.pool = urllib3.PoolManager(
+            retries=retry, timeout=urllib3.Timeout(connect=timeout, read=timeout)
+        )
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": _user_agent(),
+        }
 
     def _request(
         self,
@@ -76,29 +159,35 @@ class ConsortiumApi:
         body: bytes | None = None,
         content_type: str = "application/json",
     ) -> tuple[int, bytes]:
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.base_url + path,
-            data=body,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.api_key}",
-                "Content-Type": content_type,
-                "Accept": "application/json",
-            },
-        )
+        headers = self._headers | ({"Content-Type": content_type} if body is not None else {})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            response = self.pool.request(
+                method, self.base_url + path, body=body, headers=headers, redirect=False
+            )
+        except MaxRetryError as exc:
+            reason = _unreachable_reason(exc, self.timeout)
+            attempts = self.retries + 1
+            raise ServerUnreachable(self.base_url, f"{reason}; {attempts} attempts") from None
+        except (HTTPError, OSError, http.client.HTTPException) as exc:
+            raise ServerUnreachable(self.base_url, _unreachable_reason(exc, self.timeout)) from None
+        raw = response.data
+        if 300 <= response.status < 400:
+            # Not followed: the API key would go to wherever the redirect points.
+            where = response.headers.get("Location", "elsewhere")
+            detail = f"{self.base_url} redirects to {where}: use that URL"
+            raise ApiError(response.status, {"title": "redirected", "detail": detail})
+        if response.status >= 400:
             try:
                 problem = json.loads(raw)
+                if not isinstance(problem, dict):
+                    raise ValueError(problem)
             except ValueError:
-                problem = {"title": exc.reason, "detail": raw[:200].decode("utf-8", "replace")}
-            raise ApiError(exc.code, problem) from None
-        except (OSError, http.client.HTTPException) as exc:
-            # URLError, refused and reset connections, timeouts while reading: all OSError.
-            raise ServerUnreachable(self.base_url, _unreachable_reason(exc, self.timeout)) from None
+                problem = {
+                    "title": response.reason or "request failed",
+                    "detail": raw[:200].decode("utf-8", "replace"),
+                }
+            raise ApiError(response.status, problem)
+        return response.status, raw
 
     def _json(self, status: int, raw: bytes) -> Any:
         try:
@@ -114,6 +203,10 @@ class ConsortiumApi:
     def get_bytes(self, path: str, **params: Any) -> bytes:
         """GET `path` and return the answer's exact bytes (to verify or hash as served)."""
         return self._get_raw(path, **params)[1]
+
+    def me(self) -> Any:
+        """Who this API key is: the partner, the key's scopes, the partner's signing keys."""
+        return self.get("me")
 
     def _get_raw(self, path: str, **params: Any) -> tuple[int, bytes]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})

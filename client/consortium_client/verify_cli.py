@@ -5,19 +5,22 @@ status: 0 verified, 1 verification failed (one line on standard error), 2 usage 
 missing file, no trusted state yet, options that do not fit together).
 
 The trusted state (the log key, its origin, the witnesses required and the last verified
-checkpoint) lives in `$XDG_CONFIG_HOME/consortium/trusted-state.json` (or under
-`~/.config`), or wherever `--state` says.
+checkpoint) lives in `trusted-state.json` in the user's config directory
+(`$XDG_CONFIG_HOME/consortium/`, else `~/.config/consortium/` on Linux), or wherever the
+`state` setting or a command's `--state` says.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+import click
+
+from consortium_client.cli_common import UsageError, read_bytes, state_option, state_path
+from consortium_client.config import STATE_FILE, Config, config_dir
 from consortium_client.follow import access_period_check
 from consortium_client.keys import KeyFormatError, private_key_load, public_key_load
 from consortium_client.notes import COSIGNATURE_V1, NoteError, cosignature_sign, note_verifier
@@ -41,57 +44,34 @@ from consortium_client.verify import (
     verify_revocation,
 )
 
-STATE_FILE = "trusted-state.json"
+__all__ = ["STATE_FILE", "UsageError", "checkpoint_describe", "cosign", "verify"]
 
-
-class UsageError(Exception):
-    """The command cannot run as given (exit status 2); nothing was verified."""
+_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def state_path_default() -> Path:
-    """`$XDG_CONFIG_HOME/consortium/trusted-state.json`, else under `~/.config`.
-
-    A relative XDG_CONFIG_HOME is ignored, as the XDG base directory specification says.
-    """
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    config = Path(base) if os.path.isabs(base) else Path.home() / ".config"
-    return config / "consortium" / STATE_FILE
+    """`trusted-state.json` in the user's config directory."""
+    return config_dir() / STATE_FILE
 
 
-def _state_path(args: argparse.Namespace) -> Path:
-    return Path(args.state) if args.state else state_path_default()
+def _read(path: str | Path) -> bytes:
+    return read_bytes(path)
 
 
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _read_text(path: str) -> str:
+def _read_text(path: str | Path) -> str:
     try:
         return _read(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise VerificationError(f"{path} is not UTF-8 text") from exc
 
 
-def _read_leaf(path: str, index: int | None = None) -> bytes:
+def _read_leaf(path: Path, index: int | None = None) -> bytes:
     """A leaf's bytes, or a saved `log/entries` answer holding the leaf."""
     return leaf_file_read(_read(path), index)
 
 
-def state_load(args: argparse.Namespace) -> TrustedState:
-    """The trusted state the command's `--state` (or the default path) names."""
-    return _state(args)
-
-
-def state_save(args: argparse.Namespace, state: TrustedState) -> None:
-    trusted_state_save(_state_path(args), state)
-
-
-def _state(args: argparse.Namespace) -> TrustedState:
-    path = _state_path(args)
+def state_load(path: Path) -> TrustedState:
+    """The trusted state at `path`; UsageError if there is none yet."""
     if not path.exists():
         raise UsageError(
             f"no trusted state at {path}: run 'consortium verify init --vkey FILE' first"
@@ -102,7 +82,7 @@ def _state(args: argparse.Namespace) -> TrustedState:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _public_key(path: str) -> Any:
+def _public_key(path: Path) -> Any:
     try:
         return public_key_load(_read(path))
     except KeyFormatError as exc:
@@ -111,10 +91,6 @@ def _public_key(path: str) -> Any:
 
 def checkpoint_describe(checkpoint: VerifiedCheckpoint) -> str:
     """One line naming a verified checkpoint: origin, size, base64 root, cosigners."""
-    return _describe(checkpoint)
-
-
-def _describe(checkpoint: VerifiedCheckpoint) -> str:
     root = base64.b64encode(checkpoint.root).decode("ascii")
     text = f"{checkpoint.origin} size {checkpoint.size} root {root}"
     if checkpoint.cosigners:
@@ -122,7 +98,7 @@ def _describe(checkpoint: VerifiedCheckpoint) -> str:
     return text
 
 
-def _checkpoint_against_state(state: TrustedState, path: str) -> VerifiedCheckpoint:
+def _checkpoint_against_state(state: TrustedState, path: Path) -> VerifiedCheckpoint:
     """A checkpoint from a file, verified with the trusted key; at the trusted size it must
     have the trusted root (a cheap fork check that needs no proof)."""
     checkpoint = trusted_checkpoint(state, _read(path))
@@ -134,75 +110,172 @@ def _checkpoint_against_state(state: TrustedState, path: str) -> VerifiedCheckpo
     return checkpoint
 
 
-def cmd_verify_init(args: argparse.Namespace) -> None:
-    path = _state_path(args)
-    if path.exists() and not args.force:
+@click.group(
+    epilog="Exit status: 0 verified, 1 verification failed, 2 usage error.",
+)
+def verify() -> None:
+    """Verify checkpoints, proofs, entries and envelopes offline, from files."""
+
+
+@verify.command("init")
+@click.option("--vkey", type=_FILE, required=True, help="the log's vkey (GET /api/v1/log/key)")
+@click.option("--origin", help="the checkpoint origin (default: the key's name)")
+@click.option(
+    "--witness",
+    type=_FILE,
+    multiple=True,
+    help="a file of witness vkeys (cosignature/v1), one a line (repeatable)",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(min=0),
+    help="cosignatures by witnesses every checkpoint needs (default 1 with witnesses)",
+)
+@click.option("--force", is_flag=True, help="replace an existing trusted state")
+@state_option
+@click.pass_obj
+def verify_init(
+    config: Config,
+    vkey: Path,
+    origin: str | None,
+    witness: tuple[Path, ...],
+    quorum: int | None,
+    force: bool,
+    state: Path | None,
+) -> None:
+    """Trust a log key on first use (starts the trusted state)."""
+    path = state_path(config, state)
+    if path.exists() and not force:
         raise UsageError(f"{path} exists: it already trusts a log key (--force replaces it)")
     witnesses: list[str] = []
-    for source in args.witness or []:
+    for source in witness:
         witnesses += [line for line in _read_text(source).splitlines() if line.strip()]
-    quorum = args.quorum if args.quorum is not None else min(1, len(witnesses))
-    state = trusted_state_new(
-        _read_text(args.vkey), args.origin, witnesses=witnesses, quorum=quorum
-    )
-    trusted_state_save(path, state)
-    print(f"trusting {state.vkey.split('+')[0]} for origin {state.origin} in {path}")
+    quorum = quorum if quorum is not None else min(1, len(witnesses))
+    trusted = trusted_state_new(_read_text(vkey), origin, witnesses=witnesses, quorum=quorum)
+    trusted_state_save(path, trusted)
+    click.echo(f"trusting {trusted.vkey.split('+')[0]} for origin {trusted.origin} in {path}")
 
 
-def cmd_verify_checkpoint(args: argparse.Namespace) -> None:
-    state = _state(args)
-    proof = None
-    if args.consistency_proof:
-        proof = consistency_proof_parse(_read(args.consistency_proof))
-    advanced = trusted_advance(state, _read(args.checkpoint), proof)
-    trusted_state_save(_state_path(args), advanced)
+@verify.command("checkpoint")
+@click.argument("checkpoint", metavar="FILE", type=_FILE)
+@click.option(
+    "--consistency-proof",
+    metavar="FILE",
+    type=_FILE,
+    help="proof from the trusted size to this one ({from, to, hashes})",
+)
+@state_option
+@click.pass_obj
+def verify_checkpoint(
+    config: Config, checkpoint: Path, consistency_proof: Path | None, state: Path | None
+) -> None:
+    """Verify a checkpoint (FILE, a signed note) and advance the trusted state to it."""
+    path = state_path(config, state)
+    trusted = state_load(path)
+    proof = consistency_proof_parse(_read(consistency_proof)) if consistency_proof else None
+    advanced = trusted_advance(trusted, _read(checkpoint), proof)
+    trusted_state_save(path, advanced)
     if advanced.checkpoint is not None:  # always, once advanced
-        print(f"verified: {_describe(advanced.checkpoint)}")
+        click.echo(f"verified: {checkpoint_describe(advanced.checkpoint)}")
 
 
-def cmd_verify_inclusion(args: argparse.Namespace) -> None:
-    state = _state(args)
-    if args.checkpoint:
-        checkpoint = _checkpoint_against_state(state, args.checkpoint)
-    elif state.checkpoint is not None:
-        checkpoint = state.checkpoint
+@verify.command("inclusion")
+@click.option("--leaf", type=_FILE, required=True, help="the leaf's bytes, verbatim")
+@click.option("--index", type=int, required=True, help="the leaf's index")
+@click.option("--proof", type=_FILE, required=True, help="inclusion proof {index, size, hashes}")
+@click.option(
+    "--checkpoint", type=_FILE, help="a signed checkpoint (default: the trusted checkpoint)"
+)
+@state_option
+@click.pass_obj
+def verify_inclusion(
+    config: Config,
+    leaf: Path,
+    index: int,
+    proof: Path,
+    checkpoint: Path | None,
+    state: Path | None,
+) -> None:
+    """Verify that a leaf is in a checkpoint's tree."""
+    trusted = state_load(state_path(config, state))
+    if checkpoint:
+        verified = _checkpoint_against_state(trusted, checkpoint)
+    elif trusted.checkpoint is not None:
+        verified = trusted.checkpoint
     else:
         raise UsageError("no checkpoint: pass --checkpoint or run 'consortium verify checkpoint'")
-    proof = inclusion_proof_parse(_read(args.proof))
-    if proof.index != args.index:
-        raise VerificationError(f"the proof is for leaf {proof.index}, not {args.index}")
-    verify_inclusion_proof(_read_leaf(args.leaf, args.index), proof, checkpoint)
-    print(f"verified: leaf {proof.index} is in {_describe(checkpoint)}")
+    parsed = inclusion_proof_parse(_read(proof))
+    if parsed.index != index:
+        raise VerificationError(f"the proof is for leaf {parsed.index}, not {index}")
+    verify_inclusion_proof(_read_leaf(leaf, index), parsed, verified)
+    click.echo(f"verified: leaf {parsed.index} is in {checkpoint_describe(verified)}")
 
 
-def cmd_verify_consistency(args: argparse.Namespace) -> None:
-    state = _state(args)
-    if args.old:
-        old = _checkpoint_against_state(state, args.old)
-    elif state.checkpoint is not None:
-        old = state.checkpoint
+@verify.command("consistency")
+@click.option("--proof", type=_FILE, required=True, help="consistency proof {from, to, hashes}")
+@click.option("--old", type=_FILE, help="the older checkpoint (default: the trusted one)")
+@click.option("--new", type=_FILE, required=True, help="the newer checkpoint")
+@state_option
+@click.pass_obj
+def verify_consistency(
+    config: Config, proof: Path, old: Path | None, new: Path, state: Path | None
+) -> None:
+    """Verify that one checkpoint extends another."""
+    trusted = state_load(state_path(config, state))
+    if old:
+        older = _checkpoint_against_state(trusted, old)
+    elif trusted.checkpoint is not None:
+        older = trusted.checkpoint
     else:
         raise UsageError("no old checkpoint: pass --old or run 'consortium verify checkpoint'")
-    new = _checkpoint_against_state(state, args.new)
-    verify_consistency_proof(consistency_proof_parse(_read(args.proof)), old, new)
-    print(f"verified: size {old.size} is a prefix of {_describe(new)}")
+    newer = _checkpoint_against_state(trusted, new)
+    verify_consistency_proof(consistency_proof_parse(_read(proof)), older, newer)
+    click.echo(f"verified: size {older.size} is a prefix of {checkpoint_describe(newer)}")
 
 
-def cmd_verify_entry(args: argparse.Namespace) -> None:
-    leaf = verify_entry(_read_leaf(args.leaf), args.value, args.salt)
-    print(f"verified: leaf {leaf['index']} commits to {leaf['algorithm']} {args.value.lower()}")
+@verify.command("entry")
+@click.option("--leaf", type=_FILE, required=True, help="the entry_added leaf, verbatim")
+@click.option("--value", required=True, help="the hash value")
+@click.option("--salt", required=True, help="the entry's salt (32 hex)")
+def verify_entry_command(leaf: Path, value: str, salt: str) -> None:
+    """Verify a value and salt against an entry_added leaf."""
+    fields = verify_entry(_read_leaf(leaf), value, salt)
+    click.echo(f"verified: leaf {fields['index']} commits to {fields['algorithm']} {value.lower()}")
 
 
-def cmd_verify_envelope(args: argparse.Namespace) -> None:
-    leaf = _read_leaf(args.leaf)
-    verify_envelope(leaf, _read(args.envelope), _public_key(args.key))
-    print(f"verified: {args.envelope} is the signed submission of {args.leaf}")
+def _envelope_options(function: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--leaf", type=_FILE, required=True, help="the leaf, verbatim"),
+            click.option(
+                "--envelope", type=_FILE, required=True, help="the envelope's stored bytes"
+            ),
+            click.option(
+                "--key",
+                type=_FILE,
+                required=True,
+                help="the signer's public key (PEM or base64)",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
 
 
-def cmd_verify_revocation(args: argparse.Namespace) -> None:
-    leaf = _read_leaf(args.leaf)
-    verify_revocation(leaf, _read(args.envelope), _public_key(args.key))
-    print(f"verified: {args.envelope} is the signed revocation of {args.leaf}")
+@verify.command("envelope")
+@_envelope_options
+def verify_envelope_command(leaf: Path, envelope: Path, key: Path) -> None:
+    """Verify the signed submission of an entry_added leaf."""
+    verify_envelope(_read_leaf(leaf), _read(envelope), _public_key(key))
+    click.echo(f"verified: {envelope} is the signed submission of {leaf}")
+
+
+@verify.command("revocation")
+@_envelope_options
+def verify_revocation_command(leaf: Path, envelope: Path, key: Path) -> None:
+    """Verify the signed revocation of an entry_revoked leaf."""
+    verify_revocation(_read_leaf(leaf), _read(envelope), _public_key(key))
+    click.echo(f"verified: {envelope} is the signed revocation of {leaf}")
 
 
 def _access_events(raw: bytes, path: str) -> list[dict[str, Any]]:
@@ -229,19 +302,6 @@ def _access_events(raw: bytes, path: str) -> list[dict[str, Any]]:
     return events or sorted(paged, key=lambda event: event.get("id", -1))
 
 
-def cmd_verify_access_period(args: argparse.Namespace) -> None:
-    leaf = _leaf_fields(_read_leaf(args.leaf, args.index))
-    try:
-        events = _access_events(_read(args.events), args.events)
-    except UnicodeDecodeError as exc:
-        raise VerificationError(f"{args.events} is not UTF-8 text") from exc
-    access_period_check(events, leaf)
-    print(
-        f"verified: the {leaf['count']} access events of period {leaf['period']} "
-        f"are those sealed in leaf {leaf['index']}"
-    )
-
-
 def _leaf_fields(leaf: bytes) -> dict[str, Any]:
     try:
         document = strict_json_loads(leaf)
@@ -252,145 +312,69 @@ def _leaf_fields(leaf: bytes) -> dict[str, Any]:
     return document
 
 
-def cmd_cosign(args: argparse.Namespace) -> None:
+@verify.command("access-period")
+@click.option(
+    "--leaf",
+    type=_FILE,
+    required=True,
+    help="the access_period_sealed leaf (access_period_export --leaf, or log/entries)",
+)
+@click.option("--index", type=int, help="the leaf's index, in a log/entries file")
+@click.option(
+    "--events",
+    type=_FILE,
+    required=True,
+    help="JSON lines from access_period_export, or pages of "
+    "GET /api/v1/audit/events?after_id=&last_id= (one a line)",
+)
+def verify_access_period(leaf: Path, index: int | None, events: Path) -> None:
+    """Verify a sealed period's access events against its access_period_sealed leaf."""
+    fields = _leaf_fields(_read_leaf(leaf, index))
     try:
-        private_key = private_key_load(_read(args.key))
-        cosigner = note_verifier(args.name, private_key.public_key(), COSIGNATURE_V1)
+        parsed = _access_events(_read(events), str(events))
+    except UnicodeDecodeError as exc:
+        raise VerificationError(f"{events} is not UTF-8 text") from exc
+    access_period_check(parsed, fields)
+    click.echo(
+        f"verified: the {fields['count']} access events of period {fields['period']} "
+        f"are those sealed in leaf {fields['index']}"
+    )
+
+
+@click.command("cosign")
+@click.argument("checkpoint", metavar="[FILE]", type=_FILE, required=False)
+@click.option("--key", type=_FILE, required=True, help="your private signing key (PEM)")
+@click.option("--name", required=True, help="your witness name (the key's name)")
+@click.option("--vkey", is_flag=True, help="print your cosigner vkey instead, for peers")
+@state_option
+@click.pass_obj
+def cosign(
+    config: Config, checkpoint: Path | None, key: Path, name: str, vkey: bool, state: Path | None
+) -> None:
+    """Print a cosignature line of the trusted checkpoint (FILE, verified first), to post
+    as a witness."""
+    try:
+        private_key = private_key_load(_read(key))
+        cosigner = note_verifier(name, private_key.public_key(), COSIGNATURE_V1)
     except (KeyFormatError, NoteError) as exc:
-        raise UsageError(f"{args.key}: {exc}") from exc
-    if args.vkey:
-        print(cosigner.vkey)
+        raise UsageError(f"{key}: {exc}") from exc
+    if vkey:
+        click.echo(cosigner.vkey)
         return
-    if not args.checkpoint:
+    if not checkpoint:
         raise UsageError("cosign needs a checkpoint file (or --vkey)")
-    state = _state(args)
-    checkpoint = trusted_checkpoint(state, _read(args.checkpoint))
-    trusted = state.checkpoint
+    trusted_state = state_load(state_path(config, state))
+    verified = trusted_checkpoint(trusted_state, _read(checkpoint))
+    trusted = trusted_state.checkpoint
     # A witness vouches that it saw this checkpoint extend its own history: only the one
     # `verify checkpoint` accepted may be cosigned.
-    if trusted is None or (trusted.size, trusted.root) != (checkpoint.size, checkpoint.root):
+    if trusted is None or (trusted.size, trusted.root) != (verified.size, verified.root):
         raise VerificationError(
-            f"{args.checkpoint} is not the trusted checkpoint: "
+            f"{checkpoint} is not the trusted checkpoint: "
             "run 'consortium verify checkpoint' on it first"
         )
-    body = checkpoint.note[: checkpoint.note.index("\n\n") + 1]
+    body = verified.note[: verified.note.index("\n\n") + 1]
     signature = cosignature_sign(
-        name=args.name, private_key=private_key, checkpoint_text=body, timestamp=int(time.time())
+        name=name, private_key=private_key, checkpoint_text=body, timestamp=int(time.time())
     )
-    print(signature.line, end="")
-
-
-def parsers_add(commands: Any) -> None:
-    """Add `verify` and `cosign` to the `consortium` sub-command parsers."""
-    state = argparse.ArgumentParser(add_help=False)
-    state.add_argument(
-        "--state",
-        help=f"the trusted-state file (default $XDG_CONFIG_HOME/consortium/{STATE_FILE})",
-    )
-
-    verify = commands.add_parser(
-        "verify",
-        help="verify checkpoints, proofs, entries and envelopes offline, from files",
-        description="Verify what the log served, offline. Exit status: 0 verified, "
-        "1 verification failed, 2 usage error.",
-    )
-    checks = verify.add_subparsers(dest="check", required=True, metavar="CHECK")
-
-    init = checks.add_parser(
-        "init", parents=[state], help="trust a log key on first use (starts the trusted state)"
-    )
-    init.add_argument("--vkey", required=True, help="the log's vkey (GET /api/v1/log/key)")
-    init.add_argument("--origin", help="the checkpoint origin (default: the key's name)")
-    init.add_argument(
-        "--witness",
-        action="append",
-        help="a file of witness vkeys (cosignature/v1), one a line (repeatable)",
-    )
-    init.add_argument(
-        "--quorum",
-        type=int,
-        help="cosignatures by witnesses every checkpoint needs (default 1 with witnesses)",
-    )
-    init.add_argument("--force", action="store_true", help="replace an existing trusted state")
-    init.set_defaults(handler=cmd_verify_init)
-
-    checkpoint = checks.add_parser(
-        "checkpoint",
-        parents=[state],
-        help="verify a checkpoint and advance the trusted state to it",
-    )
-    checkpoint.add_argument("checkpoint", metavar="FILE", help="a signed checkpoint note")
-    checkpoint.add_argument(
-        "--consistency-proof",
-        metavar="FILE",
-        help="proof from the trusted size to this one ({from, to, hashes})",
-    )
-    checkpoint.set_defaults(handler=cmd_verify_checkpoint)
-
-    inclusion = checks.add_parser(
-        "inclusion", parents=[state], help="verify that a leaf is in a checkpoint's tree"
-    )
-    inclusion.add_argument("--leaf", required=True, help="the leaf's bytes, verbatim")
-    inclusion.add_argument("--index", required=True, type=int, help="the leaf's index")
-    inclusion.add_argument("--proof", required=True, help="inclusion proof {index, size, hashes}")
-    inclusion.add_argument(
-        "--checkpoint", help="a signed checkpoint (default: the trusted checkpoint)"
-    )
-    inclusion.set_defaults(handler=cmd_verify_inclusion)
-
-    consistency = checks.add_parser(
-        "consistency", parents=[state], help="verify that one checkpoint extends another"
-    )
-    consistency.add_argument("--proof", required=True, help="consistency proof {from, to, hashes}")
-    consistency.add_argument("--old", help="the older checkpoint (default: the trusted one)")
-    consistency.add_argument("--new", required=True, help="the newer checkpoint")
-    consistency.set_defaults(handler=cmd_verify_consistency)
-
-    entry = checks.add_parser("entry", help="verify a value and salt against an entry_added leaf")
-    entry.add_argument("--leaf", required=True, help="the entry_added leaf, verbatim")
-    entry.add_argument("--value", required=True, help="the hash value")
-    entry.add_argument("--salt", required=True, help="the entry's salt (32 hex)")
-    entry.set_defaults(handler=cmd_verify_entry)
-
-    for name, what, handler in [
-        ("envelope", "the signed submission of an entry_added leaf", cmd_verify_envelope),
-        ("revocation", "the signed revocation of an entry_revoked leaf", cmd_verify_revocation),
-    ]:
-        check = checks.add_parser(name, help=f"verify {what}")
-        check.add_argument("--leaf", required=True, help="the leaf, verbatim")
-        check.add_argument("--envelope", required=True, help="the envelope's stored bytes")
-        check.add_argument("--key", required=True, help="the signer's public key (PEM or base64)")
-        check.set_defaults(handler=handler)
-
-    period = checks.add_parser(
-        "access-period",
-        help="verify a sealed period's access events against its access_period_sealed leaf",
-    )
-    period.add_argument(
-        "--leaf",
-        required=True,
-        help="the access_period_sealed leaf (access_period_export --leaf, or log/entries)",
-    )
-    period.add_argument("--index", type=int, help="the leaf's index, in a log/entries file")
-    period.add_argument(
-        "--events",
-        required=True,
-        help="JSON lines from access_period_export, or pages of "
-        "GET /api/v1/audit/events?after_id=&last_id= (one a line)",
-    )
-    period.set_defaults(handler=cmd_verify_access_period)
-
-    cosign = commands.add_parser(
-        "cosign",
-        parents=[state],
-        help="print a cosignature line of the trusted checkpoint, to post as a witness",
-    )
-    cosign.add_argument(
-        "checkpoint", nargs="?", metavar="FILE", help="the checkpoint (verified first)"
-    )
-    cosign.add_argument("--key", required=True, help="your private signing key (PEM)")
-    cosign.add_argument("--name", required=True, help="your witness name (the key's name)")
-    cosign.add_argument(
-        "--vkey", action="store_true", help="print your cosigner vkey instead, for peers"
-    )
-    cosign.set_defaults(handler=cmd_cosign)
+    click.echo(signature.line, nl=False)

@@ -1,0 +1,103 @@
+"""Hashing image files in bulk: directories walked, files hashed in parallel, refusals kept.
+
+`consortium hash` and `consortium submit --images` are thin wrappers around `files_hash`.
+Every file gives one result, in the order the files were named (a directory's files in
+sorted order), either its hashes (`FileHashed`) or why it was not hashed (`FileRefused`):
+a file that cannot be read, is not an image in an accepted format, or is corrupt is
+reported and skipped, never fatal to the others. Images are decoded in worker processes
+(one per core by default), each image read, hashed in memory and dropped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from consortium_client.hashvalues import ALGORITHMS
+
+# Image algorithms first, in the order the hashes file and the server list them.
+ALGORITHM_NAMES: tuple[str, ...] = tuple(ALGORITHMS)
+
+
+@dataclass(frozen=True)
+class FileHashed:
+    """An image's hashes, by algorithm (only those asked for), and PDQ's 0-100 quality."""
+
+    path: str
+    values: dict[str, str]
+    pdq_quality: int
+
+
+@dataclass(frozen=True)
+class FileRefused:
+    """A file that was not hashed: `reason` is an `ImageRejected` slug or `unreadable`."""
+
+    path: str
+    reason: str
+    message: str
+
+
+def files_walk(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The files `paths` name: a file as given, a directory's files recursively in sorted
+    order. Hidden files and directories (a leading dot) inside a directory are skipped, as
+    operating systems' thumbnail caches and metadata are never the images meant; a path
+    that does not exist is kept, to be reported when hashed."""
+    found: list[str] = []
+    for given in paths:
+        path = os.fspath(given)
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        for root, directories, files in os.walk(path):
+            directories[:] = sorted(d for d in directories if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+def file_hash(path: str, algorithms: Sequence[str] | None = None) -> FileHashed | FileRefused:
+    """One file's hashes, or why it has none. Runs in a worker process: picklable in and out."""
+    # Imported here so that the library imports without the imaging extras installed.
+    from consortium_client.imaging import ImageRejected, image_file_hashes
+
+    try:
+        hashed = image_file_hashes(path)
+    except ImageRejected as exc:
+        return FileRefused(path, exc.reason, exc.message)
+    except OSError as exc:
+        return FileRefused(path, "unreadable", f"cannot read: {exc.strerror or exc}")
+    wanted = ALGORITHM_NAMES if algorithms is None else algorithms
+    values = {name: hashed.values[name] for name in ALGORITHM_NAMES if name in wanted}
+    return FileHashed(path, values, hashed.pdq_quality)
+
+
+def _hash_batch(
+    paths: Sequence[str], algorithms: Sequence[str] | None
+) -> list[FileHashed | FileRefused]:
+    return [file_hash(path, algorithms) for path in paths]
+
+
+def files_hash(
+    paths: Sequence[str],
+    *,
+    algorithms: Sequence[str] | None = None,
+    jobs: int | None = None,
+) -> Iterator[FileHashed | FileRefused]:
+    """Hash `paths` (files, as `files_walk` lists them) in order, in `jobs` worker processes
+    (default: one per core; 1 hashes in this process)."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1 or len(paths) < 2:
+        for path in paths:
+            yield file_hash(path, algorithms)
+        return
+    # forkserver, not fork: the caller may have threads (a server, a progress bar), and a
+    # forked child inherits their locks in whatever state they were.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    # Small batches: fewer round trips than one file a task, yet results stream in order.
+    size = max(1, min(16, len(paths) // (jobs * 4)))
+    batches = [paths[i : i + size] for i in range(0, len(paths), size)]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+        for results in pool.map(_hash_batch, batches, [algorithms] * len(batches)):
+            yield from results
