@@ -19,8 +19,8 @@ from django.test import Client
 
 from audit.models import AccessEvent, LogEvent
 from audit.services import checkpoint_sign
-from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.api import ConsortiumApi
+from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.mirror_index import MirrorMatcher
 from consortium_client.sync import Mirror, sync
 from hashes.models import Entry, Submission
