@@ -483,7 +483,8 @@ def config_command(config: Config) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_obj
 def status(config: Config, as_json: bool) -> int:
-    """Who the server says you are, your mirror's cursor and your trusted checkpoint.
+    """Who the server says you are, your mirror (cursor, tree size, entries by status) and
+    your trusted checkpoint.
 
     Local parts are shown even when the server cannot be asked (exit status 1 then).
     """
