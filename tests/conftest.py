@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,3 +244,15 @@ def log_events_append(count: int, *, list_id: int | None = None) -> None:
     ]
     with transaction.atomic():
         log_append(drafts=drafts)
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Tasks run in this process when queued, as the quick start runs them."""
+    from consortium.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
+from audit.services import checkpoint_sign
 from consortium_client import cli
 from consortium_client.config import ENVIRONMENT
 from consortium_client.keys import private_key_load, public_key_pem
@@ -157,16 +158,18 @@ def test_cli_matches_an_image_against_its_mirror(partner_setup, tmp_path: Path, 
     hashes.write_text(f"pdq {image_file_hashes(original).values['pdq']}\n")
     assert _submit(partner_setup, hashes) == 0
     capsys.readouterr()
-    mirror = tmp_path / "mirror.jsonl"
-    assert _run(partner_setup, "feed") == 0
-    mirror.write_text(capsys.readouterr().out)
+    checkpoint_sign()  # the server's checkpoint worker, every few seconds
+    mirror = tmp_path / "mirror.db"
+    assert _run(partner_setup, "--mirror", str(mirror), "sync") == 0
+    assert "1 added" in capsys.readouterr().out
 
-    assert cli.main(["match", "--mirror", str(mirror), str(resized)]) == 0
-    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [f["algorithm"] for f in found] == ["pdq"]
-    assert cli.main(["match", "--mirror", str(mirror), str(other)]) == 0
-    assert capsys.readouterr().out == ""
-    assert cli.main(["match", "--mirror", str(mirror), str(hashes)]) == 1
+    # Offline from here: the command reads the verified mirror, never the server.
+    assert cli.main(["--mirror", str(mirror), "match", "--json", str(resized)]) == 1
+    (found,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(m["algorithm"], m["list"]) for m in found["matches"]] == [("pdq", "cli-list")]
+    assert cli.main(["--mirror", str(mirror), "match", str(other)]) == 0
+    assert capsys.readouterr().out == f"{other}: no match\n"
+    assert cli.main(["--mirror", str(mirror), "match", str(hashes)]) == 2
     error = capsys.readouterr().err
     assert "not an image in an accepted format" in error
     assert error.count("\n") == 1

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +18,11 @@ from django.db import connection
 from django.test import Client
 
 from audit.models import AccessEvent, LogEvent
+from audit.services import checkpoint_sign
+from consortium_client.api import ConsortiumApi
 from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
-from consortium_client.mirror import mirror_load
+from consortium_client.mirror_index import MirrorMatcher
+from consortium_client.sync import Mirror, sync
 from hashes.models import Entry, Submission
 from tests.conftest import PartnerClient, problem, store_counts
 
@@ -117,21 +121,42 @@ def test_erased_value_is_gone_from_every_table_response_and_log_line(
     assert erased not in caplog.text
 
 
-def test_erased_entry_stops_matching_on_a_partners_mirror(alice, bob, shared_list) -> None:
+def _mirror_matches(path: Path, md5: str) -> list[int]:
+    [result] = MirrorMatcher.load(path).search([("md5", md5)])
+    return [found.entry for found in result.matches]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_erased_entry_stops_matching_on_a_partners_mirror(
+    live_server, alice, bob, shared_list, tmp_path: Path
+) -> None:
     value = secrets.token_hex(16)
     (entry_id,) = _submit_md5(alice, value)
-    synced, cursor = bob.feed_all()
-    mirror = mirror_load(json.dumps(event) for event in synced)
-    assert [found["index"] for found in mirror.match("md5", value)] == [entry_id]
+    checkpoint_sign()
+    api = ConsortiumApi(live_server.url, bob.api_key)
+    path = tmp_path / "mirror.db"
+    sync(api, path)
+    assert _mirror_matches(path, value) == [entry_id]
 
     call_command("erase_entry", str(entry_id), "--reason", "victim's request", stdout=io.StringIO())
+    checkpoint_sign()
 
-    later, _ = bob.feed_all(after=cursor)
-    for event in later:
-        mirror.apply(event)
-    assert mirror.match("md5", value) == []
-    fresh, _ = bob.feed_all()
-    assert mirror_load(json.dumps(event) for event in fresh).match("md5", value) == []
+    # The mirror that held the entry, and one synced afresh: neither matches it, both keep
+    # why, neither keeps the value.
+    assert sync(api, path).erased == 1
+    fresh = tmp_path / "fresh.db"
+    sync(api, fresh)
+    for mirror_path in (path, fresh):
+        assert _mirror_matches(mirror_path, value) == []
+        with Mirror(mirror_path) as mirror:
+            erased = mirror.entry(entry_id)
+            assert erased is not None
+            assert (erased.status, erased.value, erased.salt, erased.reason) == (
+                "erased",
+                None,
+                None,
+                "victim's request",
+            )
 
 
 def test_erasing_a_legacy_entry_redacts_its_envelope(alice, shared_list) -> None:

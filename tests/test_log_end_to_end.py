@@ -17,7 +17,7 @@ from consortium_client import cli
 from consortium_client.api import ConsortiumApi
 from consortium_client.follow import checkpoint_follow, leaf_inclusion_check
 from consortium_client.keys import private_key_pem, public_key_pem
-from consortium_client.mirror import mirror_load
+from consortium_client.mirror_index import MirrorMatcher
 from consortium_client.notes import COSIGNATURE_V1, note_verifier
 from consortium_client.payloads import submission_envelope
 from consortium_client.verify import (
@@ -45,6 +45,11 @@ def _submit(api: ConsortiumApi, partner: PartnerClient, values: list[str]) -> li
     entries = [{"algorithm": "pdq", "value": v, "labels": ["ncii"]} for v in values]
     result = api.submit(submission_envelope("ncii", entries, partner.private_key))
     return [entry["id"] for entry in result["entries"]]
+
+
+def _mirror_matches(path: Path, value: str) -> list[int]:
+    [result] = MirrorMatcher.load(path).search([("pdq", value)])
+    return [found.entry for found in result.matches]
 
 
 def test_partners_verify_witness_and_survive_an_erasure(
@@ -131,12 +136,13 @@ def test_partners_verify_witness_and_survive_an_erasure(
     assert verify_checkpoint(cosigned, b.log_key(), witnesses=[witness], quorum=1).cosigners
     assert _cli(b, "log", "inclusion", str(second_id), "--state", b_state) == 0
 
-    # Bob's mirror matches alice's entry, until an administrator erases it.
-    mirror_file = tmp_path / "mirror.jsonl"
+    # Bob's verified mirror matches alice's entry, until an administrator erases it. (Its
+    # own state file: bob's above asks alice's cosignature of every checkpoint.)
+    mirror_file = tmp_path / "mirror.db"
+    mirror_state = str(tmp_path / "bob-mirror-state.json")
     capsys.readouterr()
-    assert _cli(b, "feed", "--cursor-file", str(tmp_path / "cursor")) == 0
-    mirror_file.write_text(capsys.readouterr().out)
-    assert mirror_load(mirror_file.read_text().splitlines()).match("pdq", value)
+    assert _cli(b, "--mirror", str(mirror_file), "--state", mirror_state, "sync") == 0
+    assert _mirror_matches(mirror_file, value) == [entry_id]
     admin = get_user_model().objects.create_superuser("root", "root@example.org", "x")
     entry_erase(actor=Actor.for_user(admin), entry_id=entry_id, reason="a court order")
     checkpoint_sign()
@@ -156,18 +162,18 @@ def test_partners_verify_witness_and_survive_an_erasure(
     assert _cli(a, "log", "checkpoint", "--state", a_state) == 0
     assert _cli(a, "log", "inclusion", str(entry_id), "--state", a_state) == 0
 
-    # The feed shows the entry erased; a mirror synced from it no longer matches it.
+    # The feed shows the entry erased; the mirror synced from it no longer matches it, nor
+    # does one synced afresh.
     capsys.readouterr()
     page = b.get("feed")
     assert {"index": entry_id, "erased": True} in page["values"]
     assert value not in json.dumps(page)
-    assert _cli(b, "feed", "--cursor-file", str(tmp_path / "cursor")) == 0
-    mirror_file.write_text(mirror_file.read_text() + capsys.readouterr().out)
-    assert not mirror_load(mirror_file.read_text().splitlines()).match("pdq", value)
-    fresh = tmp_path / "fresh.jsonl"
-    assert _cli(b, "feed") == 0
-    fresh.write_text(capsys.readouterr().out)
-    assert not mirror_load(fresh.read_text().splitlines()).match("pdq", value)
+    assert _cli(b, "--mirror", str(mirror_file), "--state", mirror_state, "sync") == 0
+    assert "1 erased" in capsys.readouterr().out
+    assert _mirror_matches(mirror_file, value) == []
+    fresh = tmp_path / "fresh.db"
+    assert _cli(b, "--mirror", str(fresh), "--state", mirror_state, "sync") == 0
+    assert _mirror_matches(fresh, value) == []
 
     # A rolled-back or forged checkpoint file is refused in one line, exit 1.
     capsys.readouterr()

@@ -43,7 +43,7 @@ from tests.factories import HashListFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TABLES = ("meta", "checkpoints", "events", "entries", "signing_keys")
+TABLES = ("meta", "checkpoints", "events", "entries", "signing_keys", "index_snapshots")
 
 
 def mirror_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -447,6 +447,85 @@ def test_sync_refuses_a_page_that_drops_a_revocation(
         assert revoked.status == "revoked"
 
 
+def test_sync_refuses_an_altered_revocation_envelope(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    revoke(world.a, world.alice, world.shared[:2], "false positive")
+    checkpoint_sign()
+
+    def alter(path: str, body: bytes) -> bytes:
+        if not path.startswith("/api/v1/revocations/"):
+            return body
+        # The same signed statement, spelt otherwise: the signature still verifies, the
+        # bytes are not the ones the tombstone commits to.
+        return json.dumps(json.loads(body), indent=1).encode()
+
+    proxy.alter = alter
+    _refused(world, proxy, path, r"event \d+: revocation \d+: the envelope's SHA-256 is")
+    # Refused, then synced honestly: the entries are revoked as the signed statement says.
+    with Mirror(path) as mirror:
+        ended = [mirror.entry(i) for i in world.shared[:2]]
+        assert [(e.status, e.reason) for e in ended if e] == [("revoked", "false positive")] * 2
+
+
+def test_sync_refuses_a_revocation_envelope_signed_for_other_entries(
+    world: World, proxy: TamperingProxy, tmp_path: Path
+) -> None:
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    revoke(world.a, world.alice, [world.shared[0]], "false positive")
+    checkpoint_sign()
+    # Alice's own valid signature, over a revocation of another entry: what a server holding
+    # her old envelopes could serve behind a tombstone it made up.
+    other = revocation_envelope([world.shared[1]], "false positive", world.alice.private_key)
+
+    def alter(path: str, body: bytes) -> bytes:
+        return other if path.startswith("/api/v1/revocations/") else body
+
+    proxy.alter = alter
+    _refused(world, proxy, path, "revocation .*: the envelope's SHA-256 is")
+
+
+def test_sync_accepts_an_administrators_revocation_as_theirs(world: World, tmp_path: Path) -> None:
+    from django.contrib.auth import get_user_model
+
+    from hashes.models import Entry
+    from hashes.services import revocation_by_administrator
+
+    path = tmp_path / "mirror.db"
+    sync(world.b, path)
+    admin = get_user_model().objects.create_superuser("root", "root@example.org", None)
+    revocation_by_administrator(
+        actor=Actor.for_user(admin),
+        entries=[Entry.objects.get(pk=world.shared[0])],
+        reason="court order 42",
+    )
+    checkpoint_sign()
+    assert sync(world.b, path).revoked == 1
+    with Mirror(path) as mirror:
+        revoked = mirror.entry(world.shared[0])
+        assert revoked is not None
+        assert (revoked.status, revoked.reason) == ("revoked", "court order 42")
+
+
+def test_sync_leaves_index_snapshots_as_of_its_cursor(world: World, tmp_path: Path) -> None:
+    from consortium_client.mirror_index import snapshots_stale
+    from consortium_client.mirror_store import mirror_connect
+
+    path = tmp_path / "mirror.db"
+    sync(world.b, path, page_size=5)
+    revoke(world.a, world.alice, world.shared[:1], "duplicate")
+    checkpoint_sign()
+    sync(world.b, path, page_size=5)
+    connection = mirror_connect(path, create=False)
+    try:
+        assert snapshots_stale(connection) == []
+    finally:
+        connection.close()
+
+
 def test_sync_command_refusal_is_one_line_and_exit_status_1(
     world: World, proxy: TamperingProxy, tmp_path: Path
 ) -> None:
@@ -464,7 +543,7 @@ def test_sync_command_refusal_is_one_line_and_exit_status_1(
     result = CliRunner().invoke(sync_command, [], obj=config)
     assert result.exit_code == 1
     assert result.output.count("\n") == 1
-    assert result.output.startswith("Error: rollback: the checkpoint is of size")
+    assert result.output.startswith("consortium: rollback: the checkpoint is of size")
 
 
 def test_sync_watch_follows_new_checkpoints(world: World, tmp_path: Path) -> None:

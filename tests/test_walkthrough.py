@@ -78,8 +78,11 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_readme_walk_through_runs_as_written(live_server, settings, tmp_path: Path) -> None:
-    # What `make run` leaves behind: the demo partner, its list, its signing key in .demo/.
+def test_readme_walk_through_runs_as_written(
+    live_server, settings, tmp_path: Path, eager_tasks: None
+) -> None:
+    # What `make run` leaves behind: the demo partner, its list, its signing key in .demo/;
+    # and, as there, tasks run when queued (each write to the log signs a checkpoint).
     settings.QUICK_START = True
     call_command("demo_setup", "--directory", str(tmp_path / ".demo"), stdout=io.StringIO())
     (tmp_path / "manage.py").symlink_to(ROOT / "manage.py")
@@ -129,9 +132,10 @@ def test_readme_walk_through_runs_as_written(live_server, settings, tmp_path: Pa
     assert all(r["matches"] == [] for r in server_copy_after["results"])
     assert [len(r["matches"]) for r in server_hash["results"]] == [1]
 
-    local = [o for o in printed if o.get("query") == "copy.jpg"]
-    assert "pdq" in {o["algorithm"] for o in local}
-    assert {o["match"]["index"] for o in local} <= ids
+    local_before, local_after = [o for o in printed if o.get("input") == "copy.jpg"]
+    assert "pdq" in {m["algorithm"] for m in local_before["matches"]}
+    assert {m["entry"] for m in local_before["matches"]} <= ids
+    assert local_after["matches"] == []
 
     (audit,) = [o for o in printed if "events" in o]
     assert audit["events"]

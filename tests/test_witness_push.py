@@ -18,7 +18,6 @@ from audit.services import checkpoint_sign, log_signer, log_vkey
 from audit.tasks import witness_push_task
 from audit.tree import tree_consistency_proof, tree_root
 from audit.witnesses import WitnessUnavailable, witness_parse, witness_push, witnesses_configured
-from consortium.celery import app as celery_app
 from consortium_client.notes import (
     COSIGNATURE_V1,
     cosignature_sign,
@@ -46,16 +45,6 @@ def witness(settings: Any) -> Iterator[Witness]:
     settings.LOG_WITNESS_TIMEOUT = 5.0
     yield running
     running.stop()
-
-
-@pytest.fixture
-def eager_tasks() -> Iterator[None]:
-    """Tasks run in this process when queued, as the quick start runs them."""
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = False
 
 
 def _checkpoint(events: int) -> Checkpoint:

@@ -11,6 +11,10 @@ The Python API the `consortium` command wraps:
 - `hash_image(path)`: an image file's hashes (`consortium_client.imaging`), and
   `files_hash` / `files_walk` for many files in parallel;
 - `submit_batches`: signed, chunked, resumable submission;
+- `sync(client, path)`: the verified local mirror (`SyncError` when the server's answers do
+  not verify), read with `Mirror`; `snapshot_refresh` brings its index snapshots forward;
+- `MirrorMatcher`: matching against the mirror offline (`MirrorMatch` per entry found), and
+  `MatchClient`: the same asked of a running `consortium serve-match`;
 - `verify_checkpoint`, `verify_inclusion`, `verify_consistency`, `verify_entry`,
   `verify_envelope`, `verify_revocation` (`consortium_client.verify`).
 
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
     from consortium_client.config import Config, config_load
     from consortium_client.hashfiles import files_hash, files_walk
     from consortium_client.imaging import image_file_hashes as hash_image
+    from consortium_client.match_server import MatchClient
+    from consortium_client.mirror_index import MirrorMatch, MirrorMatcher, snapshot_refresh
+    from consortium_client.sync import Mirror, SyncError, sync
     from consortium_client.verify import (
         VerificationError,
         verify_checkpoint,
@@ -50,6 +57,13 @@ _EXPORTS = {
     "files_hash": ("hashfiles", "files_hash"),
     "files_walk": ("hashfiles", "files_walk"),
     "submit_batches": ("batches", "submit_batches"),
+    "Mirror": ("sync", "Mirror"),
+    "sync": ("sync", "sync"),
+    "SyncError": ("sync", "SyncError"),
+    "MirrorMatcher": ("mirror_index", "MirrorMatcher"),
+    "MirrorMatch": ("mirror_index", "MirrorMatch"),
+    "MatchClient": ("match_server", "MatchClient"),
+    "snapshot_refresh": ("mirror_index", "snapshot_refresh"),
     "VerificationError": ("verify", "VerificationError"),
     "verify_checkpoint": ("verify", "verify_checkpoint"),
     "verify_consistency": ("verify", "verify_consistency"),
@@ -63,12 +77,19 @@ __all__ = [
     "ApiError",
     "Client",
     "Config",
+    "MatchClient",
+    "Mirror",
+    "MirrorMatch",
+    "MirrorMatcher",
+    "SyncError",
     "VerificationError",
     "config_load",
     "files_hash",
     "files_walk",
     "hash_image",
+    "snapshot_refresh",
     "submit_batches",
+    "sync",
     "verify_checkpoint",
     "verify_consistency",
     "verify_entry",

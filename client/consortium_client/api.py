@@ -290,3 +290,8 @@ class ConsortiumApi:
     def tile(self, level: int, index: int, width: int = 256) -> bytes:
         """Hash tile `(level, index)` at `width` hashes (C2SP tlog-tiles), as served."""
         return self.get_bytes("log/tile/" + Tile(level, index, width).path)
+
+    def revocation_envelope(self, revocation_id: int) -> bytes:
+        """A signed revocation's envelope, the exact bytes the server stored (their SHA-256
+        is its tombstones' `envelope`); 404 for an administrator's revocation."""
+        return self.get_bytes(f"revocations/{revocation_id}/envelope")

@@ -30,6 +30,8 @@ from consortium_client.cli_common import (
     state_option,
     state_path,
 )
+from consortium_client.cli_match import match_command, serve_match_command
+from consortium_client.cli_sync import sync_command
 from consortium_client.config import (
     CONFIG_ENVIRONMENT,
     ENVIRONMENT,
@@ -57,6 +59,7 @@ Settings (flag > environment > config file > default; 'consortium config' shows 
   --mirror       CONSORTIUM_MIRROR       the local mirror (SQLite)
   --state        CONSORTIUM_STATE        the trusted log state
   --timeout      CONSORTIUM_TIMEOUT      seconds to wait for the server
+  --match-socket CONSORTIUM_MATCH_SOCKET where serve-match answers and match --server asks
   --config       CONSORTIUM_CONFIG       the config file (TOML)
 
 \b
@@ -148,6 +151,9 @@ class _Root(click.Group):
 @click.option("--mirror", type=_FILE, help="the local mirror file (SQLite)")
 @click.option("--state", type=_FILE, help="the trusted log state (JSON)")
 @click.option("--timeout", type=float, help="seconds to wait for the server's answer (30)")
+@click.option(
+    "--match-socket", type=_FILE, help="the socket serve-match answers on and match --server asks"
+)
 @click.option("--config", "config_file", type=_FILE, help="the config file (TOML)")
 @click.version_option(package_name="consortium-client", message="%(prog)s %(version)s")
 @click.pass_context
@@ -159,6 +165,7 @@ def consortium(
     mirror: Path | None,
     state: Path | None,
     timeout: float | None,
+    match_socket: Path | None,
     config_file: Path | None,
 ) -> None:
     """The partner command line of a Consortium hash-sharing server."""
@@ -169,6 +176,7 @@ def consortium(
         "mirror": mirror,
         "state": state,
         "timeout": timeout,
+        "match_socket": match_socket,
     }
     try:
         context.obj = config_load(flags=flags, config_file=config_file)
@@ -475,7 +483,8 @@ def config_command(config: Config) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_obj
 def status(config: Config, as_json: bool) -> int:
-    """Who the server says you are, your mirror's cursor and your trusted checkpoint.
+    """Who the server says you are, your mirror (cursor, tree size, entries by status) and
+    your trusted checkpoint.
 
     Local parts are shown even when the server cannot be asked (exit status 1 then).
     """
@@ -498,25 +507,27 @@ def status(config: Config, as_json: bool) -> int:
 
 
 def _mirror_status(path: Path) -> dict[str, Any]:
-    from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
+    from consortium_client.mirror_store import MirrorStoreError
+    from consortium_client.sync import Mirror
 
     if not path.exists():
         return {"path": str(path), "exists": False}
     try:
-        connection = mirror_connect(path, create=False)
+        mirror = Mirror(path)
     except MirrorStoreError as exc:
         return {"path": str(path), "exists": True, "error": str(exc)}
-    try:
-        active = connection.execute("SELECT count(*) FROM entries WHERE status = 'active'")
+    with mirror:
+        counts = mirror.counts()
         return {
             "path": str(path),
             "exists": True,
-            "cursor": meta_get(connection, "cursor"),
-            "tree_size": meta_get(connection, "tree_size"),
-            "active_entries": active.fetchone()[0],
+            "cursor": mirror.cursor,
+            "tree_size": mirror.tree_size,
+            "entries": {status: counts.get(status, 0) for status in _ENTRY_STATUSES},
         }
-    finally:
-        connection.close()
+
+
+_ENTRY_STATUSES = ("active", "revoked", "erased")
 
 
 def _trusted_status(path: Path) -> dict[str, Any]:
@@ -553,9 +564,10 @@ def _status_print(report: dict[str, Any]) -> None:
     elif "error" in mirror:
         click.echo(f"mirror        {mirror['error']}")
     else:
+        counts = ", ".join(f"{n} {status}" for status, n in mirror["entries"].items())
         click.echo(
             f"mirror        {mirror['path']}: cursor {mirror['cursor']}, verified tree size "
-            f"{mirror['tree_size']}, {mirror['active_entries']} active entries"
+            f"{mirror['tree_size']}, entries: {counts}"
         )
     trusted = report["trusted_checkpoint"]
     if not trusted["exists"]:
@@ -566,7 +578,7 @@ def _status_print(report: dict[str, Any]) -> None:
         click.echo(f"checkpoint    {trusted['checkpoint'] or 'none verified yet'}")
 
 
-# --- the feed, as JSON lines, and matching against it ---------------------------------------
+# --- the feed, as JSON lines, unverified ---------------------------------------------------
 
 
 @consortium.command()
@@ -588,50 +600,6 @@ def feed(config: Config, after: str | None, limit: int, cursor_file: Path | None
         # Save progress even when interrupted, so the next sync resumes, never repeats.
         if cursor_file is not None and cursor is not None:
             cursor_file.write_text(f"{cursor}\n")
-
-
-@consortium.command()
-@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--mirror", "mirror_file", type=_FILE, required=True, help="JSON lines from 'feed'")
-@click.option("--hash", "hash_texts", multiple=True, help="algorithm:value (repeatable)")
-@click.option("--radius", type=click.IntRange(min=0), help="override the algorithm's radius")
-@click.option("--dihedral", is_flag=True, help="also rotations and mirrors")
-def match(
-    images: tuple[Path, ...],
-    mirror_file: Path,
-    hash_texts: tuple[str, ...],
-    radius: int | None,
-    dihedral: bool,
-) -> None:
-    """Match IMAGES (hashed locally) or hashes against a mirror saved from 'feed'."""
-    # Imported here so that the other commands work without the imaging extras installed.
-    imaging_required()
-    from consortium_client.imaging import ImageRejected, image_file_hashes
-    from consortium_client.mirror import mirror_load
-
-    try:
-        mirror = mirror_load(read_text(mirror_file).splitlines())
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    queries: list[tuple[str, str, str]] = []  # (what, algorithm, value)
-    for text in hash_texts:
-        parsed = hashes_read([text], [])[0]
-        queries.append((text, parsed["algorithm"], parsed["value"]))
-    for path in images:
-        try:
-            hashed = image_file_hashes(path, dihedral=dihedral)
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-        except ImageRejected as exc:
-            raise CliError(f"{path}: {exc.message}") from exc
-        queries += [(str(path), algorithm, value) for algorithm, value in hashed.values.items()]
-        queries += [(str(path), "pdq", value) for value in hashed.pdq_dihedral or []]
-    if not queries:
-        raise UsageError("nothing to match: give image files or --hash algorithm:value")
-    for what, algorithm, value in queries:
-        for found in mirror.match(algorithm, value, radius):
-            line = {"query": what, "algorithm": algorithm, "value": value, "match": found}
-            click.echo(json.dumps(line, separators=(",", ":")))
 
 
 # --- the verifiable log, online ------------------------------------------------------------
@@ -696,6 +664,9 @@ def log_cosign(config: Config, key: Path | None, name: str, state: Path | None) 
 
 consortium.add_command(verify)
 consortium.add_command(cosign)
+consortium.add_command(sync_command)
+consortium.add_command(match_command)
+consortium.add_command(serve_match_command)
 
 
 # --- running it ----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import logging
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import click
 
+from consortium_client.cli_common import CliError
 from consortium_client.config import Config
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
 from consortium_client.match_server import (
@@ -40,21 +40,10 @@ from consortium_client.mirror_store import MirrorStoreError
 TABLES_FROM_QUERIES = 64
 
 
-class MatchError(click.ClickException):
-    """A one-line error that ends `match` with exit status 2."""
+class MatchError(CliError):
+    """A one-line error that ends `match` with exit status 2 (1 means "a match")."""
 
     exit_code = 2
-
-
-def default_socket() -> Path:
-    """`<user runtime dir>/consortium/match.sock` (platformdirs)."""
-    import platformdirs
-
-    with warnings.catch_warnings():
-        # Without XDG_RUNTIME_DIR platformdirs falls back to a per-user directory under /tmp
-        # and warns; the fallback is what we want.
-        warnings.simplefilter("ignore")
-        return platformdirs.user_runtime_path("consortium") / "match.sock"
 
 
 @dataclass
@@ -269,7 +258,7 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
     flag_value="",
     default=None,
     help="Ask a running 'serve-match' (its socket path, or tcp:PORT; "
-    "alone: the default socket) instead of loading the mirror.",
+    "alone: the match_socket setting) instead of loading the mirror.",
 )
 @click.pass_obj
 def match_command(
@@ -342,7 +331,7 @@ def _search(
         return []
     try:
         if server is not None:
-            with MatchClient(server or str(default_socket()), timeout=config.timeout) as client:
+            with MatchClient(server or str(config.match_socket), timeout=config.timeout) as client:
                 return client.search(queries, radii=radii, limit=limit)
         matcher = MirrorMatcher.load(config.mirror, tables=len(queries) >= TABLES_FROM_QUERIES)
         return matcher.search(queries, radii=radii, limit=limit)
@@ -355,9 +344,8 @@ def _search(
     "--socket",
     "socket_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CONSORTIUM_MATCH_SOCKET",
-    help="The Unix socket to answer on (made mode 0600). "
-    "Default: $CONSORTIUM_MATCH_SOCKET, else match.sock in the user's runtime directory.",
+    help="The Unix socket to answer on (made mode 0600). Default: the match_socket "
+    "setting (CONSORTIUM_MATCH_SOCKET; match.sock in the user's runtime directory).",
 )
 @click.option(
     "--port",
@@ -385,7 +373,7 @@ def serve_match_command(
         service = MatchService(config.mirror)
     except MirrorStoreError as exc:
         raise MatchError(str(exc)) from exc
-    where = None if port is not None else socket_path or default_socket()
+    where = None if port is not None else socket_path or config.match_socket
     try:
         server = server_open(service, socket_path=where, port=port)
     except (MatchServerError, OSError) as exc:

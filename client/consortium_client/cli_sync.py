@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from consortium_client.api import ApiError, ConsortiumApi
+from consortium_client.cli_common import CliError, api_client
 from consortium_client.config import Config
 from consortium_client.mirror_store import MirrorStoreError
 from consortium_client.sync import DEFAULT_PAGE_SIZE, Syncer, SyncResult, sync_watch
@@ -19,7 +20,7 @@ from consortium_client.verify import (
 )
 
 
-class SyncFailed(click.ClickException):
+class SyncFailed(CliError):
     """One line on standard error, exit status 1; the mirror is as the last good page left it."""
 
 
@@ -98,13 +99,11 @@ def sync_command(
     the key and witnesses and is moved forward too. A failure is one line, and the mirror
     keeps every page that verified: the next sync resumes there.
     """
-    if not config.api_key:
-        raise SyncFailed("no API key: set CONSORTIUM_API_KEY or pass --api-key")
+    api = api_client(config)
     state = None
     try:
         if config.state.exists():
             state = trusted_state_load(config.state)
-        api = ConsortiumApi(config.url, config.api_key, timeout=config.timeout)
         witnesses = _vkeys(witness_file) if witness_file else (state.witnesses if state else ())
         syncer = Syncer(
             api,

@@ -11,6 +11,7 @@ The config file is TOML with the settings' names as top-level keys:
     api_key = "csk_0123456789ab_..."
     signing_key = "~/keys/acme.pem"
     mirror = "/var/lib/consortium/mirror.db"
+    match_socket = "/run/consortium/match.sock"
     timeout = 30
 
 A relative path in the file is relative to the file's directory; `~` is expanded
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +45,11 @@ ENVIRONMENT = {
     "mirror": "CONSORTIUM_MIRROR",
     "state": "CONSORTIUM_STATE",
     "timeout": "CONSORTIUM_TIMEOUT",
+    "match_socket": "CONSORTIUM_MATCH_SOCKET",
 }
 CONFIG_ENVIRONMENT = "CONSORTIUM_CONFIG"
-_PATHS = ("signing_key", "mirror", "state")
+MATCH_SOCKET_FILE = "match.sock"
+_PATHS = ("signing_key", "mirror", "state", "match_socket")
 
 
 class ConfigError(ValueError):
@@ -71,6 +75,8 @@ class Config:
     mirror: Path
     state: Path
     timeout: float
+    # Where `serve-match` answers and `match --server` asks.
+    match_socket: Path = field(default_factory=lambda: match_socket_default())
     sources: dict[str, Setting] = field(default_factory=dict)
 
 
@@ -85,6 +91,16 @@ def data_dir() -> Path:
     return platformdirs.user_data_path(APP)
 
 
+def match_socket_default() -> Path:
+    """`match.sock` in the user's runtime directory (`$XDG_RUNTIME_DIR/consortium` on
+    Linux): private to the user, and gone at logout like the server that answers on it."""
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR platformdirs falls back to a per-user directory under /tmp
+        # and warns; the fallback is what we want.
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_path(APP) / MATCH_SOCKET_FILE
+
+
 def config_file_default() -> Path:
     return config_dir() / CONFIG_FILE
 
@@ -97,6 +113,7 @@ def _defaults() -> dict[str, str | None]:
         "mirror": str(data_dir() / MIRROR_FILE),
         "state": str(config_dir() / STATE_FILE),
         "timeout": str(DEFAULT_TIMEOUT),
+        "match_socket": str(match_socket_default()),
     }
 
 
@@ -187,6 +204,7 @@ def config_load(
         mirror=path("mirror") or Path(str(defaults["mirror"])),
         state=path("state") or Path(str(defaults["state"])),
         timeout=timeout,
+        match_socket=path("match_socket") or Path(str(defaults["match_socket"])),
         sources=sources,
     )
 

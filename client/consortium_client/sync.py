@@ -18,9 +18,16 @@ The server is trusted for nothing but the bytes it sends. One sync:
    is signed by the leaf's key as the log registered it for that partner, and signs the
    leaf's list, algorithm, commitment, labels and quality (a legacy version 1 envelope: the
    value itself).
-4. Applies the page (events, entries, keys, revocations, erasures, cursor) in ONE SQLite
-   transaction. A process killed at any point leaves the mirror as it was before the page
-   or after it, and the next sync resumes from the cursor: nothing lost, nothing twice.
+4. Checks every `entry_revoked` event of an entry the mirror holds: the revocation's
+   envelope (fetched once per revocation) hashes to the leaf's `envelope`, is signed by the
+   leaf's `key`, registered to the entry's submitter and not revoked before the tombstone,
+   and names the leaf's entry. A tombstone with neither key nor envelope must name an
+   administrator (`revoked_by` `admin:<user>`): the administrator's act, taken as such.
+5. Applies the page (events, entries, keys, revocations, erasures, cursor) in ONE SQLite
+   transaction, and with the last page of a sync the index snapshots `match` loads
+   (`mirror_index.snapshot_refresh`), so a `match` right after a sync never rebuilds. A
+   process killed at any point leaves the mirror as it was before the page or after it,
+   and the next sync resumes from the cursor: nothing lost, nothing twice.
 
 Any failed check raises `SyncError` (a `VerificationError`: one line naming the check and
 the index) before the page's transaction commits, so the mirror stays exactly as it was.
@@ -31,7 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +62,7 @@ from consortium_client.dsse import (
 )
 from consortium_client.hashvalues import HashValueError, hash_value_parse
 from consortium_client.keys import key_id
+from consortium_client.mirror_index import snapshot_refresh
 from consortium_client.mirror_store import meta_get, meta_set, mirror_connect
 from consortium_client.strictjson import StrictJsonError, strict_json_loads
 from consortium_client.verify import (
@@ -60,6 +70,7 @@ from consortium_client.verify import (
     VerifiedCheckpoint,
     verify_checkpoint,
     verify_consistency_proof,
+    verify_revocation,
 )
 
 DEFAULT_PAGE_SIZE = 1000
@@ -296,6 +307,15 @@ class _Submission:
     used: set[int] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _Revocation:
+    """A revocation envelope verified once: its SHA-256, its signer and the entries it names."""
+
+    digest: str
+    key: str
+    entries: frozenset[int]
+
+
 def _signed_labels(entry: dict[str, Any]) -> list[str] | None:
     # As the server reads them: a set, stored sorted, none when absent.
     labels = entry.get("labels", [])
@@ -312,6 +332,7 @@ class _Applier:
         self.api = api
         self.db = connection
         self.submissions: OrderedDict[int, _Submission] = OrderedDict()
+        self.revocations: OrderedDict[int, _Revocation] = OrderedDict()
 
     def key(self, key: str, index: int) -> tuple[str, Ed25519PublicKey]:
         row = self.db.execute(
@@ -444,6 +465,64 @@ class _Applier:
             )
         checked.used.add(signed["position"])
 
+    def revocation_check(
+        self, index: int, leaf: bytes, document: dict[str, Any], submitter: str
+    ) -> None:
+        """The tombstone as its revoker signed it, or an administrator's act."""
+        entry_id = document.get("entry")
+        key, digest = document.get("key"), document.get("envelope")
+        revoked_by = document.get("revoked_by")
+        if key is None and digest is None:
+            # An administrator revokes without a signature; the leaf names who did it.
+            if not (isinstance(revoked_by, str) and revoked_by.startswith("admin:")):
+                raise SyncError(
+                    f"event {index}: the revocation of entry {entry_id} is signed by no key "
+                    f"and names no administrator"
+                )
+            return
+        revocation_id = document.get("revocation")
+        if type(revocation_id) is not int or not isinstance(key, str):
+            raise SyncError(f"event {index}: the tombstone names no revocation and key")
+        if revoked_by != submitter:
+            raise SyncError(
+                f"event {index}: entry {entry_id} of {submitter} is revoked by {revoked_by!r}"
+            )
+        partner, public_key = self.key(key, index)
+        if partner != submitter:
+            raise SyncError(f"event {index}: key {key} is {partner}'s, not {submitter}'s")
+        checked = self.revocations.get(revocation_id)
+        if checked is None:
+            try:
+                envelope = self.api.revocation_envelope(revocation_id)
+            except ApiError as exc:
+                raise SyncError(
+                    f"event {index}: envelope of revocation {revocation_id}: {exc}"
+                ) from exc
+            try:
+                payload = verify_revocation(leaf, envelope, public_key)
+            except VerificationError as exc:
+                raise SyncError(f"event {index}: revocation {revocation_id}: {exc}") from exc
+            named = payload.get("entries") or []
+            checked = _Revocation(
+                hashlib.sha256(envelope).hexdigest(),
+                key,
+                frozenset(e for e in named if type(e) is int),
+            )
+            self.revocations[revocation_id] = checked
+            if len(self.revocations) > ENVELOPE_CACHE:
+                self.revocations.popitem(last=False)
+            return
+        self.revocations.move_to_end(revocation_id)
+        if digest != checked.digest or key != checked.key:
+            raise SyncError(
+                f"event {index}: the tombstone's envelope or key is not revocation "
+                f"{revocation_id}'s"
+            )
+        if entry_id not in checked.entries:
+            raise SyncError(
+                f"event {index}: revocation {revocation_id} does not name entry {entry_id}"
+            )
+
 
 @dataclass
 class _PageCounts:
@@ -478,7 +557,7 @@ def _apply_page(
             _entry_add(applier, index, document, openings.get(index), erased_in_page)
             counts.added += 1
         elif kind in (leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED):
-            if _entry_end(db, index, document):
+            if _entry_end(applier, index, leaf, document):
                 if kind == leaves.ENTRY_REVOKED:
                     counts.revoked += 1
                 else:
@@ -541,9 +620,10 @@ def _entry_add(
     )
 
 
-def _entry_end(db: sqlite3.Connection, index: int, document: dict[str, Any]) -> bool:
+def _entry_end(applier: _Applier, index: int, leaf: bytes, document: dict[str, Any]) -> bool:
     """Stop an entry matching; keep why. False when the mirror does not hold the entry
     (added while its list was hidden from this partner): the event alone is kept."""
+    db = applier.db
     entry_id = document.get("entry")
     row = db.execute(
         "SELECT list, partner, status FROM entries WHERE id = ?", [entry_id]
@@ -556,6 +636,7 @@ def _entry_end(db: sqlite3.Connection, index: int, document: dict[str, Any]) -> 
     if document["type"] == leaves.ENTRY_REVOKED:
         if row[1] != document.get("partner"):
             raise SyncError(f"event {index}: it revokes entry {entry_id} of another partner")
+        applier.revocation_check(index, leaf, document, row[1])
         if row[2] != "active":
             return False  # ended already; its first end stays
         db.execute(
@@ -793,6 +874,9 @@ class Syncer:
                     meta_set(connection, "cursor", str(end))
                     if end >= checkpoint.size - 1:
                         meta_set(connection, "tree_size", str(checkpoint.size))
+                        # With the last page, in its transaction: a `match` started right
+                        # after the sync loads the snapshots as they are, never rebuilds.
+                        snapshot_refresh(connection)
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
@@ -881,3 +965,19 @@ def sync_watch(
         if rounds is not None and done >= rounds:
             return
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+class _SyncModule(types.ModuleType):
+    """This module, callable as `sync()`.
+
+    The package exports the function `sync` under the name of this module, and importing a
+    submodule sets the package's attribute of that name to the module: after
+    `import consortium_client.sync`, `from consortium_client import sync` gives this module.
+    Calling it calls the function, so both spellings do what they say.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SyncResult:
+        return sync(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SyncModule

@@ -112,3 +112,19 @@ def test_commands_use_the_configured_state(config_file: Path, tmp_path: Path, ca
     config_file.write_text(f'state = "{state}"\n')
     assert cli.main(["verify", "checkpoint", str(tmp_path / "c")]) == 2
     assert f"no trusted state at {state}" in capsys.readouterr().err
+
+
+def test_the_match_socket_is_a_setting_like_the_others(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert config_load(flags={}).match_socket == runtime / "consortium" / "match.sock"
+    config_file.write_text('match_socket = "sockets/match.sock"\n')
+    assert config_load(flags={}).match_socket == config_file.parent / "sockets" / "match.sock"
+    monkeypatch.setenv("CONSORTIUM_MATCH_SOCKET", str(tmp_path / "env.sock"))
+    assert config_load(flags={}).match_socket == tmp_path / "env.sock"
+    assert cli.main(["--match-socket", str(tmp_path / "flag.sock"), "config"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("match_socket")]
+    assert str(tmp_path / "flag.sock") in line
+    assert line.endswith("flag")

@@ -211,3 +211,19 @@ def test_serve_match_runs_until_terminated_and_removes_its_socket(tmp_path, rows
         process.wait(10)
     assert process.returncode == 0
     assert not path.exists()
+
+
+def test_match_server_alone_asks_the_configured_match_socket(serving, rows, monkeypatch, capsys):
+    from consortium_client import cli
+
+    _, path = serving
+    value = secrets.token_hex(32)
+    entry = rows.add("pdq", value)
+    deadline = time.monotonic() + 5
+    while serving[0].matcher.cursor != entry and time.monotonic() < deadline:
+        time.sleep(0.02)
+    monkeypatch.setenv("CONSORTIUM_MATCH_SOCKET", str(path))
+    # The mirror named here does not exist: the answer can only come from the server.
+    args = ["--mirror", str(rows.path.with_name("absent.db")), "match", "--json", "--server"]
+    assert cli.main([*args, "--hash", f"pdq:{value}"]) == 1
+    assert json.loads(capsys.readouterr().out)["matches"][0]["entry"] == entry
