@@ -157,6 +157,12 @@ def test_erased_entry_stops_matching_on_a_partners_mirror(
                 None,
                 "victim's request",
             )
+        # Nor in the file's bytes: not in a freed page, a write-ahead log frame or a packed
+        # index snapshot.
+        for file in mirror_path.parent.glob(mirror_path.name + "*"):
+            raw = file.read_bytes()
+            assert value.encode() not in raw, file.name
+            assert bytes.fromhex(value) not in raw, file.name
 
 
 def test_erasing_a_legacy_entry_redacts_its_envelope(alice, shared_list) -> None:

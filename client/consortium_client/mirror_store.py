@@ -102,6 +102,8 @@ def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connecti
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
+        # An erased value must leave the partner's disk too, not linger in a freed page.
+        connection.execute("PRAGMA secure_delete=ON")
         connection.executescript(SCHEMA)
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:

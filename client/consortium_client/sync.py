@@ -891,6 +891,10 @@ class Syncer:
         finally:
             ahead.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        if totals.erased:
+            # secure_delete zeroes the erased values in the database's pages, but the write-
+            # ahead log still holds the pages as they were: write it back and empty it.
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return SyncResult(
             checkpoint,
             cursor,
