@@ -166,7 +166,20 @@ def problem_body(error: ConsortiumError, *, instance: str | None = None) -> dict
     if instance:
         body["instance"] = instance
     body.update(error.extensions)
-    return body
+    return _utf8_safe(body)
+
+
+def _utf8_safe(value: Any) -> Any:
+    """`value` with every lone surrogate spelt as its escape (`\\ud800`). A problem may quote
+    what a hostile client sent, and a surrogate cannot be encoded as UTF-8: rendering it
+    would turn a refusal into a 500."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8_safe(key): _utf8_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8_safe(item) for item in value]
+    return value
 
 
 def problem_headers(error: ConsortiumError) -> dict[str, str]:

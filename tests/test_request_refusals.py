@@ -461,3 +461,17 @@ def test_forwarded_address_that_is_not_an_address_is_unknown(alice, settings) ->
     assert recorded is not None
     assert recorded.client_ip is None
     assert problem(fenced_key) == "invalid-api-key"
+
+
+def test_a_problem_quoting_a_lone_surrogate_still_renders_as_utf8() -> None:
+    """A refusal may quote what a hostile client sent; it must never become a 500."""
+    from consortium.errors import MalformedRequest, problem_json_response
+
+    error = MalformedRequest("bad name '\ud800'", pointer="/a\udfff", names=["\ud83d"])
+
+    response = problem_json_response(error)
+
+    body = json.loads(response.content.decode("utf-8"))
+    assert body["detail"] == "bad name '\\ud800'"
+    assert body["pointer"] == "/a\\udfff"
+    assert body["names"] == ["\\ud83d"]
