@@ -7,7 +7,7 @@ submission service, as bench/ingest_feed.py does) and a checkpoint is signed. A 
 server (gunicorn, ``--workers`` sync workers) serves it from the benchmark's own database;
 the client runs in this process, over HTTP on localhost, as a partner's would.
 
-- ``verified``: ``consortium_client.sync.sync()`` into an empty mirror: the checkpoint, the
+- ``verified``: ``consortium_client.mirror_sync.sync()`` into an empty mirror: the checkpoint, the
   tiles up to its root, every page's leaves against the level-0 tiles, every value against
   its commitment, every submission's envelope signature and signed entries, and one SQLite
   transaction per page (``synchronous=FULL``).
@@ -138,7 +138,7 @@ def main() -> None:
     from audit.selectors import log_size
     from audit.services import checkpoint_sign
     from consortium_client.api import ConsortiumApi
-    from consortium_client.sync import Mirror, sync
+    from consortium_client.mirror_sync import Mirror, sync
 
     setup = partners_create()
     started = time.perf_counter()

@@ -22,7 +22,7 @@ from audit.services import checkpoint_sign
 from consortium_client.api import ConsortiumApi
 from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.mirror_index import MirrorMatcher
-from consortium_client.sync import Mirror, sync
+from consortium_client.mirror_sync import Mirror, sync
 from hashes.models import Entry, Submission
 from tests.conftest import PartnerClient, problem, store_counts
 

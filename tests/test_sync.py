@@ -33,9 +33,9 @@ from consortium_client import merkle
 from consortium_client.api import ConsortiumApi
 from consortium_client.cli_sync import sync_command
 from consortium_client.config import Config
+from consortium_client.mirror_sync import Mirror, Syncer, SyncError, SyncResult, sync, sync_watch
 from consortium_client.notes import checkpoint_format, note_sign
 from consortium_client.payloads import revocation_envelope, submission_envelope
-from consortium_client.sync import Mirror, Syncer, SyncError, SyncResult, sync, sync_watch
 from hashes.models import HashList
 from hashes.services import entry_erase
 from tests.conftest import PartnerClient, partner_client, pdq
@@ -186,7 +186,7 @@ def test_sync_command_reports_in_one_line(world: World, tmp_path: Path) -> None:
 RUNNER = """
 import sys
 from consortium_client.api import ConsortiumApi
-from consortium_client.sync import sync
+from consortium_client.mirror_sync import sync
 url, key, path = sys.argv[1:4]
 sync(ConsortiumApi(url, key), path, page_size=3)
 """

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from consortium_client.imaging import image_file_hashes as hash_image
     from consortium_client.match_server import MatchClient
     from consortium_client.mirror_index import MirrorMatch, MirrorMatcher, snapshot_refresh
-    from consortium_client.sync import Mirror, SyncError, sync
+    from consortium_client.mirror_sync import Mirror, SyncError, sync
     from consortium_client.verify import (
         VerificationError,
         verify_checkpoint,
@@ -57,9 +57,9 @@ _EXPORTS = {
     "files_hash": ("hashfiles", "files_hash"),
     "files_walk": ("hashfiles", "files_walk"),
     "submit_batches": ("batches", "submit_batches"),
-    "Mirror": ("sync", "Mirror"),
-    "sync": ("sync", "sync"),
-    "SyncError": ("sync", "SyncError"),
+    "Mirror": ("mirror_sync", "Mirror"),
+    "sync": ("mirror_sync", "sync"),
+    "SyncError": ("mirror_sync", "SyncError"),
     "MirrorMatcher": ("mirror_index", "MirrorMatcher"),
     "MirrorMatch": ("mirror_index", "MirrorMatch"),
     "MatchClient": ("match_server", "MatchClient"),

@@ -281,7 +281,7 @@ class ConsortiumApi:
             if not page["has_more"]:
                 return
 
-    # What `consortium_client.sync` reads: raw pages and tiles, verified by the caller.
+    # What `consortium_client.mirror_sync` reads: raw pages and tiles, verified by the caller.
 
     def feed_page(self, after: int, limit: int) -> bytes:
         """One feed page after index `after` (-1: from the start), as the exact bytes served."""

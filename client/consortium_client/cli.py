@@ -508,7 +508,7 @@ def status(config: Config, as_json: bool) -> int:
 
 def _mirror_status(path: Path) -> dict[str, Any]:
     from consortium_client.mirror_store import MirrorStoreError
-    from consortium_client.sync import Mirror
+    from consortium_client.mirror_sync import Mirror
 
     if not path.exists():
         return {"path": str(path), "exists": False}

@@ -10,7 +10,7 @@ from consortium_client.api import ApiError, ConsortiumApi
 from consortium_client.cli_common import CliError, api_client
 from consortium_client.config import Config
 from consortium_client.mirror_store import MirrorStoreError
-from consortium_client.sync import DEFAULT_PAGE_SIZE, Syncer, SyncResult, sync_watch
+from consortium_client.mirror_sync import DEFAULT_PAGE_SIZE, Syncer, SyncResult, sync_watch
 from consortium_client.verify import (
     TrustedState,
     VerificationError,

@@ -1,6 +1,6 @@
 """The on-disk form of a partner's verified mirror: one SQLite file.
 
-`consortium sync` writes it (consortium_client.sync), `consortium match` and `serve-match`
+`consortium sync` writes it (consortium_client.mirror_sync), `consortium match` and `serve-match`
 read it (consortium_client.mirror_index). Every sync step commits in one SQLite transaction,
 so a process killed at any point leaves the mirror as it was before that step or after it.
 

@@ -67,22 +67,9 @@ def test_the_python_api_exports_what_docs_client_md_names() -> None:
     import consortium_client
     from consortium_client import match_server, mirror_index
 
-    sync_module = importlib.import_module("consortium_client.sync")
+    sync_module = importlib.import_module("consortium_client.mirror_sync")
     for name in consortium_client.__all__:
         assert getattr(consortium_client, name) is not None, name
     assert consortium_client.Mirror is sync_module.Mirror
     assert consortium_client.MirrorMatcher is mirror_index.MirrorMatcher
     assert consortium_client.MatchClient is match_server.MatchClient
-
-
-def test_sync_is_callable_under_both_of_its_names() -> None:
-    # Importing the module `consortium_client.sync` sets the package's `sync` to it; the
-    # function of that name must still be what `from consortium_client import sync` calls.
-    import importlib
-
-    module = importlib.import_module("consortium_client.sync")
-    from consortium_client import sync
-
-    assert sync is module or sync is module.sync
-    assert callable(sync)
-    assert callable(module)

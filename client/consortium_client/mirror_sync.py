@@ -38,9 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import sys
 import time
-import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -969,19 +967,3 @@ def sync_watch(
         if rounds is not None and done >= rounds:
             return
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
-
-
-class _SyncModule(types.ModuleType):
-    """This module, callable as `sync()`.
-
-    The package exports the function `sync` under the name of this module, and importing a
-    submodule sets the package's attribute of that name to the module: after
-    `import consortium_client.sync`, `from consortium_client import sync` gives this module.
-    Calling it calls the function, so both spellings do what they say.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SyncResult:
-        return sync(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _SyncModule
