@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Func, Q, QuerySet, TextField, Value, When
+from django.db.models.functions import Cast, Concat
 
 from audit.selectors import log_page_for_lists, log_size
 from consortium.errors import ListNotWritable, UnknownEntry, UnknownList, UnknownSubmission
@@ -101,32 +102,60 @@ def submission_get(*, partner: Partner, submission_id: int) -> Submission:
 @dataclass(frozen=True)
 class FeedPage:
     leaves: list[bytes]
-    # One item per entry_added event of the page, in page order: the value and salt that
-    # open its leaf's commitment, or {"index", "erased": true}.
-    values: list[dict[str, Any]]
+    # The JSON array of the page's openings, one item per entry_added event of the page, in
+    # page order: {"index", "value", "salt"} that open its leaf's commitment, or
+    # {"index", "erased": true}. Built by the database (`_OPENING`), spliced into the answer.
+    values: bytes
     next_cursor: int
     has_more: bool
 
 
-def feed_values(*, indexes: list[int], list_ids: list[int]) -> list[dict[str, Any]]:
-    """The openings of the entries added at `indexes` (a feed page: every event in its index
-    range on the lists `list_ids`), in log order. An entry's id is the index of its
-    entry_added event, so the entries of those lists in that id range are exactly the page's
-    adds: one primary-key range scan (an IN list of 10,000 ids costs several times more),
-    no leaf parsing."""
-    if not indexes:
-        return []
-    rows = (
-        Entry.objects.filter(pk__gte=indexes[0], pk__lte=indexes[-1], hash_list_id__in=list_ids)
+class JsonString(Func):
+    """A text column as a JSON string literal (quotes and escapes made by the database)."""
+
+    template = "to_json(%(expressions)s)::text"
+    output_field = TextField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="json_quote(%(expressions)s)", **extra)
+
+
+# One item of a feed page's `values`, as JSON text, made in the query: a page of 10,000
+# adds then costs no Python object per entry, no dict and no encoding (the dicts and
+# json.dumps were most of the cost the openings added to a page). Same bytes as
+# json.dumps(..., separators=(",", ":")) of {"index", "value", "salt"} or {"index", "erased"}.
+_INDEX_TEXT = Concat(Value('{"index":'), Cast("id", TextField()), output_field=TextField())
+_OPENING = Case(
+    When(
+        Q(status=Entry.Status.ERASED) | Q(value__isnull=True) | Q(salt__isnull=True),
+        then=Concat(_INDEX_TEXT, Value(',"erased":true}'), output_field=TextField()),
+    ),
+    default=Concat(
+        _INDEX_TEXT,
+        Value(',"value":'),
+        JsonString("value"),
+        Value(',"salt":'),
+        JsonString("salt"),
+        Value("}"),
+        output_field=TextField(),
+    ),
+    output_field=TextField(),
+)
+
+
+def feed_values(*, first: int, last: int, list_ids: list[int]) -> bytes:
+    """The openings of the entries added in a feed page whose events span indexes `first`
+    to `last` (every event in that range on the lists `list_ids`), as a JSON array in log
+    order. An entry's id is the index of its entry_added event, so the entries of those
+    lists in that id range are exactly the page's adds: one primary-key range scan (an IN
+    list of 10,000 ids costs several times more), no leaf parsing."""
+    items = (
+        Entry.objects.filter(pk__gte=first, pk__lte=last, hash_list_id__in=list_ids)
         .order_by("pk")
-        .values_list("pk", "value", "salt", "status")
+        .annotate(opening=_OPENING)
+        .values_list("opening", flat=True)
     )
-    return [
-        {"index": pk, "erased": True}
-        if status == Entry.Status.ERASED or value is None
-        else {"index": pk, "value": value, "salt": salt}
-        for pk, value, salt, status in rows
-    ]
+    return b"[%b]" % ",".join(items).encode()
 
 
 def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
@@ -143,7 +172,9 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
         leaves=[leaf for _, leaf in rows],
-        values=feed_values(indexes=[index for index, _ in rows], list_ids=list_ids),
+        values=feed_values(first=rows[0][0], last=rows[-1][0], list_ids=list_ids)
+        if rows
+        else b"[]",
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )
