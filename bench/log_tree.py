@@ -31,7 +31,7 @@ Usage::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium SECRET_KEY=x \\
     ALLOWED_HOSTS=testserver .venv/bin/python bench/log_tree.py [--events 1000000] \\
-    [--batches 1,100,1000] [--rounds 3]
+    [--batches 1,100,1000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument(
         "--batches", default="1,100,1000", help="entries per submission, comma-separated"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode and batch size")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode and batch size")
     parser.add_argument(
         "--seconds", type=float, default=2.0, help="about how long one round submits"
     )
