@@ -9,14 +9,14 @@ What it measures, in one run, on a log of ``--events`` events (default 1,000,000
 1. **Submission throughput with the tree kept current against the event log alone**, at
    batches of ``--batches`` entries (default 1, 100 and 1,000): signed version 2 submissions
    through ``submission_create``, each in its own transaction and timed up to and including
-   its commit. Rounds alternate between the code as it is and the same code with
+   its commit. Submissions take turns between the code as it is and the same code with
    ``audit.services.tree_extend`` replaced by a no-op (in this process only: there is no
-   production switch). After each submission without the tree, its leaves are added to the
-   tiles untimed, so the next round finds the tree in step with the log. Reported as
-   entries/s per batch size, with the tree's cost (the goal: under 20%). The two
-   throughputs are each as noisy as the machine; the time spent inside ``tree_extend``, as a
-   share of the time with the tree, is measured in the same submissions and is the steadier
-   figure of the same cost.
+   production switch); the median of ``--rounds`` rounds counts. After each submission
+   without the tree, its leaves are added to the tiles untimed, so the next submission
+   finds the tree in step with the log. Reported as entries/s per batch size, with the
+   tree's cost (the goal: under 20%). The two throughputs are each as noisy as the
+   machine; the time spent inside ``tree_extend``, as a share of the time with the tree, is
+   measured in the same submissions and is the steadier figure of the same cost.
 2. **Proof latency from stored tiles against recomputing the same proof from the leaves**
    (read every leaf below the size from the database, hash it, build the proof, as a
    server without tiles would), for inclusion and consistency proofs at the final size; the
@@ -166,7 +166,8 @@ def from_leaves(size: int) -> list[bytes]:
 
 
 def bench_submissions(setup: Setup, batches: list[int], rounds: int, seconds: float) -> dict:
-    """Entries/s with and without the tree for each batch size, rounds alternating."""
+    """Entries/s with and without the tree for each batch size: the median of `rounds`
+    rounds, each of `count` submissions per mode."""
     results = {}
     for batch in batches:
         # About `seconds` of submitting per round and mode, at least 3 submissions.
@@ -174,14 +175,19 @@ def bench_submissions(setup: Setup, batches: list[int], rounds: int, seconds: fl
         rates: dict[str, list[float]] = {"tree": [], "no_tree": []}
         shares = []
         submit_round(setup, envelopes(setup, 2, batch), tree=True)  # warm-up
-        for number in range(rounds):
-            modes = ["tree", "no_tree"] if number % 2 == 0 else ["no_tree", "tree"]
-            for mode in modes:
-                bodies = envelopes(setup, count, batch)
-                spent, extending = submit_round(setup, bodies, tree=mode == "tree")
-                rates[mode].append(count * batch / spent)
-                if mode == "tree":
-                    shares.append(extending / spent)
+        for _ in range(rounds):
+            # The two modes take turns submission by submission (tree, none, none, tree,
+            # ...), so that the load of other processes falls on both alike.
+            spent = {"tree": 0.0, "no_tree": 0.0}
+            extending = 0.0
+            for number, body in enumerate(envelopes(setup, 2 * count, batch)):
+                mode = "tree" if number % 4 in (0, 3) else "no_tree"
+                seconds_spent, seconds_extending = submit_round(setup, [body], tree=mode == "tree")
+                spent[mode] += seconds_spent
+                extending += seconds_extending
+            for mode, seconds_spent in spent.items():
+                rates[mode].append(count * batch / seconds_spent)
+            shares.append(extending / spent["tree"])
         with_tree = statistics.median(rates["tree"])
         without = statistics.median(rates["no_tree"])
         share = statistics.median(shares)
