@@ -13,7 +13,6 @@ which tiles to read and write.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from hashlib import sha256
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
@@ -91,7 +90,7 @@ def tree_extend(*, old_size: int, leaves: list[bytes]) -> None:
     known = {
         key: stored.get(key, bytes(width * merkle.HASH_SIZE)) for key, width in partial.items()
     }
-    leaf_hashes = [sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
     try:
         changed = merkle.tiles_append(old_size, known, leaf_hashes)
     except ValueError as error:
