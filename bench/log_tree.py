@@ -170,8 +170,9 @@ def bench_submissions(setup: Setup, batches: list[int], rounds: int, seconds: fl
     rounds, each of `count` submissions per mode."""
     results = {}
     for batch in batches:
-        # About `seconds` of submitting per round and mode, at least 3 submissions.
-        count = max(3, min(300, int(seconds * 1500 / batch)))
+        # About `seconds` of submitting per round and mode, at least 10 submissions: with
+        # fewer, one disturbed submission decides a round.
+        count = max(10, min(300, int(seconds * 1500 / batch)))
         rates: dict[str, list[float]] = {"tree": [], "no_tree": []}
         shares = []
         submit_round(setup, envelopes(setup, 2, batch), tree=True)  # warm-up
