@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(TEST_ENV) $(BIN)/python bench/flood.py
 	$(TEST_ENV) $(BIN)/python bench/log_verify.py
 	$(TEST_ENV) $(BIN)/python bench/client_sync.py
+	$(TEST_ENV) $(BIN)/python bench/log_tree.py
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py
 	$(BIN)/python bench/image_worst_case.py

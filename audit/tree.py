@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
-from django.db.models import Q
 
 from audit.models import LogEvent, LogHead, LogTile
 from consortium_client import merkle
@@ -31,15 +30,20 @@ class TreeError(Exception):
 
 
 def _tiles_fetch(keys: Iterable[TileKey], model: Any = LogTile) -> dict[TileKey, bytes]:
-    """The stored bytes of the tiles `keys`, in one query."""
-    keys = set(keys)
+    """The stored bytes of the tiles `keys`, in one query (raw SQL: it runs in appends and
+    proofs, where building an ORM query of OR-ed conditions cost more than the query)."""
+    keys = sorted(set(keys))
     if not keys:
         return {}
-    condition = Q()
-    for level, index in keys:
-        condition |= Q(level=level, index=index)
-    rows = model.objects.filter(condition).values_list("level", "index", "hashes")
-    return {(level, index): bytes(hashes) for level, index, hashes in rows}
+    table = connection.ops.quote_name(model._meta.db_table)
+    pairs = ", ".join(["(%s, %s)"] * len(keys))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT level, "index", hashes FROM {table} '  # noqa: S608
+            f'WHERE (level, "index") IN (VALUES {pairs})',
+            [value for key in keys for value in key],
+        )
+        return {(level, index): bytes(hashes) for level, index, hashes in cursor.fetchall()}
 
 
 def _tiles_store(tiles: dict[TileKey, bytes], model: Any = LogTile) -> None:
@@ -59,18 +63,70 @@ def tree_extend(*, old_size: int, leaves: list[bytes]) -> None:
 
     Must run inside log_append's transaction, after it took the log head lock: the tiles of
     size `old_size` are then exactly the committed ones, and no other writer changes them
-    before this transaction ends. Reads the partial tiles (one query, at most one per level)
-    and writes every tile that grows (one statement).
+    before this transaction ends.
+
+    This runs in every transaction that appends to the log, so it is built to cost little:
+    one statement in the common case. A stored tile is only ever extended at its end, so
+    the new hashes are appended to it in SQL (`hashes || new`) and the tile's old bytes
+    are read only where this append completes it (the root of a full tile goes to the level
+    above): for one-event appends, once in 256. Every written tile's new length is checked
+    against the tree's, so tiles out of step with the log fail the append, never extend it.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("tree_extend must run inside log_append's transaction")
-    partial = [(tile.level, tile.index) for tile in merkle.partial_tiles(old_size)]
-    stored = _tiles_fetch(partial)
+    if not leaves:
+        return
+    new_size = old_size + len(leaves)
+    partial = {(tile.level, tile.index): tile.width for tile in merkle.partial_tiles(old_size)}
+    # A partial tile is completed when the new tree has moved past it at its level.
+    completed = [
+        (level, index)
+        for level, index in partial
+        if new_size >> (merkle.TILE_HEIGHT * (level + 1)) > index
+    ]
+    stored = _tiles_fetch(completed) if completed else {}
+    # A tile that stays partial is never hashed here, only appended to: its old hashes
+    # are not needed, and zeros of its width stand in for them.
+    known = {
+        key: stored.get(key, bytes(width * merkle.HASH_SIZE)) for key, width in partial.items()
+    }
+    leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
     try:
-        changed = merkle.tiles_append(old_size, stored, [merkle.leaf_hash(x) for x in leaves])
+        changed = merkle.tiles_append(old_size, known, leaf_hashes)
     except ValueError as error:
         raise TreeError(f"{error}: run `manage.py log_tiles_rebuild`") from error
-    _tiles_store(changed)
+    # Each row: the tile, the bytes to append, the length the tile must have afterwards.
+    rows = [
+        (level, index, data[partial.get((level, index), 0) * merkle.HASH_SIZE :], len(data))
+        for (level, index), data in changed.items()
+    ]
+    _tiles_append(rows)
+
+
+def _tiles_append(rows: list[tuple[int, int, bytes, int]]) -> None:
+    """Append bytes to tiles, creating those that do not exist, in one statement; refuse
+    (TreeError, which rolls back the append) if any tile does not end at its given length."""
+    table = connection.ops.quote_name(LogTile._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        # `||` of two blobs is text in SQLite (the quick start): cast back to a blob there.
+        appended = f"{table}.hashes || excluded.hashes"
+        if connection.vendor == "sqlite":
+            appended = f"CAST({appended} AS BLOB)"
+        cursor.execute(
+            f'INSERT INTO {table} (level, "index", hashes) VALUES {values} '  # noqa: S608
+            f'ON CONFLICT (level, "index") DO UPDATE SET hashes = {appended} '
+            f'RETURNING level, "index", length(hashes)',
+            [value for level, index, data, _ in rows for value in (level, index, data)],
+        )
+        lengths = {(level, index): length for level, index, length in cursor.fetchall()}
+    for level, index, _, length in rows:
+        if lengths.get((level, index)) != length:
+            raise TreeError(
+                f"tile {level}/{index} would hold {lengths.get((level, index))} bytes, not "
+                f"{length}: the tiles are out of step with the log; run "
+                "`manage.py log_tiles_rebuild`"
+            )
 
 
 def _from_tiles(plan: Callable[[merkle.SubtreeHash], T]) -> T:

@@ -130,32 +130,52 @@ def revocation_signed_get(*, partner: Partner, revocation_id: int) -> Revocation
 @dataclass(frozen=True)
 class FeedPage:
     leaves: list[bytes]
-    # One item per entry_added event of the page, in page order: the value and salt that
-    # open its leaf's commitment, or {"index", "erased": true}.
-    values: list[dict[str, Any]]
+    # The JSON array of the page's openings, one item per entry_added event of the page, in
+    # page order: {"index", "value", "salt"} that open its leaf's commitment, or
+    # {"index", "erased": true}. Built by the database (`_OPENING`), spliced into the answer.
+    values: bytes
     next_cursor: int
     has_more: bool
 
 
-def feed_values(*, indexes: list[int], list_ids: list[int]) -> list[dict[str, Any]]:
-    """The openings of the entries added at `indexes` (a feed page: every event in its index
-    range on the lists `list_ids`), in log order. An entry's id is the index of its
-    entry_added event, so the entries of those lists in that id range are exactly the page's
-    adds: one primary-key range scan (an IN list of 10,000 ids costs several times more),
-    no leaf parsing."""
-    if not indexes:
-        return []
-    rows = (
-        Entry.objects.filter(pk__gte=indexes[0], pk__lte=indexes[-1], hash_list_id__in=list_ids)
-        .order_by("pk")
-        .values_list("pk", "value", "salt", "status")
+# One item of a feed page's `values` as JSON text, made by the query: a page of 10,000 adds
+# then costs no Python object per entry, no dict and no encoding (the dicts and json.dumps
+# were most of what the openings added to a page). The same bytes as json.dumps(...,
+# separators=(",", ":")) of {"index", "value", "salt"} or {"index", "erased": true}; the
+# database quotes the strings. Raw SQL: the same query as ORM expressions cost about a
+# millisecond per request to compile, more than running it for a small page.
+_FEED_VALUES_SQL = """
+SELECT CASE WHEN status = %s OR value IS NULL OR salt IS NULL
+    THEN '{{"index":' || id || ',"erased":true}}'
+    ELSE '{{"index":' || id || ',"value":' || {value} || ',"salt":' || {salt} || '}}' END
+FROM {table} WHERE id >= %s AND id <= %s AND hash_list_id IN ({lists}) ORDER BY id
+"""
+
+
+def _json_string(column: str) -> str:
+    if connection.vendor == "sqlite":
+        return f"json_quote({column})"
+    return f"to_json({column})::text"
+
+
+def feed_values(*, first: int, last: int, list_ids: list[int]) -> bytes:
+    """The openings of the entries added in a feed page whose events span indexes `first`
+    to `last` (every event in that range on the lists `list_ids`), as a JSON array in log
+    order. An entry's id is the index of its entry_added event, so the entries of those
+    lists in that id range are exactly the page's adds: one primary-key range scan (an IN
+    list of 10,000 ids costs several times more), no leaf parsing."""
+    if not list_ids:
+        return b"[]"
+    query = _FEED_VALUES_SQL.format(
+        table=connection.ops.quote_name(Entry._meta.db_table),
+        value=_json_string("value"),
+        salt=_json_string("salt"),
+        lists=", ".join(["%s"] * len(list_ids)),
     )
-    return [
-        {"index": pk, "erased": True}
-        if status == Entry.Status.ERASED or value is None
-        else {"index": pk, "value": value, "salt": salt}
-        for pk, value, salt, status in rows
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(query, [Entry.Status.ERASED, first, last, *list_ids])
+        items = [item for (item,) in cursor.fetchall()]
+    return b"[%b]" % ",".join(items).encode()
 
 
 def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
@@ -172,7 +192,9 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
         leaves=[leaf for _, leaf in rows],
-        values=feed_values(indexes=[index for index, _ in rows], list_ids=list_ids),
+        values=feed_values(first=rows[0][0], last=rows[-1][0], list_ids=list_ids)
+        if rows
+        else b"[]",
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )

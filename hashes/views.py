@@ -285,7 +285,7 @@ class FeedView(ConsortiumView):
         # what they receive, so they are spliced in rather than decoded and re-encoded.
         body = b'{"events":[%b],"values":%b,"next":%b,"has_more":%b}' % (
             b",".join(page.leaves),
-            json.dumps(page.values, separators=(",", ":")).encode(),
+            page.values,
             json.dumps(str(page.next_cursor)).encode(),
             b"true" if page.has_more else b"false",
         )

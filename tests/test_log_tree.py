@@ -187,6 +187,22 @@ def test_tiles_rebuild_makes_the_same_tiles_from_the_leaves() -> None:
     assert _stored_tiles() == _expected_tiles(_leaf_hashes())
 
 
+@pytest.mark.parametrize("count", [1, 100])
+def test_an_append_onto_a_tile_out_of_step_is_refused_and_stores_nothing(count: int) -> None:
+    # 200 events: one event stays inside the partial tile (its old bytes are never read),
+    # 100 complete it (they are): both must notice the tile is one hash short.
+    from audit.selectors import log_size
+
+    log_events_append(200)
+    LogTile.objects.filter(level=0, index=0).update(hashes=_stored_tiles()[(0, 0)][:-32])
+    before = _stored_tiles()
+    with pytest.raises(tree.TreeError):
+        log_events_append(count)
+    assert log_size() == 200
+    assert LogEvent.objects.count() == 200
+    assert _stored_tiles() == before
+
+
 def test_tile_read_serves_prefixes_and_nothing_beyond_the_tree() -> None:
     log_events_append(300)
     full = tree.tile_read(level=0, index=0, width=256)
