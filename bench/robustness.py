@@ -58,14 +58,14 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from consortium_client.canonical import canonical_image
 from consortium_client.imaging import pdq_dihedral_hashes, pdq_hash, working_image
 from consortium_client.variants import VARIANTS, image_variants
 
 # Bump when an evasion, the canonicalisation or the variants change: cached hashes are keyed on it.
-VERSION = "1"
+VERSION = "2"
 REPOSITORY = Path(__file__).resolve().parent.parent
 DOCS = REPOSITORY / "docs" / "matching.md"
 BEGIN = "<!-- robustness table: written by bench/robustness.py --docs -->"
@@ -177,9 +177,7 @@ def caption(where: str, share: float, fill: str, ink: str) -> Evasion:
         draw = ImageDraw.Draw(canvas)
         y = 0 if where == "top" else image.height
         text = "when you see it... #relatable"
-        draw.text(
-            (image.width // 20, y + band // 4), text, fill=ink, font=font(band * 2 // 5)
-        )
+        draw.text((image.width // 20, y + band // 4), text, fill=ink, font=font(band * 2 // 5))
         return canvas
 
     return apply
@@ -202,7 +200,9 @@ def pad(share: float, fill: str, offset: tuple[float, float] = (0.5, 0.5)) -> Ev
 def crop(left: float, top: float, right: float, bottom: float) -> Evasion:
     def apply(image: Image.Image) -> Image.Image:
         w, h = image.size
-        return image.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
+        return image.crop(
+            (round(w * left), round(h * top), w - round(w * right), h - round(h * bottom))
+        )
 
     return apply
 
@@ -284,7 +284,10 @@ EVASIONS: dict[str, tuple[Evasion, int]] = {
     "mirror": (transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90),
     "caption bar + JPEG q50": (caption("bottom", 0.15, "white", "black"), 50),
     "crop 5% + resize 50%": (then(crop(0.05, 0.05, 0.05, 0.05), resize(0.5)), 90),
-    "mirror + crop 10% left": (then(crop(0.1, 0, 0, 0), transpose(Image.Transpose.FLIP_LEFT_RIGHT)), 90),
+    "mirror + crop 10% left": (
+        then(crop(0.1, 0, 0, 0), transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        90,
+    ),
     "padded canvas + grayscale": (
         then(pad(0.3, "black"), lambda image: image.convert("L").convert("RGB")),
         90,
@@ -477,9 +480,7 @@ class MethodResult:
         return statistics.fmean(self.recall.values())
 
 
-def nearest(
-    queries: list[list[str]], stored: list[list[str]]
-) -> npt.NDArray[np.int64]:
+def nearest(queries: list[list[str]], stored: list[list[str]]) -> npt.NDArray[np.int64]:
     """[query image, original] -> the smallest distance between their hash sets."""
     query_rows = [i for i, hexes in enumerate(queries) for _ in hexes]
     stored_rows = [j for j, hexes in enumerate(stored) for _ in hexes]
@@ -502,9 +503,10 @@ def evaluate(
     queries: list[dict[str, Query]],
     distractors: list[Query],
     evasions: list[str],
+    methods: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] | None = None,
 ) -> dict[str, MethodResult]:
     results = {}
-    for name, (stored_parts, query_parts, radius) in METHODS.items():
+    for name, (stored_parts, query_parts, radius) in (methods or METHODS).items():
         stored_sets = [hash_set(stored_parts, STORED, s) for s in stored]
         recall: dict[str, float] = {}
         cross_false = cross_pairs = 0
@@ -592,7 +594,9 @@ def run(*, small: bool, jobs: int) -> Run:
     evasions = EVASIONS_SMALL if small else list(EVASIONS)
     missing = [p for p in [*originals, *tiled] if not (root / p).exists()]
     if missing:
-        sys.exit(f"missing {missing[0]} (and {len(missing) - 1} more): run scripts/fetch-test-images")
+        sys.exit(
+            f"missing {missing[0]} (and {len(missing) - 1} more): run scripts/fetch-test-images"
+        )
     started = time.perf_counter()
     # One cache entry per original and evasion set, so --small reuses nothing it should not.
     suffix = "small" if small else "full"
@@ -638,7 +642,9 @@ def report(result: Run, methods: dict[str, MethodResult]) -> str:
         cells = " | ".join(f"{methods[n].recall[evasion]:.2f}" for n in names)
         lines.append(f"| {evasion} | {cells} |")
     lines.append(
-        "| **mean recall** | " + " | ".join(f"**{methods[n].mean_recall:.3f}**" for n in names) + " |"
+        "| **mean recall** | "
+        + " | ".join(f"**{methods[n].mean_recall:.3f}**" for n in names)
+        + " |"
     )
     lines.append(
         "| false matches, distractor x original | "
@@ -661,6 +667,27 @@ def report(result: Run, methods: dict[str, MethodResult]) -> str:
         f"{any_method.cross_pairs:,} cross (every edited copy against every other original)."
     )
     return "\n".join(lines)
+
+
+def sweep_report(result: Run) -> str:
+    """The chosen method at other PDQ distances: what a looser rule would buy, and cost."""
+    rows = [
+        f"| {CHOSEN}: distance | mean recall | false matches (distractor, cross) |",
+        "|---:|---:|---|",
+    ]
+    stored_parts, query_parts, _ = METHODS[CHOSEN]
+    for radius in (24, 31, 40, 48, 56):
+        METHODS["sweep"] = (stored_parts, query_parts, radius)
+        try:
+            only = {"sweep": METHODS["sweep"]}
+            m = evaluate(result.stored, result.queries, result.distractors, result.evasions, only)
+        finally:
+            del METHODS["sweep"]
+        rows.append(
+            f"| {radius} | {m['sweep'].mean_recall:.3f} | "
+            f"{m['sweep'].distractor_false}, {m['sweep'].cross_false} |"
+        )
+    return "\n".join(rows)
 
 
 def timing_report(result: Run) -> str:
@@ -697,14 +724,18 @@ def sixty_four_report(result: Run) -> str:
     quality_pdq = [s.plain for s in result.stored] + [result.distractors[i].plain for i in high]
     counts_q, smallest_q = pairwise_false(quality_pdq, {31: 0})
     rows.append(f"| pdq (31), quality >= 50 only | {counts_q[31]} | | | | {smallest_q} |")
+    textured = [s.sixty_four for s in result.stored] + [
+        result.distractor_sixty_four[i] for i in high
+    ]
     for algorithm in ("phash", "dhash", "ahash", "whash"):
-        counts, smallest = pairwise_false(
-            [image[algorithm] for image in images], {10: 0, 8: 0, 6: 0, 4: 0}
-        )
-        rows.append(
-            f"| {algorithm} (10) | {counts[10]} | {counts[8]} | {counts[6]} | {counts[4]} "
-            f"| {smallest} |"
-        )
+        for label, subset in (("", images), (", quality >= 50 only", textured)):
+            counts, smallest = pairwise_false(
+                [image[algorithm] for image in subset], {10: 0, 8: 0, 6: 0, 4: 0}
+            )
+            rows.append(
+                f"| {algorithm} (10){label} | {counts[10]} | {counts[8]} | {counts[6]} "
+                f"| {counts[4]} | {smallest} |"
+            )
     return "\n".join(rows)
 
 
@@ -725,6 +756,7 @@ def main() -> None:
     text = "\n\n".join(
         [
             report(result, methods),
+            "The chosen method at other distances:\n\n" + sweep_report(result),
             "Hashing time (one core):\n\n" + timing_report(result),
             "Distinct images' distances, per algorithm:\n\n" + sixty_four_report(result),
         ]

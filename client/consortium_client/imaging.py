@@ -139,18 +139,21 @@ def image_hashes(
         hashes = _hashes(
             data, working, dihedral=dihedral, image_format=str(image.format), size=(width, height)
         )
+        if not (canonical or variants):
+            return hashes
+        # Before the image is closed: the working image may be the decoded image itself.
+        base = canonical_image(working) if canonical else working
+        return dataclasses.replace(
+            hashes,
+            pdq_canonical=pdq_hash(base)[0] if canonical else None,
+            pdq_variants=(
+                {name: pdq_hash(copy)[0] for name, copy in image_variants(base)}
+                if variants
+                else None
+            ),
+        )
     finally:
         image.close()
-    if not (canonical or variants):
-        return hashes
-    base = canonical_image(working) if canonical else working
-    return dataclasses.replace(
-        hashes,
-        pdq_canonical=pdq_hash(base)[0] if canonical else None,
-        pdq_variants=(
-            {name: pdq_hash(copy)[0] for name, copy in image_variants(base)} if variants else None
-        ),
-    )
 
 
 def working_image(

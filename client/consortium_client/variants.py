@@ -37,11 +37,11 @@ def _crop(left: float, top: float, right: float, bottom: float) -> Transform:
     return crop
 
 
-def _rotate(degrees: float) -> Transform:
+def _rotate(degrees: float, *, expand: bool = False) -> Transform:
     def rotate(image: Image.Image) -> Image.Image:
-        # Without expansion, as most editors do: the frame keeps its size and the corners
-        # that come in are black.
-        return image.rotate(degrees, resample=Image.Resampling.BILINEAR)
+        # Black corners come in, as in most editors: without expansion the frame keeps its
+        # size and loses the picture's corners; with it the frame grows to hold them all.
+        return image.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=expand)
 
     return rotate
 
@@ -58,8 +58,16 @@ VARIANTS: dict[str, Transform] = {
     "crop-top-right-10": _crop(0, 0.1, 0.1, 0),
     "crop-bottom-left-10": _crop(0.1, 0, 0, 0.1),
     "crop-bottom-right-10": _crop(0, 0, 0.1, 0.1),
+    "crop-top-left-5": _crop(0.05, 0.05, 0, 0),
+    "crop-top-right-5": _crop(0, 0.05, 0.05, 0),
+    "crop-bottom-left-5": _crop(0.05, 0, 0, 0.05),
+    "crop-bottom-right-5": _crop(0, 0, 0.05, 0.05),
     "rotate-3": _rotate(3),
     "rotate-minus-3": _rotate(-3),
+    "rotate-6": _rotate(6),
+    "rotate-minus-6": _rotate(-6),
+    "rotate-3-expand": _rotate(3, expand=True),
+    "rotate-minus-3-expand": _rotate(-3, expand=True),
 }
 
 
