@@ -69,6 +69,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/match_index.py
 	$(BIN)/python bench/image_hashing.py
 	$(BIN)/python bench/image_worst_case.py
+	scripts/fetch-test-images
+	PYTHONPATH=client $(BIN)/python bench/robustness.py
 	PYTHONPATH=client $(BIN)/python bench/client_hash.py
 	$(BIN)/python bench/strict_json.py
 	$(BIN)/python bench/merkle_proofs.py

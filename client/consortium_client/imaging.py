@@ -32,6 +32,7 @@ optional dihedral PDQ hashes cover rotated and mirrored copies.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -45,6 +46,9 @@ import numpy as np
 import numpy.typing as npt
 import pdqhash
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+from consortium_client.canonical import canonical_image
+from consortium_client.variants import image_variants
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -96,6 +100,8 @@ class ImageHashes:
 
     `pdq_quality` is PDQ's 0-100 quality; hashes of images below ~50 match poorly (flat images).
     `pdq_dihedral` lists the PDQ hashes of the eight `DIHEDRAL_TRANSFORMS`, when asked for.
+    `pdq_canonical` is the PDQ hash of the image without its plain borders (`canonical`), and
+    `pdq_variants` the PDQ hashes of the `variants` of that image, by name, when asked for.
     """
 
     values: dict[str, str]
@@ -104,6 +110,8 @@ class ImageHashes:
     format: str
     width: int
     height: int
+    pdq_canonical: str | None = None
+    pdq_variants: dict[str, str] | None = None
 
 
 def image_hashes(
@@ -112,20 +120,74 @@ def image_hashes(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dihedral: bool = False,
+    canonical: bool = False,
+    variants: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> ImageHashes:
-    """Hash the image in `data` with every image algorithm, or raise `ImageRejected`."""
+    """Hash the image in `data` with every image algorithm, or raise `ImageRejected`.
+
+    With `canonical`, also the PDQ hash of the image without plain borders
+    (`canonical.content_box`); with `variants`, the PDQ hashes of `variants.VARIANTS` of that
+    image (of the image itself without `canonical`).
+    """
     if len(data) > max_bytes:
         raise ImageRejected("too-large", f"image is {len(data)} bytes; the limit is {max_bytes}")
     image = _open(data, max_pixels=max_pixels, formats=formats)
     try:
         width, height = image.size
         working = _working_image(image)
-        return _hashes(
+        hashes = _hashes(
             data, working, dihedral=dihedral, image_format=str(image.format), size=(width, height)
+        )
+        if not (canonical or variants):
+            return hashes
+        # Before the image is closed: the working image may be the decoded image itself.
+        base = canonical_image(working) if canonical else working
+        return dataclasses.replace(
+            hashes,
+            pdq_canonical=pdq_hash(base)[0] if canonical else None,
+            pdq_variants=(
+                {name: pdq_hash(copy)[0] for name, copy in image_variants(base)}
+                if variants
+                else None
+            ),
         )
     finally:
         image.close()
+
+
+def working_image(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> Image.Image:
+    """The 8-bit RGB working image every perceptual hash of `data` is computed from.
+
+    Checked and decoded as by `image_hashes`, with the same refusals.
+    """
+    if len(data) > max_bytes:
+        raise ImageRejected("too-large", f"image is {len(data)} bytes; the limit is {max_bytes}")
+    image = _open(data, max_pixels=max_pixels, formats=formats)
+    try:
+        working = _working_image(image)
+        # The working image may be the decoded image itself: detach it from the file.
+        return working.copy() if working is image else working
+    finally:
+        image.close()
+
+
+def pdq_hash(image: Image.Image) -> tuple[str, int]:
+    """The PDQ hash (64 hex characters) and quality (0-100) of an RGB image's pixels."""
+    vector, quality = pdqhash.compute(np.asarray(image.convert("RGB")))
+    return _bits_hex(vector), int(quality)
+
+
+def pdq_dihedral_hashes(image: Image.Image) -> tuple[list[str], int]:
+    """The PDQ hashes of the eight `DIHEDRAL_TRANSFORMS` of an RGB image, and its quality."""
+    vectors, quality = pdqhash.compute_dihedral(np.asarray(image.convert("RGB")))
+    return [_bits_hex(vector) for vector in vectors], int(quality)
 
 
 def image_file_hashes(
@@ -134,13 +196,21 @@ def image_file_hashes(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dihedral: bool = False,
+    canonical: bool = False,
+    variants: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> ImageHashes:
     """`image_hashes` of a file, reading at most `max_bytes + 1` bytes of it."""
     with open(path, "rb") as file:
         data = file.read(max_bytes + 1)
     return image_hashes(
-        data, max_bytes=max_bytes, max_pixels=max_pixels, dihedral=dihedral, formats=formats
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        dihedral=dihedral,
+        canonical=canonical,
+        variants=variants,
+        formats=formats,
     )
 
 

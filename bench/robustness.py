@@ -1,0 +1,771 @@
+"""Robustness of image matching to the edits people use to evade a block, on real photographs.
+
+What it measures
+----------------
+Originals: real photographs from Debian packages (scikit-image's samples, OpenCV's sample data,
+MATE, KDE Plasma and Lomiri wallpapers), fetched by ``scripts/fetch-test-images`` into a cache
+directory, each reduced to at most 1024 pixels a side (the working size the hashes see).
+Distractors: 320x320 tiles cut from other large photographs (Lomiri wallpapers not used as
+originals): no distractor shares a pixel with an original.
+
+Each original is edited by every evasion in ``EVASIONS`` (resize, JPEG, grayscale, brightness
+and contrast, blur, noise, watermark, caption bars, padded canvases, crops, rotations with and
+without expansion, 90 and 180 degree turns, mirror, and combinations of two), saved as JPEG
+(quality 90 unless the evasion sets it), decoded and hashed as a matcher would.
+
+A *method* is what the submitter stores for an original and what the matcher computes for a
+query, compared at one PDQ distance (inclusive): a query matches an original when any of its
+hashes is within the distance of any of the original's. Components:
+
+- stored: ``plain`` (PDQ of the original), ``canon`` (PDQ after ``canonical.content_box``
+  trims plain borders), ``variants`` (PDQ of ``variants.VARIANTS`` of the canonical original);
+- query: ``plain``, ``dihedral`` (the eight rotations and mirrors), ``canon``, ``canon-dihedral``.
+
+Reported per method: recall per evasion (share of originals whose edited copy matches its own
+original), mean recall, and false matches: distractor x original pairs (every distractor
+queried against every original's stored hashes) and cross pairs (every edited copy against every
+*other* original), with the smallest distance among those pairs (the margin). Also: hashing time
+per image for each component, storage per entry, and for PDQ and the four 64-bit hashes the
+false matches among all pairs of distinct images (originals and distractors) at their default
+distances and the largest distance that gives none.
+
+Hashes are cached in the cache directory (by corpus item, evasion and ``VERSION``); work is
+spread over ``--jobs`` processes (2 by default).
+
+Usage::
+
+    scripts/fetch-test-images
+    PYTHONPATH=client python bench/robustness.py [--small] [--jobs 2] [--docs]
+
+``--docs`` rewrites the marked section of docs/matching.md with the table.
+``--small`` runs a handful of originals and evasions (tests/client/test_robustness.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+
+from consortium_client.canonical import canonical_image
+from consortium_client.imaging import pdq_dihedral_hashes, pdq_hash, working_image
+from consortium_client.variants import VARIANTS, image_variants
+
+# Bump when an evasion, the canonicalisation or the variants change: cached hashes are keyed on it.
+VERSION = "2"
+REPOSITORY = Path(__file__).resolve().parent.parent
+DOCS = REPOSITORY / "docs" / "matching.md"
+BEGIN = "<!-- robustness table: written by bench/robustness.py --docs -->"
+END = "<!-- end of robustness table -->"
+PDQ_DISTANCE = 31
+SIDE = 1024
+TILE = 320
+
+SKIMAGE = "usr/lib/python3/dist-packages/skimage/data/"
+OPENCV = "usr/share/doc/opencv-doc/examples/data/"
+MATE = "usr/share/backgrounds/mate/nature/"
+LOMIRI = "usr/share/backgrounds/"
+KDE = "usr/share/wallpapers/{}/contents/images/"
+
+ORIGINALS_SMALL = [
+    SKIMAGE + name
+    for name in (
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+        "camera.png",
+    )
+]
+ORIGINALS = [
+    *ORIGINALS_SMALL,
+    SKIMAGE + "hubble_deep_field.jpg",
+    SKIMAGE + "retina.jpg",
+    *(
+        LOMIRI + name
+        for name in (
+            "Picture_1A_by_freespace.jpg",
+            "free_by_Peter_Nerlich.jpg",
+            "analogpattern_by_Peter_Nerlich.jpg",
+        )
+    ),
+    *(
+        MATE + name + ".jpg"
+        for name in (
+            "Aqua Blinds Dune FreshFlower Garden GreenMeadow LadyBird RainDrops Storm TwoWings "
+            "Wood YellowFlower"
+        ).split()
+    ),
+    *(
+        OPENCV + name
+        for name in (
+            "aero1.jpg aloeL.jpg apple.jpg baboon.jpg board.jpg building.jpg butterfly.jpg "
+            "ela_original.jpg fruits.jpg graf1.png home.jpg left.jpg leuvenA.jpg "
+            "licenseplate_motion.jpg messi5.jpg orange.jpg"
+        ).split()
+    ),
+    KDE.format("Altai") + "1080x1920.png",
+    *(
+        KDE.format(name) + "1280x1024.jpg"
+        for name in (
+            "Autumn BytheWater ColdRipple DarkestHour EveningGlow FallenLeaf Grey Kite "
+            "OneStandsOut Path summer_1am"
+        ).split()
+    ),
+]
+TILED_SMALL = [LOMIRI + "Bridge_by_Sander_Klootwijk.jpg", LOMIRI + "Dragonfly_by_Bolly.jpg"]
+TILED = [
+    *TILED_SMALL,
+    *(
+        LOMIRI + name
+        for name in (
+            "Kleiber_by_Lukas_Baubkus.jpg",
+            "seeding_by_Clements_Engelhardt.jpg",
+            "sunset_by_Aitzol_Berasategi.jpg",
+            "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+            "aitzgorri_by_Aitzol_Berasategi.jpg",
+            "life_by_Aitzol_Berasategi.jpg",
+            "Infinite-Sea_by_Aury88.jpg",
+            "friends_by_Aitzol_Berasategi.jpg",
+            "Wine_by_Jakkub_Mede.jpg",
+            "Picture_0B_by_freespace.jpg",
+        )
+    ),
+]
+
+
+# -- evasions ----------------------------------------------------------------------------------
+
+Evasion = Callable[[Image.Image], Image.Image]
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(max(10, size))
+
+
+def resize(scale_x: float, scale_y: float | None = None) -> Evasion:
+    def apply(image: Image.Image) -> Image.Image:
+        width = max(1, round(image.width * scale_x))
+        height = max(1, round(image.height * (scale_x if scale_y is None else scale_y)))
+        return image.resize((width, height), Image.Resampling.BICUBIC)
+
+    return apply
+
+
+def caption(where: str, share: float, fill: str, ink: str) -> Evasion:
+    """A plain band of `share` of the height, with a line of text, above or below."""
+
+    def apply(image: Image.Image) -> Image.Image:
+        band = round(image.height * share)
+        canvas = Image.new("RGB", (image.width, image.height + band), fill)
+        top = band if where == "top" else 0
+        canvas.paste(image, (0, top))
+        draw = ImageDraw.Draw(canvas)
+        y = 0 if where == "top" else image.height
+        text = "when you see it... #relatable"
+        draw.text((image.width // 20, y + band // 4), text, fill=ink, font=font(band * 2 // 5))
+        return canvas
+
+    return apply
+
+
+def pad(share: float, fill: str, offset: tuple[float, float] = (0.5, 0.5)) -> Evasion:
+    """The image on a plain canvas `share` larger each way, placed at `offset` of the margin."""
+
+    def apply(image: Image.Image) -> Image.Image:
+        width, height = round(image.width * (1 + share)), round(image.height * (1 + share))
+        canvas = Image.new("RGB", (width, height), fill)
+        x = round((width - image.width) * offset[0])
+        y = round((height - image.height) * offset[1])
+        canvas.paste(image, (x, y))
+        return canvas
+
+    return apply
+
+
+def crop(left: float, top: float, right: float, bottom: float) -> Evasion:
+    def apply(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        return image.crop(
+            (round(w * left), round(h * top), w - round(w * right), h - round(h * bottom))
+        )
+
+    return apply
+
+
+def rotate(degrees: float, expand: bool) -> Evasion:
+    def apply(image: Image.Image) -> Image.Image:
+        return image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=expand)
+
+    return apply
+
+
+def transpose(method: Image.Transpose) -> Evasion:
+    return lambda image: image.transpose(method)
+
+
+def noise(sigma: float) -> Evasion:
+    def apply(image: Image.Image) -> Image.Image:
+        generator = np.random.default_rng(7)
+        pixels = np.asarray(image, dtype=np.float32)
+        noisy = pixels + generator.normal(0, sigma, pixels.shape)
+        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+    return apply
+
+
+def watermark(image: Image.Image) -> Image.Image:
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = image.width // 12
+    draw.text(
+        (image.width // 6, image.height // 2 - size // 2),
+        "@reposted_daily",
+        fill=(255, 255, 255, 140),
+        font=font(size),
+    )
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+
+
+def then(first: Evasion, second: Evasion) -> Evasion:
+    return lambda image: second(first(image))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+# name -> (edit, JPEG quality of the copy). Crops are per side; rotations in degrees
+# anticlockwise; "expand" keeps the whole picture on a larger canvas with black corners.
+EVASIONS: dict[str, tuple[Evasion, int]] = {
+    "resize 25%": (resize(0.25), 90),
+    "resize 50%": (resize(0.5), 90),
+    "resize 200%": (resize(2.0), 90),
+    "stretch 130% wide": (resize(1.3, 1.0), 90),
+    "JPEG q30": (lambda image: image, 30),
+    "JPEG q10": (lambda image: image, 10),
+    "grayscale": (lambda image: image.convert("L").convert("RGB"), 90),
+    "brightness +30%": (lambda image: ImageEnhance.Brightness(image).enhance(1.3), 90),
+    "contrast -30%": (lambda image: ImageEnhance.Contrast(image).enhance(0.7), 90),
+    "blur r2": (lambda image: image.filter(ImageFilter.GaussianBlur(2)), 90),
+    "noise s10": (noise(10), 90),
+    "text watermark": (watermark, 90),
+    "caption bar top 15% white": (caption("top", 0.15, "white", "black"), 90),
+    "caption bar bottom 20% black": (caption("bottom", 0.2, "black", "white"), 90),
+    "padded canvas 20% white": (pad(0.2, "white"), 90),
+    "padded canvas 40% grey off-centre": (pad(0.4, "#808080", (0.2, 0.7)), 90),
+    "crop 5% each side": (crop(0.05, 0.05, 0.05, 0.05), 90),
+    "crop 10% each side": (crop(0.1, 0.1, 0.1, 0.1), 90),
+    "crop 10% left": (crop(0.1, 0, 0, 0), 90),
+    "crop 7% top and right": (crop(0, 0.07, 0.07, 0), 90),
+    "rotate 2": (rotate(2, False), 90),
+    "rotate -3": (rotate(-3, False), 90),
+    "rotate 5": (rotate(5, False), 90),
+    "rotate 3 expand": (rotate(3, True), 90),
+    "rotate -5 expand": (rotate(-5, True), 90),
+    "rotate 90": (transpose(Image.Transpose.ROTATE_90), 90),
+    "rotate 180": (transpose(Image.Transpose.ROTATE_180), 90),
+    "mirror": (transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90),
+    "caption bar + JPEG q50": (caption("bottom", 0.15, "white", "black"), 50),
+    "crop 5% + resize 50%": (then(crop(0.05, 0.05, 0.05, 0.05), resize(0.5)), 90),
+    "mirror + crop 10% left": (
+        then(crop(0.1, 0, 0, 0), transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        90,
+    ),
+    "padded canvas + grayscale": (
+        then(pad(0.3, "black"), lambda image: image.convert("L").convert("RGB")),
+        90,
+    ),
+    "rotate 3 + caption bar": (then(rotate(3, False), caption("top", 0.15, "white", "black")), 90),
+    "watermark + resize 50%": (then(watermark, resize(0.5)), 90),
+}
+EVASIONS_SMALL = [
+    "JPEG q30",
+    "caption bar top 15% white",
+    "padded canvas 20% white",
+    "crop 5% each side",
+    "rotate -3",
+    "mirror",
+]
+
+
+# -- hashing -----------------------------------------------------------------------------------
+
+Hexes = list[str]
+
+
+@dataclass
+class Query:
+    """What a matcher computes for one image."""
+
+    plain: str
+    quality: int
+    dihedral: Hexes
+    canon: str
+    canon_dihedral: Hexes
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Stored:
+    """What a submitter stores for one original."""
+
+    plain: str
+    canon: str
+    variants: Hexes
+    sixty_four: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def query_hashes(data: bytes) -> Query:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    working = working_image(data)
+    seconds["decode"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    plain, quality = pdq_hash(working)
+    seconds["pdq"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    dihedral, _ = pdq_dihedral_hashes(working)
+    seconds["pdq dihedral"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    canonical = canonical_image(working)
+    canon, _ = pdq_hash(canonical)
+    seconds["canonical + pdq"] = time.perf_counter() - clock
+    canon_dihedral, _ = pdq_dihedral_hashes(canonical)
+    return Query(plain, quality, dihedral, canon, canon_dihedral, seconds)
+
+
+def sixty_four_bit(image: Image.Image) -> dict[str, str]:
+    gray = image.convert("L")
+    return {
+        "phash": str(imagehash.phash(gray)),
+        "dhash": str(imagehash.dhash(gray)),
+        "ahash": str(imagehash.average_hash(gray)),
+        "whash": str(imagehash.whash(gray)),
+    }
+
+
+def stored_hashes(data: bytes) -> Stored:
+    seconds: dict[str, float] = {}
+    working = working_image(data)
+    plain, _ = pdq_hash(working)
+    canonical = canonical_image(working)
+    canon, _ = pdq_hash(canonical)
+    clock = time.perf_counter()
+    variants = [pdq_hash(copy)[0] for _, copy in image_variants(canonical)]
+    seconds["variants"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    sixty_four = sixty_four_bit(working)
+    seconds["phash+dhash+ahash+whash"] = time.perf_counter() - clock
+    return Stored(plain, canon, variants, sixty_four, seconds)
+
+
+def load_original(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.draft("RGB", (SIDE * 2, SIDE * 2))
+        rgb = image.convert("RGB")
+    rgb.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
+    return rgb
+
+
+def original_work(item: tuple[Path, list[str]]) -> tuple[Stored, dict[str, Query]]:
+    path, evasions = item
+    original = load_original(path)
+    stored = stored_hashes(jpeg_bytes(original, 95))
+    queries = {}
+    for name in evasions:
+        edit, quality = EVASIONS[name]
+        queries[name] = query_hashes(jpeg_bytes(edit(original), quality))
+    return stored, queries
+
+
+def tiles(path: Path) -> Iterable[Image.Image]:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    for top in range(0, rgb.height - TILE + 1, TILE):
+        for left in range(0, rgb.width - TILE + 1, TILE):
+            yield rgb.crop((left, top, left + TILE, top + TILE))
+
+
+def distractor_work(path: Path) -> list[tuple[Query, dict[str, str]]]:
+    out = []
+    for tile in tiles(path):
+        data = jpeg_bytes(tile, 90)
+        out.append((query_hashes(data), sixty_four_bit(working_image(data))))
+    return out
+
+
+# -- distances ---------------------------------------------------------------------------------
+
+
+def packed(hexes: list[str]) -> npt.NDArray[np.uint64]:
+    raw = np.frombuffer(b"".join(bytes.fromhex(h) for h in hexes), dtype=">u8")
+    return raw.astype(np.uint64).reshape(len(hexes), -1)
+
+
+def distances(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """All pairwise Hamming distances between rows of `a` and of `b`."""
+    out = np.zeros((a.shape[0], b.shape[0]), dtype=np.int64)
+    for word in range(a.shape[1]):
+        out += np.bitwise_count(a[:, word, None] ^ b[None, :, word])
+    return out
+
+
+STORED = {
+    "plain": lambda s: [s.plain],
+    "canon": lambda s: [s.canon],
+    "variants": lambda s: s.variants,
+}
+QUERY = {
+    "plain": lambda q: [q.plain],
+    "dihedral": lambda q: q.dihedral,
+    "canon": lambda q: [q.canon],
+    "canon-dihedral": lambda q: q.canon_dihedral,
+}
+# name -> (stored components, query components, PDQ distance)
+METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {
+    "PDQ": (("plain",), ("plain",), PDQ_DISTANCE),
+    "PDQ, dihedral query": (("plain",), ("dihedral",), PDQ_DISTANCE),
+    "canonical": (("canon",), ("canon",), PDQ_DISTANCE),
+    "canonical, dihedral query": (("plain", "canon"), ("dihedral", "canon-dihedral"), PDQ_DISTANCE),
+    "variants": (("plain", "variants"), ("plain",), PDQ_DISTANCE),
+    "variants, dihedral query": (("plain", "variants"), ("dihedral",), PDQ_DISTANCE),
+    "canonical + variants": (("plain", "canon", "variants"), ("plain", "canon"), PDQ_DISTANCE),
+    "canonical + variants, dihedral query": (
+        ("plain", "canon", "variants"),
+        ("dihedral", "canon-dihedral"),
+        PDQ_DISTANCE,
+    ),
+}
+CHOSEN = "canonical + variants, dihedral query"
+
+
+def hash_set(components: tuple[str, ...], table: dict, item: object) -> list[str]:
+    out: list[str] = []
+    for component in components:
+        out.extend(table[component](item))
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class MethodResult:
+    recall: dict[str, float]
+    distractor_false: int
+    distractor_pairs: int
+    cross_false: int
+    cross_pairs: int
+    margin: int
+    stored_per_entry: float
+    queries_per_image: float
+
+    @property
+    def mean_recall(self) -> float:
+        return statistics.fmean(self.recall.values())
+
+
+def nearest(queries: list[list[str]], stored: list[list[str]]) -> npt.NDArray[np.int64]:
+    """[query image, original] -> the smallest distance between their hash sets."""
+    query_rows = [i for i, hexes in enumerate(queries) for _ in hexes]
+    stored_rows = [j for j, hexes in enumerate(stored) for _ in hexes]
+    all_queries = packed([h for hexes in queries for h in hexes])
+    all_stored = packed([h for hexes in stored for h in hexes])
+    result = np.full((len(queries), len(stored)), 10_000, dtype=np.int64)
+    query_index = np.asarray(query_rows)
+    stored_index = np.asarray(stored_rows)
+    for start in range(0, len(all_queries), 2048):
+        block = distances(all_queries[start : start + 2048], all_stored)
+        # Reduce over each original's stored hashes, then over each image's query hashes.
+        per_original = np.full((block.shape[0], len(stored)), 10_000, dtype=np.int64)
+        np.minimum.at(per_original, (slice(None), stored_index), block)
+        np.minimum.at(result, query_index[start : start + 2048], per_original)
+    return result
+
+
+def evaluate(
+    stored: list[Stored],
+    queries: list[dict[str, Query]],
+    distractors: list[Query],
+    evasions: list[str],
+    methods: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] | None = None,
+) -> dict[str, MethodResult]:
+    results = {}
+    for name, (stored_parts, query_parts, radius) in (methods or METHODS).items():
+        stored_sets = [hash_set(stored_parts, STORED, s) for s in stored]
+        recall: dict[str, float] = {}
+        cross_false = cross_pairs = 0
+        margin = 256
+        for evasion in evasions:
+            query_sets = [hash_set(query_parts, QUERY, q[evasion]) for q in queries]
+            near = nearest(query_sets, stored_sets)
+            own = np.diag(near)
+            recall[evasion] = float(np.mean(own <= radius))
+            others = near[~np.eye(len(stored), dtype=bool)]
+            cross_false += int(np.sum(others <= radius))
+            cross_pairs += others.size
+            margin = min(margin, int(others.min()))
+        distractor_sets = [hash_set(query_parts, QUERY, d) for d in distractors]
+        near = nearest(distractor_sets, stored_sets)
+        margin = min(margin, int(near.min()))
+        results[name] = MethodResult(
+            recall=recall,
+            distractor_false=int(np.sum(near <= radius)),
+            distractor_pairs=near.size,
+            cross_false=cross_false,
+            cross_pairs=cross_pairs,
+            margin=margin,
+            stored_per_entry=statistics.fmean(len(s) for s in stored_sets),
+            queries_per_image=statistics.fmean(
+                len(hash_set(query_parts, QUERY, q[evasions[0]])) for q in queries
+            ),
+        )
+    return results
+
+
+def pairwise_false(values: list[str], limits: dict[int, int]) -> tuple[dict[int, int], int]:
+    """False matches among all pairs of `values` at each distance, and the smallest distance."""
+    rows = packed(values)
+    near = distances(rows, rows)
+    upper = near[np.triu_indices(len(values), k=1)]
+    return {limit: int(np.sum(upper <= limit)) for limit in limits}, int(upper.min())
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CONSORTIUM_IMAGE_CACHE", REPOSITORY / ".data" / "images"))
+
+
+def cached(key: str, compute: Callable[[], object]) -> object:
+    path = cache_dir() / "hashes" / f"{VERSION}-{key.replace('/', '_')}.pickle"
+    if path.exists():
+        with path.open("rb") as file:
+            return pickle.load(file)  # noqa: S301 - our own cache, written just below
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        pickle.dump(value, file)
+    return value
+
+
+@dataclass
+class Run:
+    stored: list[Stored]
+    queries: list[dict[str, Query]]
+    distractors: list[Query]
+    distractor_sixty_four: list[dict[str, str]]
+    evasions: list[str]
+    originals: list[str]
+    tiled: list[str]
+    seconds: float
+
+
+def _original(item: tuple[Path, str, list[str]]) -> tuple[Stored, dict[str, Query]]:
+    path, key, evasions = item
+    return cached(key, lambda: original_work((path, evasions)))  # type: ignore[return-value]
+
+
+def _tiled(item: tuple[Path, str]) -> list[tuple[Query, dict[str, str]]]:
+    path, key = item
+    return cached(key, lambda: distractor_work(path))  # type: ignore[return-value]
+
+
+def run(*, small: bool, jobs: int) -> Run:
+    root = cache_dir() / "root"
+    originals = ORIGINALS_SMALL if small else ORIGINALS
+    tiled = TILED_SMALL if small else TILED
+    evasions = EVASIONS_SMALL if small else list(EVASIONS)
+    missing = [p for p in [*originals, *tiled] if not (root / p).exists()]
+    if missing:
+        sys.exit(
+            f"missing {missing[0]} (and {len(missing) - 1} more): run scripts/fetch-test-images"
+        )
+    started = time.perf_counter()
+    # One cache entry per original and evasion set, so --small reuses nothing it should not.
+    suffix = "small" if small else "full"
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        done = list(
+            pool.map(_original, [(root / p, f"original-{suffix}-{p}", evasions) for p in originals])
+        )
+        tile_sets = list(pool.map(_tiled, [(root / p, f"tiles-{p}") for p in tiled]))
+    return Run(
+        stored=[s for s, _ in done],
+        queries=[q for _, q in done],
+        distractors=[query for tiles_ in tile_sets for query, _ in tiles_],
+        distractor_sixty_four=[bits for tiles_ in tile_sets for _, bits in tiles_],
+        evasions=evasions,
+        originals=originals,
+        tiled=tiled,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def report(result: Run, methods: dict[str, MethodResult]) -> str:
+    lines = []
+    names = list(methods)
+    short = {name: f"M{i + 1}" for i, name in enumerate(names)}
+    lines.append(
+        f"{len(result.stored)} originals, {len(result.evasions)} evasions, "
+        f"{len(result.distractors)} distractors (tiles of {len(result.tiled)} other photographs); "
+        f"PDQ distance {PDQ_DISTANCE} inclusive.\n"
+    )
+    lines.append("| method | stored per entry | query hashes | what |")
+    lines.append("|---|---|---|---|")
+    for name in names:
+        stored_parts, query_parts, _ = METHODS[name]
+        m = methods[name]
+        lines.append(
+            f"| {short[name]} | {m.stored_per_entry:.1f} | {m.queries_per_image:.1f} | {name} "
+            f"(stored: {', '.join(stored_parts)}; query: {', '.join(query_parts)}) |"
+        )
+    lines.append("")
+    lines.append("| evasion | " + " | ".join(short[n] for n in names) + " |")
+    lines.append("|---|" + "---:|" * len(names))
+    for evasion in result.evasions:
+        cells = " | ".join(f"{methods[n].recall[evasion]:.2f}" for n in names)
+        lines.append(f"| {evasion} | {cells} |")
+    lines.append(
+        "| **mean recall** | "
+        + " | ".join(f"**{methods[n].mean_recall:.3f}**" for n in names)
+        + " |"
+    )
+    lines.append(
+        "| false matches, distractor x original | "
+        + " | ".join(f"{methods[n].distractor_false}" for n in names)
+        + " |"
+    )
+    lines.append(
+        "| false matches, cross pairs | "
+        + " | ".join(f"{methods[n].cross_false}" for n in names)
+        + " |"
+    )
+    lines.append(
+        "| smallest distance, non-matching pairs | "
+        + " | ".join(f"{methods[n].margin}" for n in names)
+        + " |"
+    )
+    any_method = methods[names[0]]
+    lines.append(
+        f"\nPairs: {any_method.distractor_pairs:,} distractor x original and "
+        f"{any_method.cross_pairs:,} cross (every edited copy against every other original)."
+    )
+    return "\n".join(lines)
+
+
+def sweep_report(result: Run) -> str:
+    """The chosen method at other PDQ distances: what a looser rule would buy, and cost."""
+    rows = [
+        f"| {CHOSEN}: distance | mean recall | false matches (distractor, cross) |",
+        "|---:|---:|---|",
+    ]
+    stored_parts, query_parts, _ = METHODS[CHOSEN]
+    for radius in (24, 31, 40, 48, 56):
+        METHODS["sweep"] = (stored_parts, query_parts, radius)
+        try:
+            only = {"sweep": METHODS["sweep"]}
+            m = evaluate(result.stored, result.queries, result.distractors, result.evasions, only)
+        finally:
+            del METHODS["sweep"]
+        rows.append(
+            f"| {radius} | {m['sweep'].mean_recall:.3f} | "
+            f"{m['sweep'].distractor_false}, {m['sweep'].cross_false} |"
+        )
+    return "\n".join(rows)
+
+
+def timing_report(result: Run) -> str:
+    totals: dict[str, list[float]] = {}
+    for queries in result.queries:
+        for query in queries.values():
+            for step, seconds in query.seconds.items():
+                totals.setdefault(step, []).append(seconds)
+    for stored in result.stored:
+        for step, seconds in stored.seconds.items():
+            totals.setdefault(step, []).append(seconds)
+    rows = ["| step | median ms per image |", "|---|---:|"]
+    for step, values in totals.items():
+        extra = f" ({len(VARIANTS)} variants)" if step == "variants" else ""
+        rows.append(f"| {step}{extra} | {statistics.median(values) * 1000:.1f} |")
+    return "\n".join(rows)
+
+
+def sixty_four_report(result: Run) -> str:
+    """False matches among all pairs of distinct images (originals and distractors)."""
+    images = [s.sixty_four for s in result.stored] + result.distractor_sixty_four
+    pdq = [s.plain for s in result.stored] + [d.plain for d in result.distractors]
+    low = sum(d.quality < 50 for d in result.distractors)
+    pairs = len(images) * (len(images) - 1) // 2
+    rows = [
+        f"{len(images)} images ({pairs:,} pairs of different images; {low} distractor tiles have "
+        "PDQ quality under 50).\n",
+        "| algorithm | false matches at default | at 8 | at 6 | at 4 | smallest distance |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    counts, smallest = pairwise_false(pdq, {31: 0})
+    high = [i for i, d in enumerate(result.distractors) if d.quality >= 50]
+    rows.append(f"| pdq (31) | {counts[31]} | | | | {smallest} |")
+    quality_pdq = [s.plain for s in result.stored] + [result.distractors[i].plain for i in high]
+    counts_q, smallest_q = pairwise_false(quality_pdq, {31: 0})
+    rows.append(f"| pdq (31), quality >= 50 only | {counts_q[31]} | | | | {smallest_q} |")
+    textured = [s.sixty_four for s in result.stored] + [
+        result.distractor_sixty_four[i] for i in high
+    ]
+    for algorithm in ("phash", "dhash", "ahash", "whash"):
+        for label, subset in (("", images), (", quality >= 50 only", textured)):
+            counts, smallest = pairwise_false(
+                [image[algorithm] for image in subset], {10: 0, 8: 0, 6: 0, 4: 0}
+            )
+            rows.append(
+                f"| {algorithm} (10){label} | {counts[10]} | {counts[8]} | {counts[6]} "
+                f"| {counts[4]} | {smallest} |"
+            )
+    return "\n".join(rows)
+
+
+def write_docs(text: str) -> None:
+    content = DOCS.read_text()
+    start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
+    DOCS.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--docs", action="store_true")
+    arguments = parser.parse_args()
+    result = run(small=arguments.small, jobs=arguments.jobs)
+    methods = evaluate(result.stored, result.queries, result.distractors, result.evasions)
+    text = "\n\n".join(
+        [
+            report(result, methods),
+            "The chosen method at other distances:\n\n" + sweep_report(result),
+            "Hashing time (one core):\n\n" + timing_report(result),
+            "Distinct images' distances, per algorithm:\n\n" + sixty_four_report(result),
+        ]
+    )
+    print(text)
+    print(f"\n(hashed or loaded from cache in {result.seconds:.1f} s)")
+    if arguments.docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()

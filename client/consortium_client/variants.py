@@ -1,0 +1,79 @@
+"""Variants of an original that a submitter hashes beside it, so that edited copies still match.
+
+PDQ survives resizing and re-encoding but not a 5% crop or a 3 degree rotation: each moves the
+hash as far as a different picture. The submitter holds the original, so its client can hash a
+few edits of it too (crops from the centre, the sides and the corners, small rotations) and
+submit them as extra PDQ values of the same entry. A copy cropped or turned by a similar amount
+then lands near one of them. They are ordinary PDQ hashes of the submitter's own image: they
+reveal no more than the entry's own hash, and they end with their entry.
+
+Each variant costs one PDQ value (32 bytes) in the index and a little more chance of a false
+match; bench/robustness.py measures both. Pure Pillow; no Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PIL import Image
+
+Transform = Callable[[Image.Image], Image.Image]
+
+
+def _crop(left: float, top: float, right: float, bottom: float) -> Transform:
+    """Remove the given shares of the width or height from each side."""
+
+    def crop(image: Image.Image) -> Image.Image:
+        width, height = image.size
+        return image.crop(
+            (
+                round(width * left),
+                round(height * top),
+                width - round(width * right),
+                height - round(height * bottom),
+            )
+        )
+
+    return crop
+
+
+def _rotate(degrees: float, *, expand: bool = False) -> Transform:
+    def rotate(image: Image.Image) -> Image.Image:
+        # Black corners come in, as in most editors: without expansion the frame keeps its
+        # size and loses the picture's corners; with it the frame grows to hold them all.
+        return image.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=expand)
+
+    return rotate
+
+
+# Name -> transform, in a fixed order: the order variants are hashed and submitted in.
+VARIANTS: dict[str, Transform] = {
+    "crop-centre-5": _crop(0.05, 0.05, 0.05, 0.05),
+    "crop-centre-10": _crop(0.1, 0.1, 0.1, 0.1),
+    "crop-top-10": _crop(0, 0.1, 0, 0),
+    "crop-bottom-10": _crop(0, 0, 0, 0.1),
+    "crop-left-10": _crop(0.1, 0, 0, 0),
+    "crop-right-10": _crop(0, 0, 0.1, 0),
+    "crop-top-left-10": _crop(0.1, 0.1, 0, 0),
+    "crop-top-right-10": _crop(0, 0.1, 0.1, 0),
+    "crop-bottom-left-10": _crop(0.1, 0, 0, 0.1),
+    "crop-bottom-right-10": _crop(0, 0, 0.1, 0.1),
+    "crop-top-left-5": _crop(0.05, 0.05, 0, 0),
+    "crop-top-right-5": _crop(0, 0.05, 0.05, 0),
+    "crop-bottom-left-5": _crop(0.05, 0, 0, 0.05),
+    "crop-bottom-right-5": _crop(0, 0, 0.05, 0.05),
+    "rotate-3": _rotate(3),
+    "rotate-minus-3": _rotate(-3),
+    "rotate-6": _rotate(6),
+    "rotate-minus-6": _rotate(-6),
+    "rotate-3-expand": _rotate(3, expand=True),
+    "rotate-minus-3-expand": _rotate(-3, expand=True),
+}
+
+
+def image_variants(
+    image: Image.Image, names: tuple[str, ...] | None = None
+) -> list[tuple[str, Image.Image]]:
+    """The named variants of `image` (all of `VARIANTS` by default), in `VARIANTS` order."""
+    chosen = VARIANTS if names is None else {name: VARIANTS[name] for name in names}
+    return [(name, transform(image)) for name, transform in chosen.items()]
