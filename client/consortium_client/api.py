@@ -55,6 +55,10 @@ def _user_agent() -> str:
     return f"consortium-client/{version}"
 
 
+# Connections kept per server: enough for a sync's look-ahead and a few callers' threads.
+POOL_CONNECTIONS = 4
+
+
 class ApiError(Exception):
     """A refusal from the server (its problem+json) or a failure to reach it."""
 
@@ -144,7 +148,11 @@ class ConsortiumApi:
             raise_on_status=False,
         )
         self.pool = urllib3.PoolManager(
-            retries=retry, timeout=urllib3.Timeout(connect=timeout, read=timeout)
+            retries=retry,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # A sync fetches the next page while it verifies this one: keep a connection
+            # for each thread instead of opening (and discarding) one per request.
+            maxsize=POOL_CONNECTIONS,
         )
         self._headers = {
             "Authorization": f"Bearer {api_key}",

@@ -138,3 +138,24 @@ def test_a_closed_port_fails_after_the_retries_with_backoff() -> None:
         f"cannot reach the server at {url}: connection refused "
         "(is the server running, and is the URL right?); 4 attempts"
     )
+
+
+def test_concurrent_requests_reuse_their_connections(scripted, caplog) -> None:
+    """A sync fetches ahead in a second thread: neither thread's connection is discarded."""
+    script, url = scripted
+    script.answers = [OK] * 40
+    api = ConsortiumApi(url, "csk_x")
+
+    def calls() -> None:
+        for _ in range(20):
+            api.me()
+
+    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+        threads = [threading.Thread(target=calls) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert len(script.requests) == 40
+    assert "Connection pool is full" not in caplog.text
