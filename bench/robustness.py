@@ -61,6 +61,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from consortium_client.canonical import canonical_image
+from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.imaging import pdq_dihedral_hashes, pdq_hash, working_image
 from consortium_client.variants import VARIANTS, image_variants
 
@@ -72,6 +73,9 @@ BEGIN = "<!-- robustness table: written by bench/robustness.py --docs -->"
 END = "<!-- end of robustness table -->"
 PDQ_DISTANCE = 31
 SIDE = 1024
+# PDQ quality floors at which the per-algorithm false matches are counted (the server's
+# PDQ_QUALITY_FLOOR flags a hash below it as low quality).
+QUALITY_FLOORS = (0, 30, 50, 70)
 TILE = 320
 
 SKIMAGE = "usr/lib/python3/dist-packages/skimage/data/"
@@ -707,34 +711,36 @@ def timing_report(result: Run) -> str:
 
 
 def sixty_four_report(result: Run) -> str:
-    """False matches among all pairs of distinct images (originals and distractors)."""
+    """False matches among all pairs of distinct images (originals and distractors), per
+    algorithm at its default distance (`hashvalues.ALGORITHMS`), with the largest distance that
+    gives none, over all images and over those at or above each PDQ quality floor."""
     images = [s.sixty_four for s in result.stored] + result.distractor_sixty_four
-    pdq = [s.plain for s in result.stored] + [d.plain for d in result.distractors]
-    low = sum(d.quality < 50 for d in result.distractors)
+    low = sum(d.quality < QUALITY_FLOORS[-1] for d in result.distractors)
     pairs = len(images) * (len(images) - 1) // 2
     rows = [
         f"{len(images)} images ({pairs:,} pairs of different images; {low} distractor tiles have "
-        "PDQ quality under 50).\n",
-        "| algorithm | false matches at default | at 8 | at 6 | at 4 | smallest distance |",
+        f"PDQ quality under {QUALITY_FLOORS[-1]}; originals count as above every floor).\n",
+        "| algorithm (default distance) | PDQ quality floor | images | false matches at default "
+        "| largest distance with none | smallest distance |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    counts, smallest = pairwise_false(pdq, {31: 0})
-    high = [i for i, d in enumerate(result.distractors) if d.quality >= 50]
-    rows.append(f"| pdq (31) | {counts[31]} | | | | {smallest} |")
-    quality_pdq = [s.plain for s in result.stored] + [result.distractors[i].plain for i in high]
-    counts_q, smallest_q = pairwise_false(quality_pdq, {31: 0})
-    rows.append(f"| pdq (31), quality >= 50 only | {counts_q[31]} | | | | {smallest_q} |")
-    textured = [s.sixty_four for s in result.stored] + [
-        result.distractor_sixty_four[i] for i in high
-    ]
-    for algorithm in ("phash", "dhash", "ahash", "whash"):
-        for label, subset in (("", images), (", quality >= 50 only", textured)):
-            counts, smallest = pairwise_false(
-                [image[algorithm] for image in subset], {10: 0, 8: 0, 6: 0, 4: 0}
-            )
+    for algorithm in ("pdq", "phash", "dhash", "ahash", "whash"):
+        default = ALGORITHMS[algorithm].default_distance
+        for floor in QUALITY_FLOORS:
+            kept = [i for i, d in enumerate(result.distractors) if d.quality >= floor]
+            if algorithm == "pdq":
+                values = [s.plain for s in result.stored] + [
+                    result.distractors[i].plain for i in kept
+                ]
+            else:
+                subset = [s.sixty_four for s in result.stored]
+                subset += [result.distractor_sixty_four[i] for i in kept]
+                values = [image[algorithm] for image in subset]
+            counts, smallest = pairwise_false(values, {default: 0})
+            none_below = "none" if smallest == 0 else str(smallest - 1)
             rows.append(
-                f"| {algorithm} (10){label} | {counts[10]} | {counts[8]} | {counts[6]} "
-                f"| {counts[4]} | {smallest} |"
+                f"| {algorithm} ({default}) | {floor} | {len(values)} | {counts[default]} "
+                f"| {none_below} | {smallest} |"
             )
     return "\n".join(rows)
 

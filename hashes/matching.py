@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from hashes.match_index import IndexHit, MatchIndexes, match_indexes
 from hashes.models import Entry
-from hashes.selectors import entries_visible, entries_with_provenance, lists_visible
+from hashes.selectors import entries_for_match, entries_visible, lists_visible
 from partners.models import Partner
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def match_hashes(
                 found[hit.entry_id].append((position, hit))
     if not found:
         return results
-    entries = entries_with_provenance(
+    entries = entries_for_match(
         entries_visible(partner=partner, list_ids=[hash_list.pk for hash_list in hash_lists])
         .filter(pk__in=list(found), status=Entry.Status.ACTIVE)
         .order_by("pk")

@@ -33,11 +33,16 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
+        # Defaults from bench/robustness.py's real photographs (docs/matching.md): each is the
+        # loosest distance with no match between different images there, less a bit of margin
+        # for pHash. dHash has none only among images of PDQ quality >= 50 (PDQ_QUALITY_FLOOR);
+        # aHash and wHash give different photographs the very same hash, so they match exact
+        # values only. A list's own distance for an algorithm overrides these.
         Algorithm("pdq", 256, perceptual=True, default_distance=31),
-        Algorithm("phash", 64, perceptual=True, default_distance=10),
-        Algorithm("dhash", 64, perceptual=True, default_distance=10),
-        Algorithm("ahash", 64, perceptual=True, default_distance=10),
-        Algorithm("whash", 64, perceptual=True, default_distance=10),
+        Algorithm("phash", 64, perceptual=True, default_distance=4),
+        Algorithm("dhash", 64, perceptual=True, default_distance=3),
+        Algorithm("ahash", 64, perceptual=True, default_distance=0),
+        Algorithm("whash", 64, perceptual=True, default_distance=0),
         Algorithm("md5", 128, perceptual=False, default_distance=0),
         Algorithm("sha256", 256, perceptual=False, default_distance=0),
     )

@@ -80,6 +80,10 @@ _COST_TABLE_SEARCH = 1000.0
 _COST_KEY = 1.0
 _COST_CANDIDATE = 1.0
 _COST_SCAN_WORD = 0.08
+# A query whose keys hold more than this many times a scan's worth of candidates scans the
+# segment instead (1: whichever the cost model says is cheaper; tests set 0 and infinity to
+# force either path).
+_CROWD_SCAN = 1.0
 # Upper bound on enumerated keys (or scanned row-words) per block of a batch, to bound temporaries.
 _BLOCK_BUDGET = 1 << 20
 
@@ -341,51 +345,56 @@ class _Segment:
         table_length = (1 << layout.key_bits) + 1
         starts = np.array(layout.chunk_starts, dtype=np.int64)
         chunk_bases = np.arange(layout.chunks, dtype=np.int64) * table_length
-        query_keys = _keys_extract(queries, starts, layout.key_bits).T
-        # (chunks, queries, masks): every key within radius // chunks bits of each query's key,
+        query_keys = _keys_extract(queries, starts, layout.key_bits)
+        # (queries, chunks, masks): every key within radius // chunks bits of each query's key,
         # then offset to its chunk's table (after the XOR: the offset is not a power of two).
-        keys = (query_keys[:, :, None] ^ masks[None, None, :]) + chunk_bases[:, None, None]
+        keys = (query_keys[:, :, None] ^ masks[None, None, :]) + chunk_bases[None, :, None]
         keys = keys.ravel()
-        key_queries = np.broadcast_to(
-            np.arange(len(queries), dtype=np.int64)[None, :, None],
-            (layout.chunks, len(queries), len(masks)),
-        ).ravel()
+        key_queries = np.repeat(np.arange(len(queries), dtype=np.int64), layout.chunks * len(masks))
         starts = self.offsets.take(keys).astype(np.int64)
         lengths = self.offsets.take(keys + 1).astype(np.int64) - starts
+        # Before gathering anything, the bucket sizes tell each query how many candidates its
+        # keys hold. Where that costs more than reading every row (keys crowded by a cluster of
+        # near-identical values: templated images, or a crowd one partner planted), that query
+        # scans the segment instead, so no query costs more than a scan whatever the data.
+        gathered = np.bincount(key_queries, weights=lengths, minlength=len(queries))
+        crowded = gathered * _COST_CANDIDATE > _scan_cost(len(self), self.bits) * _CROWD_SCAN
+        parts = []
+        if crowded.any():
+            positions_crowded = np.flatnonzero(crowded)
+            hits = _scan(self.ids, self.words, self.removed, queries[positions_crowded], radius)
+            hits.queries = positions_crowded[hits.queries] + first
+            parts.append(hits)
         occupied = np.flatnonzero(lengths)
+        if crowded.any():
+            occupied = occupied[~crowded[key_queries[occupied]]]
         starts, lengths, key_queries = starts[occupied], lengths[occupied], key_queries[occupied]
         # Expand each [start, start + length) range into positions, without a Python loop.
         ends = np.cumsum(lengths)
-        scan_cost = _scan_cost(len(self), self.bits) * len(queries)
-        if len(ends) and ends[-1] * _COST_CANDIDATE > scan_cost:
-            # Crowded keys (many near-identical rows, as one partner may plant) would gather
-            # each row once per chunk: reading every row once costs less, and bounds the work.
-            hits = _scan(self.ids, self.words, self.removed, queries, radius)
-            hits.queries += first
-            return hits
         positions = np.arange(ends[-1] if len(ends) else 0, dtype=np.int64)
         positions += np.repeat(starts - (ends - lengths), lengths)
         rows = self.postings.take(positions).astype(np.int64)
-        candidate_queries = np.repeat(key_queries, lengths)
+        # A row near a query is usually listed under several of its chunks (on clustered data,
+        # under most of them): verify each (query, row) pair once. Sorting the pairs costs
+        # less than gathering a 32-byte hash from a random row for each duplicate.
+        pairs = _unique(np.repeat(key_queries, lengths) * len(self) + rows)
+        candidate_queries, rows = np.divmod(pairs, len(self))
         # take() gathers rows many times faster than fancy indexing of a 2-D array.
         candidates = self.words.take(rows, axis=0)
         if len(queries) == 1:
             distances = _distances(candidates, queries[0])
         else:
             distances = _distances(candidates, queries.take(candidate_queries, axis=0))
-        near = distances <= radius
-        rows, candidate_queries, distances = rows[near], candidate_queries[near], distances[near]
-        # A row found through several chunks is one match.
-        pairs = candidate_queries * len(self) + rows
-        order = np.argsort(pairs)
-        first_seen = order[_run_starts(pairs[order])]
-        rows, candidate_queries = rows[first_seen], candidate_queries[first_seen]
-        distances = distances[first_seen]
-        examined = len(near)
-        live = ~self.removed[rows]
-        return _Hits(
-            candidate_queries[live] + first, self.ids[rows[live]], distances[live], examined
+        near = (distances <= radius) & ~self.removed[rows]
+        parts.append(
+            _Hits(
+                candidate_queries[near] + first,
+                self.ids[rows[near]],
+                distances[near],
+                len(pairs),
+            )
         )
+        return _Hits.concat(parts)
 
 
 def _scan(
@@ -611,7 +620,6 @@ class HammingIndex:
             raise ValueError("radius must not be negative")
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
-        results: list[list[Match]] = [[] for _ in range(len(queries))]
         hits = _Hits.concat([part.search(queries, radius) for part in self._parts()])
         self.candidates_examined += hits.examined
         order = np.lexsort((hits.ids, hits.distances, hits.queries))
@@ -620,14 +628,12 @@ class HammingIndex:
             grouped = hits.queries[order]
             rank = np.arange(len(grouped)) - np.searchsorted(grouped, grouped, side="left")
             order = order[rank < limit]
-        for position, entry_id, distance in zip(
-            hits.queries[order].tolist(),
-            hits.ids[order].tolist(),
-            hits.distances[order].tolist(),
-            strict=True,
-        ):
-            results[position].append((entry_id, distance))
-        return results
+        # One slice per query of two flat lists: a large answer (a cluster of templated images)
+        # then costs one tuple per match, not a Python-level append and index per match.
+        grouped = hits.queries[order]
+        bounds = np.searchsorted(grouped, np.arange(len(queries) + 1)).tolist()
+        pairs = list(zip(hits.ids[order].tolist(), hits.distances[order].tolist(), strict=True))
+        return [pairs[bounds[q] : bounds[q + 1]] for q in range(len(queries))]
 
     def _rebuilt(self, *segments: _Segment) -> _Segment:
         parts = [segment.live_rows() for segment in segments]

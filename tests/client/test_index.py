@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consortium_client import index
-from consortium_client.hashvalues import hamming_distance
+from consortium_client.hashvalues import ALGORITHMS, hamming_distance
 from consortium_client.index import ExactIndex, HammingIndex, index_for
 
 RADIUS = {64: 10, 256: 31}
@@ -366,7 +366,7 @@ def test_index_for_follows_the_algorithm() -> None:
     assert (pdq.bits, pdq.radius_hint) == (256, 31)
     phash = index_for("phash")
     assert isinstance(phash, HammingIndex)
-    assert (phash.bits, phash.radius_hint) == (64, 10)
+    assert (phash.bits, phash.radius_hint) == (64, ALGORITHMS["phash"].default_distance)
     md5 = index_for("md5")
     assert isinstance(md5, ExactIndex)
     assert md5.bits == 128
@@ -476,3 +476,44 @@ def test_loading_packed_words_refuses_unordered_ids_or_a_wrong_shape() -> None:
         HammingIndex.from_packed(np.array([2, 1], dtype=np.int64), words, bits=256)
     with pytest.raises(ValueError, match="shape"):
         HammingIndex.from_packed(np.array([1], dtype=np.int64), words, bits=256)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bits=st.sampled_from([64, 256]),
+    layout=st.builds(Layout, chunks=st.integers(1, 16), key_bits=st.integers(1, 12)),
+    clustered=st.booleans(),
+    crowd_scan=st.sampled_from([0.0, 1.0, float("inf")]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_search_matches_brute_force_on_uniform_and_clustered_data(
+    bits: int, layout: Layout, clustered: bool, crowd_scan: float, seed: int
+) -> None:
+    """Values spread uniformly, or crowded around a few centres (templated images), searched
+    through the tables with the per-query scan fallback always taken (0), taken when the
+    bucket sizes say a scan is cheaper (1), or never (infinity)."""
+    rng = random.Random(seed)
+    radius = RADIUS[bits]
+    centres = [random_hash(rng, bits) for _ in range(rng.randint(1, 3))]
+    if clustered:
+        values = [
+            flip(rng.choice(centres), rng.sample(range(bits), rng.randint(0, radius + 6)))
+            for _ in range(rng.randint(20, 200))
+        ]
+        queries = [flip(c, rng.sample(range(bits), rng.randint(0, 4))) for c in centres]
+    else:
+        values = [random_hash(rng, bits) for _ in range(rng.randint(20, 200))]
+        values += [flip(c, layout.spread(bits, radius, rng)) for c in centres]
+        queries = centres
+    queries.append(random_hash(rng, bits))
+    with small_index_parts(layout), mock.patch.object(index, "_CROWD_SCAN", crowd_scan):
+        hamming = HammingIndex(bits)
+        half = len(values) // 2
+        hamming.add(range(half), values[:half])
+        hamming.add(range(half, len(values)), values[half:])
+        hamming.remove(range(0, len(values), 5))
+        live = {i: v for i, v in enumerate(values) if i % 5}
+        for searched in (radius, radius // 2):
+            expected = [brute_force(live, query, searched) for query in queries]
+            assert hamming.search_batch(queries, searched) == expected
+            assert [hamming.search(query, searched) for query in queries] == expected
