@@ -562,7 +562,7 @@ def pairwise_false(values: list[str], limits: dict[int, int]) -> tuple[dict[int,
 # stored with the descriptors (2 x uint16) because the verification needs them: that is what
 # makes the stored data partly invertible (docs/security.md).
 
-DESCRIPTOR_VERSION = "1"
+DESCRIPTOR_VERSION = "2"
 DESCRIPTOR_SIDE = 512
 DESCRIPTOR_FEATURES = 256
 DESCRIPTOR_KINDS = ("orb", "akaze")
@@ -598,9 +598,12 @@ def detector(kind: str) -> cv2.Feature2D:
 def features(image: Image.Image, kind: str) -> Features:
     gray = image.convert("L")
     gray.thumbnail((DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), Image.Resampling.LANCZOS)
-    keypoints, descriptors = detector(kind).detectAndCompute(np.asarray(gray), None)
+    found = detector(kind)
+    keypoints, descriptors = found.detectAndCompute(np.asarray(gray), None)
     if descriptors is None or not keypoints:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+        # A flat image may have none (AKAZE's default threshold finds none on some).
+        empty = np.zeros((0, found.descriptorSize()), np.uint8)
+        return Features(np.zeros((0, 2), np.float32), empty)
     order = np.argsort([-k.response for k in keypoints], kind="stable")[:DESCRIPTOR_FEATURES]
     points = np.asarray([keypoints[i].pt for i in order], dtype=np.float32)
     return Features(points, np.ascontiguousarray(descriptors[order]))
