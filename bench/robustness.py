@@ -562,7 +562,7 @@ def pairwise_false(values: list[str], limits: dict[int, int]) -> tuple[dict[int,
 # stored with the descriptors (2 x uint16) because the verification needs them: that is what
 # makes the stored data partly invertible (docs/security.md).
 
-DESCRIPTOR_VERSION = "2"
+DESCRIPTOR_VERSION = "3"
 DESCRIPTOR_SIDE = 512
 DESCRIPTOR_FEATURES = 256
 DESCRIPTOR_KINDS = ("orb", "akaze")
