@@ -55,6 +55,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import imagehash
 import numpy as np
 import numpy.typing as npt
@@ -478,6 +479,11 @@ class MethodResult:
     margin: int
     stored_per_entry: float
     queries_per_image: float
+    # Set for descriptor methods: what the table says instead of PDQ counts and distances.
+    what: str = ""
+    stored_text: str = ""
+    query_text: str = ""
+    margin_text: str = ""
 
     @property
     def mean_recall(self) -> float:
@@ -550,6 +556,150 @@ def pairwise_false(values: list[str], limits: dict[int, int]) -> tuple[dict[int,
     return {limit: int(np.sum(upper <= limit)) for limit in limits}, int(upper.min())
 
 
+# -- local descriptors -------------------------------------------------------------------------
+#
+# A second kind of matching, for lists that opt in: OpenCV keypoints and binary descriptors of the
+# grayscale image (longest side DESCRIPTOR_SIDE), matched against every stored original's at once
+# (two nearest neighbours over the pool, Lowe's ratio test over the pool, so a descriptor that
+# fits two originals equally counts for neither), voted per original, and verified per original
+# with a RANSAC homography: the score of a pair is its count of inliers. Keypoint positions are
+# stored with the descriptors (2 x uint16) because the verification needs them: that is what
+# makes the stored data partly invertible (docs/security.md).
+
+DESCRIPTOR_VERSION = "3"
+DESCRIPTOR_SIDE = 512
+DESCRIPTOR_FEATURES = 256
+DESCRIPTOR_KINDS = ("orb", "akaze")
+RATIO = 0.8
+RANSAC_PIXELS = 5.0
+# Fewer ratio-test survivors than this for an original: no homography is tried, the score is 0.
+MIN_GOOD = 6
+# A pair matches when its homography has at least this many inliers (chosen from the sweep).
+MIN_INLIERS = 12
+INLIER_SWEEP = (6, 8, 10, 12, 15, 20)
+
+
+@dataclass
+class Features:
+    """Keypoint positions (n x 2, float32, in pixels of the reduced image) and descriptors."""
+
+    points: npt.NDArray[np.float32]
+    descriptors: npt.NDArray[np.uint8]
+
+    @property
+    def stored_bytes(self) -> int:
+        # Positions as 2 x uint16 (the reduced image is at most DESCRIPTOR_SIDE a side).
+        return int(self.descriptors.size) + 4 * len(self.points)
+
+
+def detector(kind: str) -> cv2.Feature2D:
+    if kind == "orb":
+        return cv2.ORB_create(nfeatures=DESCRIPTOR_FEATURES)
+    # AKAZE has no feature cap: keep the strongest DESCRIPTOR_FEATURES (below).
+    return cv2.AKAZE_create()
+
+
+def features(image: Image.Image, kind: str) -> Features:
+    gray = image.convert("L")
+    gray.thumbnail((DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), Image.Resampling.LANCZOS)
+    found = detector(kind)
+    keypoints, descriptors = found.detectAndCompute(np.asarray(gray), None)
+    if descriptors is None or not keypoints:
+        # A flat image may have none (AKAZE's default threshold finds none on some).
+        empty = np.zeros((0, found.descriptorSize()), np.uint8)
+        return Features(np.zeros((0, 2), np.float32), empty)
+    order = np.argsort([-k.response for k in keypoints], kind="stable")[:DESCRIPTOR_FEATURES]
+    points = np.asarray([keypoints[i].pt for i in order], dtype=np.float32)
+    return Features(points, np.ascontiguousarray(descriptors[order]))
+
+
+@dataclass
+class Pool:
+    """Every stored original's features of one kind, stacked for one nearest-neighbour search."""
+
+    descriptors: npt.NDArray[np.uint8]
+    points: npt.NDArray[np.float32]
+    owner: npt.NDArray[np.int64]
+    originals: int
+
+
+def pool(stored: list[Features]) -> Pool:
+    return Pool(
+        descriptors=np.concatenate([f.descriptors for f in stored]),
+        points=np.concatenate([f.points for f in stored]),
+        owner=np.concatenate([np.full(len(f.points), i, np.int64) for i, f in enumerate(stored)]),
+        originals=len(stored),
+    )
+
+
+def inliers(query: Features, stored: Pool) -> npt.NDArray[np.int64]:
+    """[original] -> inliers of the RANSAC homography from the query to that original."""
+    scores = np.zeros(stored.originals, dtype=np.int64)
+    if len(query.points) < MIN_GOOD:
+        return scores
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, stored.descriptors, k=2)
+    good: dict[int, dict[int, int]] = {}  # original -> stored row -> query row (one-to-one)
+    for pair in pairs:
+        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+            row = pair[0].trainIdx
+            good.setdefault(int(stored.owner[row]), {}).setdefault(row, pair[0].queryIdx)
+    for original, rows in good.items():
+        if len(rows) < MIN_GOOD:
+            continue
+        source = query.points[list(rows.values())]
+        target = stored.points[list(rows)]
+        _, mask = cv2.findHomography(source, target, cv2.RANSAC, RANSAC_PIXELS)
+        if mask is not None:
+            scores[original] = int(mask.sum())
+    return scores
+
+
+@dataclass
+class DescriptorScores:
+    """Inlier counts of one query image, as is and mirrored, against every original, per kind."""
+
+    plain: dict[str, npt.NDArray[np.int64]]
+    mirrored: dict[str, npt.NDArray[np.int64]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def descriptor_scores(data: bytes, pools: dict[str, Pool]) -> DescriptorScores:
+    working = working_image(data)
+    mirror = working.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    plain, mirrored, seconds = {}, {}, {}
+    for kind, stored in pools.items():
+        clock = time.perf_counter()
+        query = features(working, kind)
+        seconds[f"{kind} features"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        plain[kind] = inliers(query, stored)
+        seconds[f"{kind} match + RANSAC, all originals"] = time.perf_counter() - clock
+        mirrored[kind] = inliers(features(mirror, kind), stored)
+    return DescriptorScores(plain, mirrored, seconds)
+
+
+def stored_features(path: Path) -> dict[str, Features]:
+    working = working_image(jpeg_bytes(load_original(path), 95))
+    return {kind: features(working, kind) for kind in DESCRIPTOR_KINDS}
+
+
+def original_descriptor_work(
+    item: tuple[Path, list[str], dict[str, Pool]],
+) -> dict[str, DescriptorScores]:
+    path, evasions, pools = item
+    original = load_original(path)
+    out = {}
+    for name in evasions:
+        edit, quality = EVASIONS[name]
+        out[name] = descriptor_scores(jpeg_bytes(edit(original), quality), pools)
+    return out
+
+
+def distractor_descriptor_work(item: tuple[Path, dict[str, Pool]]) -> list[DescriptorScores]:
+    path, pools = item
+    return [descriptor_scores(jpeg_bytes(tile, 90), pools) for tile in tiles(path)]
+
+
 # -- running -----------------------------------------------------------------------------------
 
 
@@ -579,6 +729,12 @@ class Run:
     originals: list[str]
     tiled: list[str]
     seconds: float
+    # Local descriptors (empty unless asked for): stored features per original and kind, and
+    # inlier counts of every edited copy and distractor against every original.
+    features: list[dict[str, Features]] = field(default_factory=list)
+    descriptor_queries: list[dict[str, DescriptorScores]] = field(default_factory=list)
+    descriptor_distractors: list[DescriptorScores] = field(default_factory=list)
+    descriptor_seconds: float = 0.0
 
 
 def _original(item: tuple[Path, str, list[str]]) -> tuple[Stored, dict[str, Query]]:
@@ -591,7 +747,56 @@ def _tiled(item: tuple[Path, str]) -> list[tuple[Query, dict[str, str]]]:
     return cached(key, lambda: distractor_work(path))  # type: ignore[return-value]
 
 
-def run(*, small: bool, jobs: int) -> Run:
+def _stored_features(item: tuple[Path, str]) -> dict[str, Features]:
+    path, key = item
+    return cached(key, lambda: stored_features(path))  # type: ignore[return-value]
+
+
+def _original_descriptors(
+    item: tuple[Path, str, list[str], dict[str, Pool]],
+) -> dict[str, DescriptorScores]:
+    path, key, evasions, pools = item
+    return cached(key, lambda: original_descriptor_work((path, evasions, pools)))  # type: ignore[return-value]
+
+
+def _tiled_descriptors(item: tuple[Path, str, dict[str, Pool]]) -> list[DescriptorScores]:
+    path, key, pools = item
+    return cached(key, lambda: distractor_descriptor_work((path, pools)))  # type: ignore[return-value]
+
+
+def run_descriptors(result: Run, *, small: bool, jobs: int) -> None:
+    """Adds the local-descriptor scores to `result` (a second pass: queries need every original)."""
+    root = cache_dir() / "root"
+    started = time.perf_counter()
+    # Keys carry the descriptor settings' version and the set of originals the pool holds.
+    suffix = f"d{DESCRIPTOR_VERSION}-{'small' if small else 'full'}"
+    with ProcessPoolExecutor(max_workers=jobs) as pool_:
+        result.features = list(
+            pool_.map(
+                _stored_features, [(root / p, f"features-{suffix}-{p}") for p in result.originals]
+            )
+        )
+        pools = {kind: pool([f[kind] for f in result.features]) for kind in DESCRIPTOR_KINDS}
+        result.descriptor_queries = list(
+            pool_.map(
+                _original_descriptors,
+                [
+                    (root / p, f"descriptors-{suffix}-{p}", result.evasions, pools)
+                    for p in result.originals
+                ],
+            )
+        )
+        tile_sets = list(
+            pool_.map(
+                _tiled_descriptors,
+                [(root / p, f"tile-descriptors-{suffix}-{p}", pools) for p in result.tiled],
+            )
+        )
+    result.descriptor_distractors = [scores for tiles_ in tile_sets for scores in tiles_]
+    result.descriptor_seconds = time.perf_counter() - started
+
+
+def run(*, small: bool, jobs: int, descriptors: bool = False) -> Run:
     root = cache_dir() / "root"
     originals = ORIGINALS_SMALL if small else ORIGINALS
     tiled = TILED_SMALL if small else TILED
@@ -609,7 +814,7 @@ def run(*, small: bool, jobs: int) -> Run:
             pool.map(_original, [(root / p, f"original-{suffix}-{p}", evasions) for p in originals])
         )
         tile_sets = list(pool.map(_tiled, [(root / p, f"tiles-{p}") for p in tiled]))
-    return Run(
+    result = Run(
         stored=[s for s, _ in done],
         queries=[q for _, q in done],
         distractors=[query for tiles_ in tile_sets for query, _ in tiles_],
@@ -619,6 +824,119 @@ def run(*, small: bool, jobs: int) -> Run:
         tiled=tiled,
         seconds=time.perf_counter() - started,
     )
+    if descriptors:
+        run_descriptors(result, small=small, jobs=jobs)
+    return result
+
+
+def pdq_matches(
+    result: Run, method: str
+) -> tuple[dict[str, npt.NDArray[np.bool_]], npt.NDArray[np.bool_]]:
+    """A PDQ method's matches: [copy, original] per evasion, and [distractor, original]."""
+    stored_parts, query_parts, radius = METHODS[method]
+    stored_sets = [hash_set(stored_parts, STORED, s) for s in result.stored]
+    per_evasion = {
+        evasion: nearest(
+            [hash_set(query_parts, QUERY, q[evasion]) for q in result.queries], stored_sets
+        )
+        <= radius
+        for evasion in result.evasions
+    }
+    distractor_sets = [hash_set(query_parts, QUERY, d) for d in result.distractors]
+    return per_evasion, nearest(distractor_sets, stored_sets) <= radius
+
+
+# name -> (descriptor kind, also query the mirrored image, or-ed with the chosen PDQ method)
+DESCRIPTOR_METHODS: dict[str, tuple[str, bool, bool]] = {
+    "ORB": ("orb", False, False),
+    "ORB, mirrored query too": ("orb", True, False),
+    "AKAZE, mirrored query too": ("akaze", True, False),
+    "chosen PDQ method, then ORB": ("orb", True, True),
+    "chosen PDQ method, then AKAZE": ("akaze", True, True),
+}
+
+
+def descriptor_score(scores: DescriptorScores, kind: str, mirror: bool) -> npt.NDArray[np.int64]:
+    if mirror:
+        return np.maximum(scores.plain[kind], scores.mirrored[kind])
+    return scores.plain[kind]
+
+
+def evaluate_descriptors(result: Run, min_inliers: int = MIN_INLIERS) -> dict[str, MethodResult]:
+    """Each of DESCRIPTOR_METHODS at `min_inliers`, scored as `evaluate` scores PDQ methods."""
+    chosen, chosen_distractors = pdq_matches(result, CHOSEN)
+    stored_chosen = statistics.fmean(
+        len(hash_set(METHODS[CHOSEN][0], STORED, s)) for s in result.stored
+    )
+    out = {}
+    for name, (kind, mirror, with_pdq) in DESCRIPTOR_METHODS.items():
+        recall: dict[str, float] = {}
+        cross_false = cross_pairs = 0
+        worst = 0  # the most inliers of any pair that is not a copy of its original
+        for evasion in result.evasions:
+            score = np.stack(
+                [descriptor_score(q[evasion], kind, mirror) for q in result.descriptor_queries]
+            )
+            matched = score >= min_inliers
+            if with_pdq:
+                matched |= chosen[evasion]
+            recall[evasion] = float(np.mean(np.diag(matched)))
+            others = ~np.eye(len(result.originals), dtype=bool)
+            cross_false += int(np.sum(matched[others]))
+            cross_pairs += int(others.sum())
+            worst = max(worst, int(score[others].max()))
+        distractor_score = np.stack(
+            [descriptor_score(d, kind, mirror) for d in result.descriptor_distractors]
+        )
+        distractor_matched = distractor_score >= min_inliers
+        if with_pdq:
+            distractor_matched |= chosen_distractors
+        worst = max(worst, int(distractor_score.max()))
+        kilobytes = statistics.fmean(f[kind].stored_bytes for f in result.features) / 1024
+        keypoints = statistics.fmean(len(f[kind].points) for f in result.features)
+        stored = f"{keypoints:.0f} kp, {kilobytes:.1f} KiB"
+        out[name] = MethodResult(
+            recall=recall,
+            distractor_false=int(distractor_matched.sum()),
+            distractor_pairs=distractor_matched.size,
+            cross_false=cross_false,
+            cross_pairs=cross_pairs,
+            margin=worst,
+            stored_per_entry=0.0,
+            queries_per_image=0.0,
+            what=(
+                f"{name} ({DESCRIPTOR_FEATURES} keypoints at {DESCRIPTOR_SIDE} px, "
+                f"ratio {RATIO}, RANSAC homography, >= {min_inliers} inliers"
+                + (f"; or-ed with {CHOSEN}" if with_pdq else "")
+                + ")"
+            ),
+            stored_text=(f"{stored_chosen:.1f} + {stored}" if with_pdq else stored),
+            query_text=("2 images" if mirror else "1 image") + (" + PDQ" if with_pdq else ""),
+            margin_text=f"{worst} inliers",
+        )
+    return out
+
+
+def descriptor_sweep_report(result: Run) -> str:
+    rows = [
+        "| descriptor, mirrored query too: min inliers | "
+        + " | ".join(f"{kind}: mean recall, false (distractor, cross)" for kind in DESCRIPTOR_KINDS)
+        + " |",
+        "|---:|" + "---|" * len(DESCRIPTOR_KINDS),
+    ]
+    for threshold in INLIER_SWEEP:
+        methods = evaluate_descriptors(result, threshold)
+        cells = []
+        for kind in DESCRIPTOR_KINDS:
+            name = next(
+                n
+                for n, (k, mirror, pdq) in DESCRIPTOR_METHODS.items()
+                if k == kind and mirror and not pdq
+            )
+            m = methods[name]
+            cells.append(f"{m.mean_recall:.3f}, {m.distractor_false}, {m.cross_false}")
+        rows.append(f"| {threshold} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def report(result: Run, methods: dict[str, MethodResult]) -> str:
@@ -633,8 +951,11 @@ def report(result: Run, methods: dict[str, MethodResult]) -> str:
     lines.append("| method | stored per entry | query hashes | what |")
     lines.append("|---|---|---|---|")
     for name in names:
-        stored_parts, query_parts, _ = METHODS[name]
         m = methods[name]
+        if m.what:
+            lines.append(f"| {short[name]} | {m.stored_text} | {m.query_text} | {m.what} |")
+            continue
+        stored_parts, query_parts, _ = METHODS[name]
         lines.append(
             f"| {short[name]} | {m.stored_per_entry:.1f} | {m.queries_per_image:.1f} | {name} "
             f"(stored: {', '.join(stored_parts)}; query: {', '.join(query_parts)}) |"
@@ -661,8 +982,8 @@ def report(result: Run, methods: dict[str, MethodResult]) -> str:
         + " |"
     )
     lines.append(
-        "| smallest distance, non-matching pairs | "
-        + " | ".join(f"{methods[n].margin}" for n in names)
+        "| smallest distance (most inliers), non-matching pairs | "
+        + " | ".join(methods[n].margin_text or f"{methods[n].margin}" for n in names)
         + " |"
     )
     any_method = methods[names[0]]
@@ -703,6 +1024,10 @@ def timing_report(result: Run) -> str:
     for stored in result.stored:
         for step, seconds in stored.seconds.items():
             totals.setdefault(step, []).append(seconds)
+    for scores in result.descriptor_queries:
+        for score in scores.values():
+            for step, seconds in score.seconds.items():
+                totals.setdefault(step, []).append(seconds)
     rows = ["| step | median ms per image |", "|---|---:|"]
     for step, values in totals.items():
         extra = f" ({len(VARIANTS)} variants)" if step == "variants" else ""
@@ -756,19 +1081,31 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--docs", action="store_true")
-    arguments = parser.parse_args()
-    result = run(small=arguments.small, jobs=arguments.jobs)
-    methods = evaluate(result.stored, result.queries, result.distractors, result.evasions)
-    text = "\n\n".join(
-        [
-            report(result, methods),
-            "The chosen method at other distances:\n\n" + sweep_report(result),
-            "Hashing time (one core):\n\n" + timing_report(result),
-            "Distinct images' distances, per algorithm:\n\n" + sixty_four_report(result),
-        ]
+    parser.add_argument(
+        "--no-descriptors",
+        action="store_true",
+        help="skip the local-descriptor methods (OpenCV ORB and AKAZE), the slowest part",
     )
+    arguments = parser.parse_args()
+    descriptors = not arguments.no_descriptors
+    result = run(small=arguments.small, jobs=arguments.jobs, descriptors=descriptors)
+    methods = evaluate(result.stored, result.queries, result.distractors, result.evasions)
+    sections = []
+    if descriptors:
+        methods |= evaluate_descriptors(result)
+    sections.append(report(result, methods))
+    sections.append("The chosen method at other distances:\n\n" + sweep_report(result))
+    if descriptors:
+        sections.append(
+            "Local descriptors at other inlier thresholds:\n\n" + descriptor_sweep_report(result)
+        )
+    sections.append("Hashing time (one core):\n\n" + timing_report(result))
+    sections.append("Distinct images' distances, per algorithm:\n\n" + sixty_four_report(result))
+    text = "\n\n".join(sections)
     print(text)
     print(f"\n(hashed or loaded from cache in {result.seconds:.1f} s)")
+    if descriptors:
+        print(f"(descriptors computed or loaded in {result.descriptor_seconds:.1f} s)")
     if arguments.docs:
         write_docs(text)
 

@@ -43,13 +43,14 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, obj
     previous = os.environ.get("CONSORTIUM_IMAGE_CACHE")
     os.environ["CONSORTIUM_IMAGE_CACHE"] = str(fresh)
     try:
-        result = module.run(small=True, jobs=2)
+        result = module.run(small=True, jobs=2, descriptors=True)
     finally:
         if previous is None:
             del os.environ["CONSORTIUM_IMAGE_CACHE"]
         else:
             os.environ["CONSORTIUM_IMAGE_CACHE"] = previous
     methods = module.evaluate(result.stored, result.queries, result.distractors, result.evasions)
+    methods |= module.evaluate_descriptors(result)
     return module, result, methods
 
 
@@ -86,3 +87,22 @@ def test_plain_pdq_misses_what_the_chosen_method_catches(
     assert plain["caption bar top 15% white"] == 0
     assert plain["padded canvas 20% white"] == 0
     assert plain["JPEG q30"] == 1
+
+
+@pytest.mark.slow
+def test_local_descriptors_recover_crops_and_rotations_without_false_matches(
+    small_run: tuple[ModuleType, object, dict],
+) -> None:
+    _, _, methods = small_run
+    orb = methods["ORB, mirrored query too"]
+    assert orb.recall["crop 5% each side"] >= 0.8, orb.recall
+    assert orb.recall["rotate -3"] >= 0.8, orb.recall
+    assert orb.recall["mirror"] >= 0.8, orb.recall
+    assert orb.distractor_pairs > 1000
+    assert orb.distractor_false == 0
+    assert orb.cross_false == 0
+    # The stage is a fallback: with the chosen PDQ method it misses nothing either catches.
+    combined = methods["chosen PDQ method, then ORB"]
+    assert combined.mean_recall >= max(orb.mean_recall, methods["PDQ"].mean_recall)
+    assert combined.distractor_false == 0
+    assert combined.cross_false == 0
