@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -234,6 +235,20 @@ class TileVerifier:
         self.size = 0
         self.full: dict[tuple[int, int], bytes] = {}
         self.partial: dict[tuple[int, int], bytes] = {}
+        # Level-0 tiles fetched ahead (beside the next feed page), not yet verified.
+        self.fetched: dict[tuple[int, int], bytes] = {}
+
+    def fetch_ahead(self, first: int, last: int) -> dict[tuple[int, int], bytes]:
+        """The full level-0 tiles holding leaves `first`..`last` that are not held yet,
+        fetched but NOT verified: `tile` verifies each when it is first used. Run in the
+        look-ahead thread, so the tiles' round trips overlap the current page's checks."""
+        edge = self.size // merkle.TILE_WIDTH  # the partial tile, held since checkpoint_set
+        wanted = range(first // merkle.TILE_WIDTH, min(last // merkle.TILE_WIDTH + 1, edge))
+        return {
+            (0, index): self.fetch(merkle.Tile(0, index))
+            for index in wanted
+            if (0, index) not in self.full and (0, index) not in self.fetched
+        }
 
     def fetch(self, tile: merkle.Tile) -> bytes:
         data = self.api.tile(tile.level, tile.index, tile.width)
@@ -270,7 +285,7 @@ class TileVerifier:
         if index >= self.size >> (merkle.TILE_HEIGHT * (level + 1)):
             raise SyncError(f"tile {level}/{index} is beyond the tree of size {self.size}")
         tile = merkle.Tile(level, index)
-        data = self.fetch(tile)
+        data = self.fetched.pop((level, index), None) or self.fetch(tile)
         parent = self.tile(level + 1, index >> merkle.TILE_HEIGHT)
         position = (index % merkle.TILE_WIDTH) * HASH
         if merkle._tile_range_hash(data) != parent[position : position + HASH]:
@@ -290,8 +305,9 @@ class TileVerifier:
     def forget_leaves_before(self, index: int) -> None:
         """Drop the full level-0 tiles left of `index`: a sync reads forward only."""
         first = index // merkle.TILE_WIDTH
-        for key in [k for k in self.full if k[0] == 0 and k[1] < first]:
-            del self.full[key]
+        for held in (self.full, self.fetched):
+            for key in [k for k in held if k[0] == 0 and k[1] < first]:
+                del held[key]
 
 
 # Submissions: each envelope fetched and verified once, for all of its entries
@@ -665,6 +681,16 @@ def _key_register(db: sqlite3.Connection, index: int, document: dict[str, Any]) 
     )
 
 
+_NEXT = re.compile(rb'"next":"([0-9]{1,19})"')
+
+
+def _page_next(raw: bytes) -> int | None:
+    """The `next` cursor of a feed page, read from its end without parsing it (the page is
+    parsed, and checked, when it is applied)."""
+    found = _NEXT.search(raw, max(0, len(raw) - 200))
+    return None if found is None else int(found.group(1))
+
+
 def _canonical(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -833,7 +859,17 @@ class Syncer:
         # The next page is fetched while this one is verified and written: the server's
         # time and the client's overlap. A page fetched ahead of a refusal is dropped.
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed")
-        fetched: tuple[int, Future[bytes]] | None = None
+        fetched: tuple[int, Future[tuple[bytes, dict[tuple[int, int], bytes]]]] | None = None
+
+        def page_and_tiles(after: int) -> tuple[bytes, dict[tuple[int, int], bytes]]:
+            """A feed page and the level-0 tiles of its leaves, fetched in the look-ahead
+            thread; the tiles are verified only when used."""
+            raw = api.feed_page(after, self.page_size)
+            last = _page_next(raw)
+            if last is None or last <= after:
+                return raw, {}
+            return raw, tiles.fetch_ahead(after + 1, min(last, checkpoint.size - 1))
+
         try:
             while cursor < checkpoint.size - 1 or pending:
                 events: list[tuple[int, bytes, dict[str, Any]]] = []
@@ -841,14 +877,15 @@ class Syncer:
                 end = cursor
                 if cursor < checkpoint.size - 1:
                     if fetched is not None and fetched[0] == cursor:
-                        raw = fetched[1].result()
+                        raw, ahead_tiles = fetched[1].result()
+                        tiles.fetched.update(ahead_tiles)
                     else:
                         raw = api.feed_page(cursor, self.page_size)
                     events, openings, next_cursor, _ = _page_read(raw, cursor)
                     events = [e for e in events if e[0] < checkpoint.size]
                     end = min(next_cursor, checkpoint.size - 1)
                     if end < checkpoint.size - 1 and (not events or events[-1][0] <= end):
-                        fetched = (end, ahead.submit(api.feed_page, end, self.page_size))
+                        fetched = (end, ahead.submit(page_and_tiles, end))
                     if end <= cursor and not events:
                         raise SyncError(
                             f"the feed after cursor {cursor} ends before the checkpoint's "
