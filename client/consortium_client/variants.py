@@ -46,6 +46,10 @@ def _rotate(degrees: float, *, expand: bool = False) -> Transform:
     return rotate
 
 
+# The most variants one entry may carry: room to grow past `VARIANTS` without letting one
+# entry weigh in the index like hundreds.
+MAX_VARIANTS = 32
+
 # Name -> transform, in a fixed order: the order variants are hashed and submitted in.
 VARIANTS: dict[str, Transform] = {
     "crop-centre-5": _crop(0.05, 0.05, 0.05, 0.05),
