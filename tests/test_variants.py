@@ -9,13 +9,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from PIL import Image, ImageDraw
 
 from consortium_client.commitments import commitment_check, commitment_of, salt_new
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE, envelope_sign
+from consortium_client.imaging import image_hashes
 from consortium_client.strictjson import strict_json_dumps
 from consortium_client.variants import MAX_VARIANTS, VARIANTS
 from hashes.models import EntryVariant
-from tests.conftest import PartnerClient, pdq, problem, store_counts
+from hashes.services import entry_erase
+from tests.conftest import ADMIN, PartnerClient, pdq, problem, store_counts
+from tests.test_matching import encode, flip, match, match_image, picture
 
 NAMES = list(VARIANTS)
 
@@ -159,3 +163,119 @@ def test_variants_are_refused_on_an_entry_that_is_not_pdq(alice, shared_list) ->
     assert problem(response) == "invalid-payload"
     assert response.json()["pointer"] == "/entries/0/variants"
     assert store_counts() == before
+
+
+def edited(image: Image.Image, edit: str) -> bytes:
+    """A copy of `image` as someone slipping past a block would make it."""
+    width, height = image.size
+    if edit == "crop":
+        copy = image.crop((round(width * 0.1), 0, width, height))
+    elif edit == "rotate":
+        copy = image.rotate(-3, resample=Image.Resampling.BILINEAR)
+    else:  # a caption bar: a plain band with a line of text, above the picture
+        copy = Image.new("RGB", (width, round(height * 1.2)), "white")
+        copy.paste(image, (0, round(height * 0.2)))
+        ImageDraw.Draw(copy).text((10, 10), "look at this", fill="black")
+    return encode(copy)
+
+
+def submit_image(client: PartnerClient, image: Image.Image, list_name: str = "ncii") -> int:
+    hashed = image_hashes(encode(image), canonical=True, variants=True)
+    assert hashed.pdq_variants is not None
+    entry = {"algorithm": "pdq", "value": hashed.values["pdq"], "variants": hashed.pdq_variants}
+    response = client.submit(list_name, [entry])
+    assert response.status_code == 201, response.content
+    return int(response.json()["entries"][0]["id"])
+
+
+def pdq_matches(client: PartnerClient, data: bytes) -> list[dict[str, Any]]:
+    """Every match of the image's PDQ queries (as sent, canonical, ...), nearest first."""
+    response = match_image(client, data)
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    found = [m for r in results if r["query"]["algorithm"] == "pdq" for m in r["matches"]]
+    return sorted(found, key=lambda match: match["distance"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "variant", "rule"),
+    [
+        ("crop", "crop-left-10", "pdq-variant"),
+        ("rotate", "rotate-minus-3", "pdq-variant"),
+        ("caption", None, "pdq-canonical"),
+    ],
+)
+def test_an_edited_copy_that_pdq_misses_matches_through_a_variant_or_the_canonical_rule(
+    alice, bob, shared_list, edit: str, variant: str | None, rule: str
+) -> None:
+    original = picture(seed=1, size=512)
+    entry_id = submit_image(alice, original)
+    copy = edited(original, edit)
+    (found, *_) = pdq_matches(bob, copy)
+    assert (found["entry"], found["variant"], found["rule"]) == (entry_id, variant, rule)
+    assert found["distance"] <= 31
+
+
+def test_pdq_alone_misses_the_edited_copies(alice, bob, shared_list) -> None:
+    original = picture(seed=1, size=512)
+    hashed = image_hashes(encode(original))
+    alice.submit("ncii", [{"algorithm": "pdq", "value": hashed.values["pdq"]}])
+    for edit in ("crop", "rotate", "caption"):
+        (result,) = match(bob, [("pdq", image_hashes(edited(original, edit)).values["pdq"])])
+        assert result["matches"] == []
+
+
+def test_an_entry_reached_through_its_value_and_variants_is_listed_once(
+    alice, bob, shared_list
+) -> None:
+    value = pdq()
+    # Every variant a few bits from the value: the query reaches all of them.
+    near = {name: flip(value, 1 + position) for position, name in enumerate(NAMES[:4])}
+    entry_id = alice.submit("ncii", [{"algorithm": "pdq", "value": value, "variants": near}])
+    entry_id = entry_id.json()["entries"][0]["id"]
+    (result,) = match(bob, [("pdq", flip(near["crop-centre-10"], 0))])
+    assert [(m["entry"], m["variant"], m["rule"], m["distance"]) for m in result["matches"]] == [
+        (entry_id, "crop-centre-10", "pdq-variant", 0)
+    ]
+    (result,) = match(bob, [("pdq", value)])
+    assert [(m["entry"], m["variant"], m["rule"]) for m in result["matches"]] == [
+        (entry_id, None, "pdq")
+    ]
+
+
+def test_a_revoked_entrys_variants_no_longer_match(alice, bob, shared_list) -> None:
+    original = picture(seed=3, size=512)
+    entry_id = submit_image(alice, original)
+    copy = edited(original, "crop")
+    assert pdq_matches(bob, copy)
+    assert alice.revoke([entry_id]).status_code == 201
+    assert pdq_matches(bob, copy) == []
+
+
+def test_a_list_that_does_not_match_variants_matches_only_entries_own_values(
+    alice, bob, shared_list
+) -> None:
+    original = picture(seed=5, size=512)
+    submit_image(alice, original)
+    shared_list.match_variants = False
+    shared_list.save()
+    assert pdq_matches(bob, edited(original, "crop")) == []
+    assert [m["rule"] for m in pdq_matches(bob, encode(original))] == ["pdq"]
+
+
+def test_an_erased_entrys_variants_are_gone_and_never_match(alice, bob, shared_list) -> None:
+    original = picture(seed=3, size=512)
+    variants = image_hashes(encode(original), variants=True).pdq_variants
+    assert variants is not None
+    entry_id = submit_image(alice, original)
+    copy = edited(original, "rotate")
+    assert pdq_matches(bob, copy)
+    entry_erase(actor=ADMIN, entry_id=entry_id, reason="a court order")
+    assert pdq_matches(bob, copy) == []
+    assert EntryVariant.objects.filter(entry_id=entry_id).exclude(value=None).count() == 0
+    assert EntryVariant.objects.filter(entry_id=entry_id).exclude(salt=None).count() == 0
+    detail = bob.get(f"/api/v1/entries/{entry_id}").content.decode()
+    feed = json.dumps(bob.feed())
+    for value in variants.values():
+        assert value not in detail
+        assert value not in feed
