@@ -30,7 +30,7 @@ from consortium_client.commitments import (
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
 from consortium_client.strictjson import string_pointer
-from consortium_client.variants import MAX_VARIANTS, VARIANTS
+from consortium_client.variants import MAX_VARIANTS, VARIANT_NAMES
 
 # Used with fullmatch: `$` would also accept a label ending in a newline.
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -249,9 +249,10 @@ def _variants(items: Any, algorithm: str, pointer: str) -> tuple[SignedVariant, 
         if not isinstance(item, dict) or set(item) != {"name", "commitment"}:
             raise InvalidPayload('a variant is an object {"name", "commitment"}', pointer=at)
         name = item["name"]
-        if not isinstance(name, str) or name not in VARIANTS:
+        if not isinstance(name, str) or name not in VARIANT_NAMES:
             raise UnknownVariant(
-                f"unknown variant {name!r}; known: {', '.join(VARIANTS)}", pointer=f"{at}/name"
+                f"unknown variant {name!r}; known: {', '.join(VARIANT_NAMES)}",
+                pointer=f"{at}/name",
             )
         if name in seen:
             raise DuplicateVariant(
