@@ -375,3 +375,24 @@ def entries_in_id_order_rows(*, chunk: int) -> Iterator[EntryVerifyRow]:
                 # jsonb arrives as text from a raw cursor; msgspec reads it as JSONField would.
                 yield EntryVerifyRow._make((*row[:6], _json_decode(row[6]), *row[7:]))
             cursor.execute(_ENTRY_ROWS_AFTER_SQL, [rows[-1][0], chunk])
+
+
+_VARIANT_ROWS_SQL = (
+    "SELECT entry_id, position, name, value, salt, commitment FROM hashes_entryvariant "
+    "WHERE (entry_id, position) > (%s, %s) ORDER BY entry_id, position LIMIT %s"
+)
+
+
+def entry_variants_in_order_rows(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """Every entry variant as (entry id, position, name, value, salt, commitment), by entry
+    and position (the order of its entry's leaf), streamed in keyset pages of `chunk` rows
+    (the unique constraint's index serves each page), like `entries_in_id_order_rows`."""
+    after: tuple[int, int] = (-1, -1)
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(_VARIANT_ROWS_SQL, [*after, chunk])
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = (rows[-1][0], rows[-1][1])

@@ -654,8 +654,8 @@ def test_cli_submits_an_images_variants_and_its_mirror_matches_edited_copies(
         assert bin(plain ^ int(image_file_hashes(copy).values["pdq"], 16)).count("1") > 31
 
     code = _run(
-        partner_setup, "submit", "--images", "-a", "pdq", "--ids", "--key", partner_setup["private"],
-        "--list", "cli-list", str(original),
+        partner_setup, "submit", "--images", "-a", "pdq", "--ids", "--key",
+        partner_setup["private"], "--list", "cli-list", str(original),
     )  # fmt: skip
     assert code == 0
     entry_id = int(capsys.readouterr().out.split()[0])
