@@ -142,8 +142,9 @@ def entry_added_read(
     return LoggedEntry(index, list_id, event.algorithm, value)
 
 
-# A variant's row as the index reads it: (entry id, position, value, salt).
-VariantOpening = tuple[int, int, str, str]
+# A variant's row as the index reads it: (entry id, position, value, salt); only rows that
+# hold a value are read, but the types say what the column may hold.
+VariantOpening = tuple[int, int, str | None, str | None]
 
 
 def variants_added_read(
@@ -154,6 +155,8 @@ def variants_added_read(
     signed = event.variants or []
     found = []
     for _, position, value, salt in openings:
+        if value is None or salt is None:
+            continue  # erased with its entry
         if position >= len(signed) or not commitment_opens(
             "pdq", value, salt, signed[position].commitment
         ):

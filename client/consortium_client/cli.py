@@ -296,7 +296,7 @@ def _images_entries(
             click.echo(f"consortium: {result.path}: {result.message}", err=True)
             continue
         for name, value in result.values.items():
-            entry = {"algorithm": name, "value": value, "labels": labels}
+            entry: dict[str, Any] = {"algorithm": name, "value": value, "labels": labels}
             if name == "pdq":
                 entry["quality"] = result.pdq_quality
                 if result.pdq_variants:

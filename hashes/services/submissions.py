@@ -223,12 +223,12 @@ def _store_entries(
 @transaction.atomic
 def _replay(*, actor: Actor, submission: Submission) -> SubmissionResult:
     variants: dict[int, list[StoredVariant]] = {}
-    for entry_id, *fields in (
+    for entry_id, name, commitment, value, salt in (
         EntryVariant.objects.filter(entry__submission=submission)
         .order_by("entry_id", "position")
         .values_list("entry_id", "name", "commitment", "value", "salt")
     ):
-        variants.setdefault(entry_id, []).append(StoredVariant(*fields))
+        variants.setdefault(entry_id, []).append(StoredVariant(name, commitment, value, salt))
     entries = [
         StoredEntry(*row, variants=tuple(variants.get(row[0], ())))
         for row in submission.entries.order_by("id").values_list(
