@@ -383,6 +383,7 @@ class _Verifier:
         # no longer configured cannot be checked here and is counted apart.
         self.witnesses = {witness.name: witness.verifier for witness in witnesses_configured()}
         self.entries = _Stream(hashes_selectors.entries_in_id_order_rows(chunk=chunk))
+        self.variants = _Stream(hashes_selectors.entry_variants_in_order_rows(chunk=chunk))
         self.revoked = _Stream(hashes_selectors.entries_revoked_in_log_order(chunk=chunk))
         self.erased = _Stream(hashes_selectors.entries_erased_in_log_order(chunk=chunk))
         self.periods = _Stream(AccessPeriod.objects.order_by("number").iterator(chunk))
@@ -751,8 +752,50 @@ class _Verifier:
             and commitment_opens(entry.algorithm, entry.value, entry.salt, entry.commitment)
         ):
             self._entry_state(index, entry)
+        if self.variants.head is not None and self.variants.head[0] <= index:
+            self._entry_variants(index, leaf, entry)
+        elif get("variants") is not None:
+            raise Divergence(
+                "hashes_entryvariant", f"entry {index}", "the leaf's variants have no rows"
+            )
         self._submission_leaf(index, raw, leaf, entry, submissions)
         self.report.entries += 1
+
+    def _entry_variants(self, index: int, leaf: dict[str, Any], entry: EntryVerifyRow) -> None:
+        """The entry's variant rows are its leaf's variants, in order, each opening its
+        commitment (or holding nothing, once the entry is erased)."""
+        head = self.variants.head
+        if head is not None and head[0] < index:
+            raise Divergence(
+                "hashes_entryvariant", f"entry {head[0]}", "no entry_added leaf lists this variant"
+            )
+        rows = []
+        while self.variants.head is not None and self.variants.head[0] == index:
+            rows.append(self.variants.take())
+        signed = leaf.get("variants") or []
+        where = f"entry {index}"
+        if [(v.get("name"), v.get("commitment")) for v in signed] != [
+            (name, commitment) for _, _, name, _, _, commitment in rows
+        ] or [row[1] for row in rows] != list(range(len(rows))):
+            raise Divergence("hashes_entryvariant", where, "the rows are not the leaf's variants")
+        for _, position, _, value, salt, commitment in rows:
+            if entry.status == "erased":
+                if value is not None or salt is not None:
+                    raise Divergence(
+                        "hashes_entryvariant",
+                        where,
+                        f"variant {position} of an erased entry still holds a value",
+                    )
+            elif (
+                value is None
+                or salt is None
+                or not commitment_opens(entry.algorithm, value, salt, commitment)
+            ):
+                raise Divergence(
+                    "hashes_entryvariant",
+                    where,
+                    f"variant {position}: value and salt do not open the leaf's commitment",
+                )
 
     def _entry_columns(self, index: int, leaf: dict[str, Any], entry: EntryVerifyRow) -> None:
         """The entry's columns are its leaf's."""
@@ -905,6 +948,13 @@ class _Verifier:
         found = {name: signed.get(name) for name in ("algorithm", "commitment", "quality")}
         # As the server read it (hashes.payloads): labels are a set, stored sorted.
         found["labels"] = None if labels is None else sorted(set(labels))
+        # Variants are in a leaf only when signed (an empty list signs none).
+        if (signed.get("variants") or None) != leaf.get("variants"):
+            raise Divergence(
+                "hashes_submission",
+                where,
+                f"signed entry {position} and the leaf at index {index} differ in variants",
+            )
         for name, value in found.items():
             if value != leaf.get(name):
                 raise Divergence(
@@ -1287,6 +1337,11 @@ class _Verifier:
         if self.entries.head is not None:
             entry_id = self.entries.head.id
             raise Divergence("hashes_entry", f"id {entry_id}", "no entry_added leaf names it")
+        if self.variants.head is not None:
+            entry_id = self.variants.head[0]
+            raise Divergence(
+                "hashes_entryvariant", f"entry {entry_id}", "no entry_added leaf lists this variant"
+            )
         if self.periods.head is not None:
             number = self.periods.head.number
             raise Divergence("audit_accessperiod", f"number {number}", "no leaf seals it")

@@ -66,6 +66,11 @@ RequestTooLarge = _error("request-too-large", "The request body is too large", 4
 TooManyFiles = _error("too-many-files", "The request carries too many files", 400)
 TooManyFields = _error("too-many-fields", "The request carries too many form fields", 400)
 DuplicateInBatch = _error("duplicate-in-batch", "The batch names the same hash twice", 400)
+UnknownVariant = _error(
+    "unknown-variant", "The entry names a variant this server does not know", 400
+)
+DuplicateVariant = _error("duplicate-variant", "The entry names the same variant twice", 400)
+TooManyVariants = _error("too-many-variants", "The entry carries too many variants", 400)
 CommitmentMismatch = _error(
     "commitment-mismatch", "A value and salt do not open the entry's signed commitment", 400
 )

@@ -17,7 +17,15 @@ from hashes.services import entry_erase, revocation_by_administrator
 
 @admin.register(HashList)
 class HashListAdmin(AuditedAdmin):
-    list_display = ["name", "purpose", "owner", "visibility", "group", "contributors"]
+    list_display = [
+        "name",
+        "purpose",
+        "owner",
+        "visibility",
+        "group",
+        "contributors",
+        "match_variants",
+    ]
     list_filter = ["visibility", "purpose"]
     search_fields = ["name", "purpose"]
 

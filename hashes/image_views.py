@@ -56,7 +56,9 @@ def hashing_slots() -> threading.BoundedSemaphore:
     return _slots(settings.IMAGE_HASH_CONCURRENCY)
 
 
-def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
+def uploaded_image_hashes(
+    request: Request, *, dihedral: bool, canonical: bool = False
+) -> ImageHashes:
     """Hash the request's `image` in memory. Its bytes live only in this call's frame.
 
     At most IMAGE_HASH_CONCURRENCY images are hashed at once in a process; past that a request
@@ -81,6 +83,7 @@ def uploaded_image_hashes(request: Request, *, dihedral: bool) -> ImageHashes:
                 max_bytes=settings.IMAGE_MAX_BYTES,
                 max_pixels=settings.IMAGE_MAX_PIXELS,
                 dihedral=dihedral,
+                canonical=canonical,
             )
         finally:
             slots.release()
@@ -173,12 +176,26 @@ class MatchQueryOut(serializers.Serializer):
     value = serializers.CharField()
     quality = serializers.IntegerField(allow_null=True)
     low_quality = serializers.BooleanField()
-    transform = serializers.CharField(allow_null=True)
+    transform = serializers.CharField(
+        allow_null=True,
+        help_text="how the server derived this hash from the image: a dihedral transformation, "
+        "canonical (plain borders trimmed) or canonical+<transformation>; null otherwise",
+    )
 
 
 class MatchItemOut(EntryProvenanceSerializer):
     entry = serializers.IntegerField()
     distance = serializers.IntegerField()
+    variant = serializers.CharField(
+        allow_null=True,
+        help_text="the entry's variant that matched (a name of consortium_client.variants."
+        "VARIANTS), or null for the entry's own value",
+    )
+    rule = serializers.CharField(
+        help_text="which rule matched: the algorithm (pdq, md5, ...) for the hash as given, "
+        "pdq-variant through a variant, pdq-canonical for the query image without its plain "
+        "borders, pdq-dihedral for a rotated or mirrored query"
+    )
 
 
 class MatchResultOut(serializers.Serializer):
@@ -231,13 +248,34 @@ class MatchView(ConsortiumView):
         return Response({"results": [_result_body(result) for result in results]})
 
     def _image_queries(self, request: Request) -> list[HashQuery]:
-        hashed = uploaded_image_hashes(request, dihedral=_flag(request, "dihedral"))
+        hashed = uploaded_image_hashes(request, dihedral=_flag(request, "dihedral"), canonical=True)
         queries = [
             HashQuery(algorithm, value, hashed.pdq_quality if algorithm == "pdq" else None)
             for algorithm, value in hashed.values.items()
         ]
-        for transform, value in zip(DIHEDRAL_TRANSFORMS, hashed.pdq_dihedral or [], strict=False):
-            if transform != "original":
+        asked = {hashed.values["pdq"]}
+        derived = [
+            (transform, value)
+            for transform, value in zip(
+                DIHEDRAL_TRANSFORMS, hashed.pdq_dihedral or [], strict=False
+            )
+            if transform != "original"
+        ]
+        # The image without its plain borders (a caption bar, a padded canvas), and turned
+        # too when dihedral hashes were asked for: the chosen method of docs/matching.md.
+        if hashed.pdq_canonical is not None:
+            derived.append(("canonical", hashed.pdq_canonical))
+        derived += [
+            (f"canonical+{transform}", value)
+            for transform, value in zip(
+                DIHEDRAL_TRANSFORMS, hashed.pdq_canonical_dihedral or [], strict=False
+            )
+            if transform != "original"
+        ]
+        for transform, value in derived:
+            # An image without borders is its own canonical image: no query twice.
+            if value not in asked:
+                asked.add(value)
                 queries.append(HashQuery("pdq", value, hashed.pdq_quality, transform))
         return queries
 
@@ -284,7 +322,13 @@ def _result_body(result: QueryResult) -> dict[str, Any]:
             "transform": query.transform,
         },
         "matches": [
-            {"entry": match.entry.pk, "distance": match.distance, **entry_provenance(match.entry)}
+            {
+                "entry": match.entry.pk,
+                "distance": match.distance,
+                "variant": match.variant,
+                "rule": match.rule,
+                **entry_provenance(match.entry),
+            }
             for match in result.matches
         ],
         "truncated": result.truncated,

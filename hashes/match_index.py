@@ -31,7 +31,7 @@ import logging
 import threading
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -43,7 +43,8 @@ from consortium_client import leaves
 from consortium_client.commitments import commitment_opens
 from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.index import ExactIndex, HammingIndex, index_for
-from hashes.models import Entry
+from consortium_client.variants import MAX_VARIANTS
+from hashes.models import Entry, EntryVariant
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ LOAD_CHUNK = 50_000
 
 Index = HammingIndex | ExactIndex
 Key = tuple[int, str]  # (list id, algorithm)
+# A variant's row in its list's variant index: entry id x VARIANT_SLOTS + its position, so
+# that the row names its entry and the leaf's variant without a table beside the index.
+VARIANT_SLOTS = 64
+assert MAX_VARIANTS <= VARIANT_SLOTS  # noqa: S101 - a position must fit in its slot
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,19 @@ class IndexHit:
     distance: int
     list_id: int
     algorithm: str
-    value: str
+    value: str  # of the row that matched: the entry's own value or its variant's
+    variant: str | None = None  # the variant's name, or None for the entry's own value
 
 
 @dataclass
 class IndexResult:
     hits: list[IndexHit] = field(default_factory=list)
     truncated: bool = False  # more than `limit` entries were within reach
+
+
+class VariantLeaf(msgspec.Struct):
+    name: str
+    commitment: str
 
 
 class LeafFields(msgspec.Struct):
@@ -84,6 +95,7 @@ class LeafFields(msgspec.Struct):
     algorithm: str | None = None
     commitment: str | None = None
     entry: int | None = None
+    variants: list[VariantLeaf] | None = None
 
 
 _leaf_decode = msgspec.json.Decoder(LeafFields).decode
@@ -130,6 +142,52 @@ def entry_added_read(
     return LoggedEntry(index, list_id, event.algorithm, value)
 
 
+# A variant's row as the index reads it: (entry id, position, value, salt); only rows that
+# hold a value are read, but the types say what the column may hold.
+VariantOpening = tuple[int, int, str | None, str | None]
+
+
+def variants_added_read(
+    index: int, event: LeafFields, openings: Iterable[VariantOpening]
+) -> list[tuple[int, str, str]]:
+    """(position, name, value) of each variant of the entry_added event `index` whose row
+    opens the leaf's commitment; rows that do not are logged and left out, like an entry's."""
+    signed = event.variants or []
+    found = []
+    for _, position, value, salt in openings:
+        if value is None or salt is None:
+            continue  # erased with its entry
+        if position >= len(signed) or not commitment_opens(
+            "pdq", value, salt, signed[position].commitment
+        ):
+            logger.error("a variant of entry %s does not open its leaf; not indexed", index)
+            continue
+        found.append((position, signed[position].name, value))
+    return found
+
+
+def _variant_openings_from(*, start: int, below: int, chunk: int) -> Iterator[VariantOpening]:
+    """Variant rows of entries with id in [start, below) that still hold a value, in order."""
+    return iter(
+        EntryVariant.objects.filter(entry_id__gte=start, entry_id__lt=below, value__isnull=False)
+        .order_by("entry_id", "position")
+        .values_list("entry_id", "position", "value", "salt")
+        .iterator(chunk_size=chunk)
+    )
+
+
+def _variant_openings_of(ids: list[int]) -> dict[int, list[VariantOpening]]:
+    rows = (
+        EntryVariant.objects.filter(entry_id__in=ids, value__isnull=False)
+        .order_by("entry_id", "position")
+        .values_list("entry_id", "position", "value", "salt")
+    )
+    found: dict[int, list[VariantOpening]] = defaultdict(list)
+    for row in rows:
+        found[row[0]].append(row)
+    return found
+
+
 def _openings_from(*, start: int, below: int, chunk: int) -> Iterator[Opening]:
     """The rows of entries with id in [start, below) that still hold a value, by id."""
     return iter(
@@ -152,6 +210,10 @@ class MatchIndexes:
 
     def _reset(self) -> None:
         self.by_list: dict[int, dict[str, Index]] = defaultdict(dict)
+        # Per list, its entries' PDQ variants, by VARIANT_SLOTS row id; and per entry with
+        # variants, their names by position (a revocation drops them all).
+        self.variants_by_list: dict[int, Index] = {}
+        self.variant_names: dict[int, tuple[str, ...]] = {}
         self.position = -1  # index of the last log event applied
         self.position_digest: bytes | None = None
         self.loaded = False
@@ -167,42 +229,93 @@ class MatchIndexes:
                 pass
 
     def search(
-        self, *, algorithm: str, values: list[str], radii: dict[int, int], limit: int
+        self,
+        *,
+        algorithm: str,
+        values: list[str],
+        radii: dict[int, int],
+        limit: int,
+        variant_lists: Collection[int] = (),
     ) -> list[IndexResult]:
         """For each value, the nearest `limit` entries (by distance, then id) of the lists in
-        `radii`, each searched at its own radius; lists not named are never read."""
+        `radii`, each searched at its own radius; lists not named are never read. For pdq,
+        the variants of the lists in `variant_lists` are searched too: an entry reached
+        through several rows (its value, its variants) counts once, at its nearest row (its
+        own value first on a tie)."""
         with self._lock:
-            found: list[list[tuple[int, int, int]]] = [[] for _ in values]  # (dist, id, list)
+            # (distance, id, is a variant, list, row id)
+            found: list[list[tuple[int, int, int, int, int]]] = [[] for _ in values]
             for list_id, radius in sorted(radii.items()):
                 index = self.by_list.get(list_id, {}).get(algorithm)
-                if index is None or not len(index):
-                    continue
-                before = index.candidates_examined
-                # One more than asked for, to tell a cut answer from a complete one.
-                for hits, matches in zip(
-                    found, index.search_batch(values, radius, limit + 1), strict=True
-                ):
-                    hits.extend((distance, entry_id, list_id) for entry_id, distance in matches)
-                self.candidates_examined += index.candidates_examined - before
+                if index is not None and len(index):
+                    # One more than asked for, to tell a cut answer from a complete one.
+                    self._search_into(found, index, values, radius, limit + 1, list_id, False)
+                variants = self.variants_by_list.get(list_id)
+                if algorithm == "pdq" and list_id in variant_lists and variants is not None:
+                    if len(variants):
+                        # Enough rows for limit + 1 entries even if each is reached by all
+                        # of its rows.
+                        rows = (limit + 1) * (MAX_VARIANTS + 1)
+                        self._search_into(found, variants, values, radius, rows, list_id, True)
             results = []
             for hits in found:
                 hits.sort()
-                results.append(IndexResult(truncated=len(hits) > limit))
-                kept = hits[:limit]
+                nearest: list[tuple[int, int, int, int, int]] = []
+                seen: set[int] = set()
+                for hit in hits:
+                    if hit[1] not in seen:
+                        seen.add(hit[1])
+                        nearest.append(hit)
+                results.append(IndexResult(truncated=len(nearest) > limit))
+                kept = nearest[:limit]
                 logged = self._values(algorithm, kept)
                 results[-1].hits = [
-                    IndexHit(entry_id, distance, list_id, algorithm, logged[entry_id])
-                    for distance, entry_id, list_id in kept
+                    IndexHit(
+                        entry_id,
+                        distance,
+                        list_id,
+                        algorithm,
+                        logged[(is_variant, row_id)],
+                        self._variant_name(row_id) if is_variant else None,
+                    )
+                    for distance, entry_id, is_variant, list_id, row_id in kept
                 ]
             return results
 
-    def _values(self, algorithm: str, hits: Iterable[tuple[int, int, int]]) -> dict[int, str]:
-        by_list: dict[int, list[int]] = defaultdict(list)
-        for _, entry_id, list_id in hits:
-            by_list[list_id].append(entry_id)
-        values: dict[int, str] = {}
-        for list_id, ids in by_list.items():
-            values.update(self.by_list[list_id][algorithm].values_get(ids))
+    def _search_into(
+        self,
+        found: list[list[tuple[int, int, int, int, int]]],
+        index: Index,
+        values: list[str],
+        radius: int,
+        limit: int,
+        list_id: int,
+        variants: bool,
+    ) -> None:
+        before = index.candidates_examined
+        for hits, matches in zip(found, index.search_batch(values, radius, limit), strict=True):
+            for row_id, distance in matches:
+                entry_id = row_id // VARIANT_SLOTS if variants else row_id
+                hits.append((distance, entry_id, int(variants), list_id, row_id))
+        self.candidates_examined += index.candidates_examined - before
+
+    def _variant_name(self, row_id: int) -> str:
+        entry_id, position = divmod(row_id, VARIANT_SLOTS)
+        return self.variant_names[entry_id][position]
+
+    def _values(
+        self, algorithm: str, hits: Iterable[tuple[int, int, int, int, int]]
+    ) -> dict[tuple[int, int], str]:
+        by_index: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for _, _, is_variant, list_id, row_id in hits:
+            by_index[(is_variant, list_id)].append(row_id)
+        values: dict[tuple[int, int], str] = {}
+        for (is_variant, list_id), ids in by_index.items():
+            index = (
+                self.variants_by_list[list_id] if is_variant else self.by_list[list_id][algorithm]
+            )
+            for row_id, value in index.values_get(ids).items():
+                values[(is_variant, row_id)] = value
         return values
 
     def reset(self) -> None:
@@ -215,6 +328,35 @@ class MatchIndexes:
         if algorithm not in indexes:
             indexes[algorithm] = index_for(algorithm)
         return indexes[algorithm]
+
+    def _variants_add(
+        self, list_id: int, entry_id: int, found: list[tuple[int, str, str]], names: int
+    ) -> tuple[list[int], list[str]]:
+        """Remember the variant names of `entry_id`; the row ids and values to index."""
+        if not found:
+            return [], []
+        slots = [""] * names
+        for position, name, _ in found:
+            slots[position] = name
+        self.variant_names[entry_id] = tuple(slots)
+        return (
+            [entry_id * VARIANT_SLOTS + position for position, _, _ in found],
+            [value for _, _, value in found],
+        )
+
+    def _variant_index(self, list_id: int) -> Index:
+        if list_id not in self.variants_by_list:
+            self.variants_by_list[list_id] = index_for("pdq")
+        return self.variants_by_list[list_id]
+
+    def _variants_end(self, list_id: int, entry_ids: Iterable[int]) -> None:
+        rows = [
+            entry_id * VARIANT_SLOTS + position
+            for entry_id in entry_ids
+            for position in range(len(self.variant_names.pop(entry_id, ())))
+        ]
+        if rows and list_id in self.variants_by_list:
+            self.variants_by_list[list_id].remove(rows)
 
     def _load(self) -> None:
         self._reset()
@@ -231,6 +373,11 @@ class MatchIndexes:
         # index), and joined as they stream: memory holds one chunk of each, not a map.
         openings = _openings_from(start=0, below=size, chunk=LOAD_CHUNK)
         pending = next(openings, None)
+        variant_rows = _variant_openings_from(start=0, below=size, chunk=LOAD_CHUNK)
+        variant_pending = next(variant_rows, None)
+        variant_ids: dict[int, list[int]] = defaultdict(list)
+        variant_values: dict[int, list[str]] = defaultdict(list)
+        revoked_by_list: dict[int, list[int]] = defaultdict(list)
         for index, list_id, leaf in log_entry_events_below(size=size, chunk=LOAD_CHUNK):
             event = leaf_fields(leaf)
             if event.type == leaves.ENTRY_ADDED:
@@ -238,13 +385,29 @@ class MatchIndexes:
                     pending = next(openings, None)
                 opening = pending if pending is not None and pending[0] == index else None
                 entry = entry_added_read(index, list_id, event, opening)
+                mine: list[VariantOpening] = []
+                while variant_pending is not None and variant_pending[0] <= index:
+                    if variant_pending[0] == index:
+                        mine.append(variant_pending)
+                    variant_pending = next(variant_rows, None)
                 if entry is None:
                     continue
                 key = (entry.list_id, entry.algorithm)
                 ids[key].append(entry.entry_id)
                 packed[key] += bytes.fromhex(entry.value)
+                if event.variants:
+                    row_ids, row_values = self._variants_add(
+                        entry.list_id,
+                        index,
+                        variants_added_read(index, event, mine),
+                        len(event.variants),
+                    )
+                    variant_ids[entry.list_id] += row_ids
+                    variant_values[entry.list_id] += row_values
             elif event.entry is not None:
                 revoked.append(event.entry)  # revoked or erased: ended either way
+                if list_id is not None:
+                    revoked_by_list[list_id].append(event.entry)
             else:
                 raise ValueError(f"log event {index} ends no entry")
         ended = np.frombuffer(revoked, np.int64)
@@ -254,6 +417,10 @@ class MatchIndexes:
             id_array = np.frombuffer(entry_ids, np.int64)
             live = ~np.isin(id_array, ended)
             self._index(list_id, algorithm).add(id_array[live], hashes.reshape(-1, width)[live])
+        for list_id, row_ids in variant_ids.items():
+            self._variant_index(list_id).add(row_ids, variant_values[list_id])
+        for list_id, ended_ids in revoked_by_list.items():
+            self._variants_end(list_id, ended_ids)
         self.position = size - 1
         if size:
             leaf_bytes = log_leaf(index=size - 1)
@@ -270,8 +437,10 @@ class MatchIndexes:
             rows = rows[1:]
         adds: dict[Key, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
         events = [(index, list_id, leaf_fields(leaf)) for index, list_id, leaf in rows]
-        openings = _openings_of(
-            [index for index, _, event in events if event.type == leaves.ENTRY_ADDED]
+        added = [index for index, _, event in events if event.type == leaves.ENTRY_ADDED]
+        openings = _openings_of(added)
+        variant_openings = _variant_openings_of(
+            [index for index, _, event in events if event.variants]
         )
         for index, list_id, event in events:
             if event.type == leaves.ENTRY_ADDED:
@@ -281,6 +450,15 @@ class MatchIndexes:
                 entry_ids, values = adds[(entry.list_id, entry.algorithm)]
                 entry_ids.append(entry.entry_id)
                 values.append(entry.value)
+                if event.variants:
+                    row_ids, row_values = self._variants_add(
+                        entry.list_id,
+                        index,
+                        variants_added_read(index, event, variant_openings.get(index, [])),
+                        len(event.variants),
+                    )
+                    if row_ids:
+                        self._variant_index(entry.list_id).add(row_ids, row_values)
             elif event.type in ENDING_TYPES:
                 if list_id is None or event.entry is None:
                     raise ValueError(f"log event {index} ends no entry of a list")
@@ -292,6 +470,7 @@ class MatchIndexes:
                 # does); every index of the list drops the id, absent ids being ignored.
                 for index_of_list in self.by_list.get(list_id, {}).values():
                     index_of_list.remove([event.entry])
+                self._variants_end(list_id, [event.entry])
         self._apply(adds)
         if rows:
             self.position = rows[-1][0]
@@ -310,6 +489,8 @@ class MatchIndexes:
             for indexes in self.by_list.values():
                 for algorithm, index in indexes.items():
                     totals[algorithm] += index.memory_bytes()
+            for variants in self.variants_by_list.values():
+                totals["pdq"] += variants.memory_bytes()
             return totals
 
 

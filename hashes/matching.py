@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hashes.match_index import IndexHit, MatchIndexes, match_indexes
-from hashes.models import Entry
+from hashes.models import Entry, EntryVariant
 from hashes.selectors import entries_for_match, entries_visible, lists_visible
 from partners.models import Partner
 
@@ -27,13 +27,31 @@ class HashQuery:
     algorithm: str
     value: str
     quality: int | None = None  # of the query image, when the server hashed it
-    transform: str | None = None  # which dihedral transformation, when asked for
+    # How the server derived the hash from the image: None for the image as sent, a
+    # dihedral transformation, "canonical" (its plain borders trimmed), or both as
+    # "canonical+<transformation>".
+    transform: str | None = None
 
 
 @dataclass(frozen=True)
 class EntryMatch:
     entry: Entry
     distance: int
+    variant: str | None = None  # the entry's variant that matched; None for its own value
+    rule: str = "pdq"
+
+
+def match_rule(query: HashQuery, variant: str | None) -> str:
+    """Which rule found a match: the algorithm itself for a hash as given (`pdq`, `md5`...),
+    `pdq-variant` through a submitted variant of the entry, `pdq-canonical` for the
+    query image without its plain borders, `pdq-dihedral` for a rotated or mirrored query."""
+    if query.algorithm != "pdq":
+        return query.algorithm
+    if query.transform is not None and query.transform.startswith("canonical"):
+        return "pdq-canonical"
+    if query.transform is not None:
+        return "pdq-dihedral"
+    return "pdq-variant" if variant is not None else "pdq"
 
 
 @dataclass
@@ -75,6 +93,7 @@ def match_hashes(
             values=[queries[p].value for p in positions],
             radii=radii,
             limit=limit,
+            variant_lists={hash_list.pk for hash_list in hash_lists if hash_list.match_variants},
         )
         for position, index_result in zip(positions, searched, strict=True):
             results[position].truncated = index_result.truncated
@@ -87,24 +106,38 @@ def match_hashes(
         .filter(pk__in=list(found), status=Entry.Status.ACTIVE)
         .order_by("pk")
     )
+    variant_values = _variant_values(
+        [entry_id for entry_id, hits in found.items() if any(h.variant for _, h in hits)]
+    )
     for entry in entries:
         for position, hit in found[entry.pk]:
-            if _row_matches_log(entry, hit):
-                results[position].matches.append(EntryMatch(entry, hit.distance))
+            if _row_matches_log(entry, hit, variant_values):
+                rule = match_rule(results[position].query, hit.variant)
+                results[position].matches.append(EntryMatch(entry, hit.distance, hit.variant, rule))
     for result in results:
         result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
     return results
 
 
-def _row_matches_log(entry: Entry, hit: IndexHit) -> bool:
-    """Whether the entry row still says what its log leaf says. A row that does not was
-    changed outside the application; it is left out rather than shown with data the log
-    contradicts, and reported, so that an operator looks at the table."""
-    if (entry.hash_list_id, entry.algorithm, entry.value) == (
-        hit.list_id,
-        hit.algorithm,
-        hit.value,
-    ):
+def _variant_values(entry_ids: list[int]) -> dict[tuple[int, str], str | None]:
+    """(entry id, variant name) -> the variant row's value, for the entries `entry_ids`."""
+    if not entry_ids:
+        return {}
+    rows = EntryVariant.objects.filter(entry_id__in=entry_ids).values_list(
+        "entry_id", "name", "value"
+    )
+    return {(entry_id, name): value for entry_id, name, value in rows}
+
+
+def _row_matches_log(
+    entry: Entry, hit: IndexHit, variant_values: dict[tuple[int, str], str | None]
+) -> bool:
+    """Whether the entry row (and the variant row that matched) still says what its log
+    leaf says. A row that does not was changed outside the application; it is left out
+    rather than shown with data the log contradicts, and reported, so that an operator
+    looks at the table."""
+    value = entry.value if hit.variant is None else variant_values.get((entry.pk, hit.variant))
+    if (entry.hash_list_id, entry.algorithm, value) == (hit.list_id, hit.algorithm, hit.value):
         return True
     # The values stay out of the server's log: they may be erased later, its lines may not.
     logger.error("entry %s differs from its log leaf; left out of a match", entry.pk)

@@ -33,6 +33,11 @@ class HashList(models.Model):
     contributors = models.CharField(
         max_length=8, choices=Contributors.choices, default=Contributors.MEMBERS
     )
+    match_variants = models.BooleanField(
+        default=True,
+        help_text="Whether entries match through their variants (submitted edits of the "
+        "image), not only through their own value.",
+    )
     match_distances = models.JSONField(
         default=dict,
         blank=True,
@@ -245,3 +250,34 @@ class Entry(models.Model):
     @property
     def log_index(self) -> int:
         return self.pk
+
+
+class EntryVariant(models.Model):
+    """A variant of a PDQ entry: the PDQ hash of a named edit of the submitter's image (a
+    crop, a small rotation; `consortium_client.variants.VARIANTS`), submitted with the entry
+    so that edited copies still match it.
+
+    Committed like the entry's own value: the entry's leaf lists `{name, commitment}` in
+    `position` order, and `value` and `salt` open the commitment. A variant has no status of
+    its own: it matches while its entry is active, and its value and salt are deleted
+    (NULL) when its entry is erased.
+    """
+
+    entry = models.ForeignKey(
+        Entry, on_delete=models.PROTECT, related_name="variants", db_index=False
+    )
+    position = models.PositiveSmallIntegerField(help_text="its place in the leaf's variants")
+    name = models.CharField(max_length=32)
+    value = models.CharField(max_length=64, null=True)  # noqa: DJ001 - NULL once erased
+    salt = models.CharField(max_length=32, null=True)  # noqa: DJ001 - NULL once erased
+    commitment = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["entry_id", "position"]
+        constraints = [
+            # Also the index for every read by entry (feed, erasure, the match index).
+            models.UniqueConstraint(fields=["entry", "position"], name="variant_once_per_place"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of entry {self.entry_id}"

@@ -14,10 +14,13 @@ from consortium.errors import (
     BatchTooLarge,
     CommitmentMismatch,
     DuplicateInBatch,
+    DuplicateVariant,
     EmptyBatch,
     InvalidHashValue,
     InvalidPayload,
+    TooManyVariants,
     UnknownAlgorithm,
+    UnknownVariant,
 )
 from consortium_client.commitments import (
     CommitmentError,
@@ -27,6 +30,7 @@ from consortium_client.commitments import (
 )
 from consortium_client.hashvalues import ALGORITHMS, HashValueError, hash_value_parse
 from consortium_client.strictjson import string_pointer
+from consortium_client.variants import MAX_VARIANTS, VARIANT_NAMES
 
 # Used with fullmatch: `$` would also accept a label ending in a newline.
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -45,6 +49,25 @@ class StatementHeader:
 
 
 @dataclass(frozen=True)
+class SignedVariant:
+    """A variant of a PDQ entry (an edit of the submitter's image, named in
+    `consortium_client.variants.VARIANTS`) as the payload signs it: a commitment."""
+
+    name: str
+    commitment: str
+
+
+@dataclass(frozen=True)
+class VariantDraft:
+    """A signed variant with the value and salt that open its commitment."""
+
+    name: str
+    commitment: str
+    value: str
+    salt: str
+
+
+@dataclass(frozen=True)
 class SignedEntry:
     """An entry as a version 2 payload signs it: a commitment, never the value."""
 
@@ -53,6 +76,7 @@ class SignedEntry:
     labels: list[str]
     note: str
     quality: int | None = None
+    variants: tuple[SignedVariant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,7 @@ class EntryDraft:
     labels: list[str]
     note: str
     quality: int | None = None
+    variants: tuple[VariantDraft, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,7 +223,96 @@ def _entry(item: Any, pointer: str) -> SignedEntry:
         raise InvalidPayload(
             "quality is PDQ's 0-100 score, for pdq entries only", pointer=f"{pointer}/quality"
         )
-    return SignedEntry(algorithm, commitment, sorted(set(labels)), note, quality)
+    variants = _variants(item.get("variants"), algorithm, f"{pointer}/variants")
+    return SignedEntry(algorithm, commitment, sorted(set(labels)), note, quality, variants)
+
+
+def _variants(items: Any, algorithm: str, pointer: str) -> tuple[SignedVariant, ...]:
+    """An entry's signed variants: named edits of a PDQ entry's image, each committed like
+    the entry's value. Absent (or empty) for an entry without variants."""
+    if items is None or items == []:
+        return ()
+    if algorithm != "pdq":
+        raise InvalidPayload("only pdq entries carry variants", pointer=pointer)
+    if not isinstance(items, list):
+        raise InvalidPayload('variants must be a list of {"name", "commitment"}', pointer=pointer)
+    if len(items) > MAX_VARIANTS:
+        raise TooManyVariants(
+            f"the entry has {len(items)} variants; the limit is {MAX_VARIANTS}",
+            pointer=pointer,
+            limit=MAX_VARIANTS,
+        )
+    variants: list[SignedVariant] = []
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items):
+        at = f"{pointer}/{position}"
+        if not isinstance(item, dict) or set(item) != {"name", "commitment"}:
+            raise InvalidPayload('a variant is an object {"name", "commitment"}', pointer=at)
+        name = item["name"]
+        if not isinstance(name, str) or name not in VARIANT_NAMES:
+            raise UnknownVariant(
+                f"unknown variant {name!r}; known: {', '.join(VARIANT_NAMES)}",
+                pointer=f"{at}/name",
+            )
+        if name in seen:
+            raise DuplicateVariant(
+                f"variants {seen[name]} and {position} are both {name!r}", pointer=f"{at}/name"
+            )
+        seen[name] = position
+        try:
+            commitment = commitment_parse(item["commitment"])
+        except CommitmentError as exc:
+            raise InvalidPayload(str(exc), pointer=f"{at}/commitment") from exc
+        variants.append(SignedVariant(name, commitment))
+    return tuple(variants)
+
+
+def _opening(algorithm: str, item: Any, pointer: str) -> tuple[str, str]:
+    """The (normalised value, salt) of an opening `{"value", "salt"}`, well formed."""
+    if not isinstance(item, dict):
+        raise InvalidPayload('a value is an object {"value", "salt"}', pointer=pointer)
+    try:
+        value = hash_value_parse(algorithm, item.get("value"))
+    except HashValueError as exc:
+        raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
+    salt = item.get("salt")
+    try:
+        salt_parse(salt)
+    except CommitmentError as exc:
+        raise InvalidPayload(str(exc), pointer=f"{pointer}/salt") from exc
+    assert isinstance(salt, str)  # noqa: S101 - salt_parse accepted it
+    return value, salt
+
+
+def _variants_open(
+    entry: SignedEntry, item: dict[str, Any], position: int, pointer: str
+) -> tuple[VariantDraft, ...]:
+    """Open each signed variant of `entry` with `item["variants"][j]`, in the same order."""
+    openings = item.get("variants")
+    if not entry.variants:
+        if openings not in (None, []):
+            raise InvalidPayload(
+                f"entries[{position}] signs no variants", pointer=f"{pointer}/variants"
+            )
+        return ()
+    if not isinstance(openings, list) or len(openings) != len(entry.variants):
+        raise InvalidPayload(
+            f"variants must be a list of {len(entry.variants)} openings, in the order "
+            f"entries[{position}] signs them",
+            pointer=f"{pointer}/variants",
+        )
+    drafts: list[VariantDraft] = []
+    for index, (variant, opening) in enumerate(zip(entry.variants, openings, strict=True)):
+        at = f"{pointer}/variants/{index}"
+        value, salt = _opening(entry.algorithm, opening, at)
+        try:
+            commitment_check(entry.algorithm, value, salt, variant.commitment)
+        except CommitmentError as exc:
+            raise CommitmentMismatch(
+                f"{exc} of variant {variant.name!r} signed in entries[{position}]", pointer=at
+            ) from exc
+        drafts.append(VariantDraft(variant.name, variant.commitment, value, salt))
+    return tuple(drafts)
 
 
 def submission_payload_parse(payload: dict[str, Any]) -> SubmissionPayload:
@@ -229,18 +343,7 @@ def submission_values_open(entries: list[SignedEntry], values: Any) -> list[Entr
     seen: dict[tuple[str, str], int] = {}
     for position, (entry, item) in enumerate(zip(entries, values, strict=True)):
         pointer = f"/values/{position}"
-        if not isinstance(item, dict):
-            raise InvalidPayload('a value is an object {"value", "salt"}', pointer=pointer)
-        try:
-            value = hash_value_parse(entry.algorithm, item.get("value"))
-        except HashValueError as exc:
-            raise InvalidHashValue(str(exc), pointer=f"{pointer}/value") from exc
-        salt = item.get("salt")
-        try:
-            salt_parse(salt)
-        except CommitmentError as exc:
-            raise InvalidPayload(str(exc), pointer=f"{pointer}/salt") from exc
-        assert isinstance(salt, str)  # noqa: S101 - salt_parse accepted it
+        value, salt = _opening(entry.algorithm, item, pointer)
         try:
             commitment_check(entry.algorithm, value, salt, entry.commitment)
         except CommitmentError as exc:
@@ -254,6 +357,7 @@ def submission_values_open(entries: list[SignedEntry], values: Any) -> list[Entr
                 pointer=pointer,
             )
         seen[key] = position
+        variants = _variants_open(entry, item, position, pointer)
         drafts.append(
             EntryDraft(
                 entry.algorithm,
@@ -263,6 +367,7 @@ def submission_values_open(entries: list[SignedEntry], values: Any) -> list[Entr
                 entry.labels,
                 entry.note,
                 entry.quality,
+                variants,
             )
         )
     return drafts

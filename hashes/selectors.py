@@ -20,7 +20,7 @@ from consortium.errors import (
     UnknownRevocation,
     UnknownSubmission,
 )
-from hashes.models import Entry, HashList, Revocation, Submission
+from hashes.models import Entry, EntryVariant, HashList, Revocation, Submission
 from partners.models import Partner
 
 # A feed page examines at most this many log indexes per requested event, so a partner
@@ -170,14 +170,20 @@ class FeedPage:
 # One item of a feed page's `values` as JSON text, made by the query: a page of 10,000 adds
 # then costs no Python object per entry, no dict and no encoding (the dicts and json.dumps
 # were most of what the openings added to a page). The same bytes as json.dumps(...,
-# separators=(",", ":")) of {"index", "value", "salt"} or {"index", "erased": true}; the
-# database quotes the strings. Raw SQL: the same query as ORM expressions cost about a
-# millisecond per request to compile, more than running it for a small page.
+# separators=(",", ":")) of {"index", "value", "salt"} (with "variants": [{"value", "salt"}]
+# after them for an entry that has variants) or {"index", "erased": true}; the database
+# quotes the strings. An entry without variants costs one probe of the variants' unique
+# index and gets exactly the item it had before variants existed. Raw SQL: the same query
+# as ORM expressions cost about a millisecond per request to compile, more than running it
+# for a small page.
 _FEED_VALUES_SQL = """
-SELECT CASE WHEN status = %s OR value IS NULL OR salt IS NULL
-    THEN '{{"index":' || id || ',"erased":true}}'
-    ELSE '{{"index":' || id || ',"value":' || {value} || ',"salt":' || {salt} || '}}' END
-FROM {table} WHERE id >= %s AND id <= %s AND hash_list_id IN ({lists}) ORDER BY id
+SELECT CASE WHEN e.status = %s OR e.value IS NULL OR e.salt IS NULL
+    THEN '{{"index":' || e.id || ',"erased":true}}'
+    ELSE '{{"index":' || e.id || ',"value":' || {value} || ',"salt":' || {salt}
+        || COALESCE((SELECT ',"variants":[' || {variants} || ']'
+            FROM {variant_table} v WHERE v.entry_id = e.id), '')
+        || '}}' END
+FROM {table} e WHERE e.id >= %s AND e.id <= %s AND e.hash_list_id IN ({lists}) ORDER BY e.id
 """
 
 
@@ -185,6 +191,18 @@ def _json_string(column: str) -> str:
     if connection.vendor == "sqlite":
         return f"json_quote({column})"
     return f"to_json({column})::text"
+
+
+def _variant_openings() -> str:
+    """The aggregate of a variant subquery: its openings as JSON objects, by position, joined
+    by commas; NULL (so no `variants` key) for an entry without variants."""
+    item = (
+        f"""'{{"value":' || {_json_string("v.value")} || ',"salt":' || """
+        f"""{_json_string("v.salt")} || '}}'"""
+    )
+    if connection.vendor == "sqlite":
+        return f"group_concat({item}, ',' ORDER BY v.position)"
+    return f"string_agg({item}, ',' ORDER BY v.position)"
 
 
 def feed_values(*, first: int, last: int, list_ids: list[int]) -> bytes:
@@ -197,8 +215,10 @@ def feed_values(*, first: int, last: int, list_ids: list[int]) -> bytes:
         return b"[]"
     query = _FEED_VALUES_SQL.format(
         table=connection.ops.quote_name(Entry._meta.db_table),
-        value=_json_string("value"),
-        salt=_json_string("salt"),
+        variant_table=connection.ops.quote_name(EntryVariant._meta.db_table),
+        value=_json_string("e.value"),
+        salt=_json_string("e.salt"),
+        variants=_variant_openings(),
         lists=", ".join(["%s"] * len(list_ids)),
     )
     with connection.cursor() as cursor:
@@ -384,3 +404,24 @@ def entries_in_id_order_rows(*, chunk: int) -> Iterator[EntryVerifyRow]:
                 # jsonb arrives as text from a raw cursor; msgspec reads it as JSONField would.
                 yield EntryVerifyRow._make((*row[:6], _json_decode(row[6]), *row[7:]))
             cursor.execute(_ENTRY_ROWS_AFTER_SQL, [rows[-1][0], chunk])
+
+
+_VARIANT_ROWS_SQL = (
+    "SELECT entry_id, position, name, value, salt, commitment FROM hashes_entryvariant "
+    "WHERE (entry_id, position) > (%s, %s) ORDER BY entry_id, position LIMIT %s"
+)
+
+
+def entry_variants_in_order_rows(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """Every entry variant as (entry id, position, name, value, salt, commitment), by entry
+    and position (the order of its entry's leaf), streamed in keyset pages of `chunk` rows
+    (the unique constraint's index serves each page), like `entries_in_id_order_rows`."""
+    after: tuple[int, int] = (-1, -1)
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(_VARIANT_ROWS_SQL, [*after, chunk])
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = (rows[-1][0], rows[-1][1])

@@ -22,12 +22,29 @@ class EnvelopeSerializer(serializers.Serializer):
     signatures = SignatureSerializer(many=True)
 
 
+class OpeningSerializer(serializers.Serializer):
+    value = serializers.CharField(help_text="the hash value, lowercase hex")
+    salt = serializers.CharField(help_text="32 lowercase hex characters")
+
+
+class VariantSerializer(serializers.Serializer):
+    """A variant of a PDQ entry: the PDQ hash of a named edit of the submitter's image."""
+
+    name = serializers.CharField(help_text="one of consortium_client.variants.VARIANTS")
+    commitment = serializers.CharField(help_text="as signed, and as the entry's leaf holds it")
+    value = serializers.CharField(allow_null=True, help_text="null once the entry is erased")
+    salt = serializers.CharField(allow_null=True, help_text="null once the entry is erased")
+
+
 class SubmissionRequestSerializer(serializers.Serializer):
     """A submission: the signed envelope of commitments, and the values that open them."""
 
-    class ValueSerializer(serializers.Serializer):
-        value = serializers.CharField(help_text="the hash value, lowercase hex")
-        salt = serializers.CharField(help_text="32 lowercase hex characters")
+    class ValueSerializer(OpeningSerializer):
+        variants = OpeningSerializer(
+            many=True,
+            required=False,
+            help_text="opens the entry's signed variants, in the same order",
+        )
 
     envelope = EnvelopeSerializer()
     values = ValueSerializer(many=True, help_text="values[i] opens the envelope's entries[i]")
@@ -63,6 +80,11 @@ class FeedEventSerializer(serializers.Serializer):
     revoked_by = serializers.CharField(required=False)
     reason = serializers.CharField(required=False)
     by = serializers.CharField(required=False, help_text="who erased: admin:<user> or command")
+    variants = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        required=False,
+        help_text="entry_added of a pdq entry with variants: [{name, commitment}]",
+    )
 
 
 class FeedValueSerializer(serializers.Serializer):
@@ -72,6 +94,11 @@ class FeedValueSerializer(serializers.Serializer):
     value = serializers.CharField(required=False)
     salt = serializers.CharField(required=False)
     erased = serializers.BooleanField(required=False)
+    variants = OpeningSerializer(
+        many=True,
+        required=False,
+        help_text="opens the leaf's variants, in order; only for a leaf that has variants",
+    )
 
 
 class FeedPageSerializer(serializers.Serializer):

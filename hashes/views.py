@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -25,6 +26,7 @@ from hashes.serializers import (
     EnvelopeSerializer,
     FeedPageSerializer,
     SubmissionRequestSerializer,
+    VariantSerializer,
     entry_provenance,
 )
 
@@ -100,6 +102,9 @@ class SubmissionsView(ConsortiumView):
             value = serializers.CharField(allow_null=True, help_text="null once erased")
             salt = serializers.CharField(allow_null=True, help_text="null once erased")
             erased = serializers.BooleanField()
+            variants = VariantSerializer(
+                many=True, required=False, help_text="only for an entry submitted with variants"
+            )
 
         submission = serializers.IntegerField()
         list = serializers.CharField()
@@ -137,6 +142,11 @@ class SubmissionsView(ConsortiumView):
                     "value": entry.value,
                     "salt": entry.salt,
                     "erased": entry.value is None,
+                    **(
+                        {"variants": [dataclasses.asdict(v) for v in entry.variants]}
+                        if entry.variants
+                        else {}
+                    ),
                 }
                 for entry in result.entries
             ],
@@ -199,6 +209,7 @@ class EntryDetailView(ConsortiumView):
         id = serializers.IntegerField()
         note = serializers.CharField()
         revocation = RevocationOut(allow_null=True)
+        variants = VariantSerializer(many=True, help_text="empty for an entry without variants")
 
     @extend_schema(operation_id="entry", responses=OutputSerializer)
     def get(self, request: Request, entry_id: int) -> Response:
@@ -217,6 +228,9 @@ class EntryDetailView(ConsortiumView):
             "id": entry.pk,
             "note": entry.note,
             "revocation": revocation,
+            "variants": list(
+                entry.variants.order_by("position").values("name", "commitment", "value", "salt")
+            ),
             **entry_provenance(entry),
         }
         return Response(self.OutputSerializer(data).data)

@@ -164,12 +164,13 @@ def shared_list(alice: PartnerClient) -> HashList:
 def store_counts() -> dict[str, int]:
     """What a refused request must not change: the log and every table of shared data."""
     from audit.models import LogEvent, LogHead
-    from hashes.models import Entry, Revocation, Submission
+    from hashes.models import Entry, EntryVariant, Revocation, Submission
 
     return {
         "log events": LogEvent.objects.count(),
         "log size": LogHead.objects.values_list("size", flat=True).first() or 0,
         "entries": Entry.objects.count(),
+        "variants": EntryVariant.objects.count(),
         "revoked entries": Entry.objects.filter(status=Entry.Status.REVOKED).count(),
         "submissions": Submission.objects.count(),
         "revocations": Revocation.objects.count(),

@@ -626,3 +626,70 @@ def test_cli_errors_are_one_line_without_a_traceback_in_the_installed_command(
     assert done.stderr.startswith(message), done.stderr
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+def test_cli_submits_an_images_variants_and_its_mirror_matches_edited_copies(
+    partner_setup, tmp_path: Path, capsys
+) -> None:
+    from PIL import Image, ImageDraw
+
+    from consortium_client.imaging import image_file_hashes
+    from hashes.models import EntryVariant
+    from tests.test_matching import picture
+
+    original = tmp_path / "original.png"
+    image = picture(seed=1, size=512)
+    image.save(original)
+    width, height = image.size
+    cropped = tmp_path / "cropped.jpg"
+    image.crop((round(width * 0.1), 0, width, height)).save(cropped, quality=90)
+    captioned = tmp_path / "captioned.png"
+    canvas = Image.new("RGB", (width, round(height * 1.2)), "white")
+    canvas.paste(image, (0, round(height * 0.2)))
+    ImageDraw.Draw(canvas).text((10, 10), "look at this", fill="black")
+    canvas.save(captioned)
+    # PDQ alone misses both: each is farther than the default distance from the original.
+    plain = int(image_file_hashes(original).values["pdq"], 16)
+    for copy in (cropped, captioned):
+        assert bin(plain ^ int(image_file_hashes(copy).values["pdq"], 16)).count("1") > 31
+
+    code = _run(
+        partner_setup, "submit", "--images", "-a", "pdq", "--ids", "--key",
+        partner_setup["private"], "--list", "cli-list", str(original),
+    )  # fmt: skip
+    assert code == 0
+    entry_id = int(capsys.readouterr().out.split()[0])
+    names = set(EntryVariant.objects.filter(entry_id=entry_id).values_list("name", flat=True))
+    assert {"crop-left-10", "rotate-3"} <= names
+    checkpoint_sign()
+    mirror = tmp_path / "mirror.db"
+    assert _run(partner_setup, "--mirror", str(mirror), "sync") == 0
+    capsys.readouterr()
+
+    assert cli.main(["--mirror", str(mirror), "match", "--json", str(cropped)]) == 1
+    (found,) = json.loads(capsys.readouterr().out)["matches"]
+    assert (found["entry"], found["variant"], found["rule"]) == (
+        entry_id,
+        "crop-left-10",
+        "pdq-variant",
+    )
+    assert cli.main(["--mirror", str(mirror), "match", str(captioned)]) == 1
+    line = capsys.readouterr().out
+    assert f"entry {entry_id}" in line
+    assert "rule pdq-canonical" in line
+
+
+def test_cli_submit_images_without_variants(partner_setup, tmp_path: Path, capsys) -> None:
+    from hashes.models import EntryVariant
+    from tests.test_matching import picture
+
+    original = tmp_path / "original.png"
+    picture(seed=2, size=256).save(original)
+    code = _run(
+        partner_setup, "submit", "--images", "-a", "pdq", "--ids", "--no-variants", "--key",
+        partner_setup["private"], "--list", "cli-list", str(original),
+    )  # fmt: skip
+    assert code == 0
+    entry_id = int(capsys.readouterr().out.split()[0])
+    assert Entry.objects.filter(pk=entry_id).exists()
+    assert not EntryVariant.objects.filter(entry_id=entry_id).exists()

@@ -165,6 +165,51 @@ def test_erased_entry_stops_matching_on_a_partners_mirror(
             assert bytes.fromhex(value) not in raw, file.name
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_erased_entrys_variants_are_gone_from_every_table_response_and_mirror(
+    live_server, alice, bob, shared_list, tmp_path: Path
+) -> None:
+    value = secrets.token_hex(32)
+    variants = {"canonical": secrets.token_hex(32), "rotate-3": secrets.token_hex(32)}
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": value, "variants": variants}])
+    assert response.status_code == 201, response.content
+    entry_id = response.json()["entries"][0]["id"]
+    checkpoint_sign()
+    api = ConsortiumApi(live_server.url, bob.api_key)
+    path = tmp_path / "mirror.db"
+    sync(api, path)
+    [result] = MirrorMatcher.load(path).search([("pdq", variants["rotate-3"])])
+    assert [(m.entry, m.variant, m.rule) for m in result.matches] == [
+        (entry_id, "rotate-3", "pdq-variant")
+    ]
+    assert _tables_holding(variants["rotate-3"]) == ["hashes_entryvariant"]
+
+    call_command("erase_entry", str(entry_id), "--reason", "victim's request", stdout=io.StringIO())
+    checkpoint_sign()
+
+    assert sync(api, path).erased == 1
+    fresh = tmp_path / "fresh.db"
+    sync(api, fresh)
+    served = [
+        bob.get(f"/api/v1/entries/{entry_id}").content,
+        bob.get("/api/v1/feed", limit=1000).content,
+    ]
+    # Asked for by value, the server finds nothing (the answer echoes only the query).
+    asked = json.dumps({"hashes": [{"algorithm": "pdq", "value": v} for v in variants.values()]})
+    results = json.loads(bob.post("/api/v1/match", asked.encode()).content)["results"]
+    assert [result["matches"] for result in results] == [[], []]
+    for variant in variants.values():
+        assert _tables_holding(variant) == []
+        assert all(variant.encode() not in content for content in served)
+        for mirror_path in (path, fresh):
+            [result] = MirrorMatcher.load(mirror_path).search([("pdq", variant)])
+            assert result.matches == []
+            for file in mirror_path.parent.glob(mirror_path.name + "*"):
+                raw = file.read_bytes()
+                assert variant.encode() not in raw, file.name
+                assert bytes.fromhex(variant) not in raw, file.name
+
+
 def test_erasing_a_legacy_entry_redacts_its_envelope(alice, shared_list) -> None:
     value = secrets.token_hex(16)
     (entry_id,) = _submit_md5(alice, value)

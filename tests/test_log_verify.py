@@ -699,3 +699,64 @@ def test_a_changed_witness_cosignature_is_reported(world: World, witness: Any) -
 
     assert "audit_cosignature" in line
     assert "timestamp column" in line
+
+
+# Variants: rows of their own, checked against the entry's leaf like its value
+
+
+def _entry_with_variants(alice: PartnerClient) -> tuple[int, dict[str, Any]]:
+    variants = {"canonical": pdq(), "crop-centre-5": pdq(), "rotate-3": pdq()}
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq(), "variants": variants}])
+    assert response.status_code == 201, response.content
+    entry_id = json.loads(response.content)["entries"][0]["id"]
+    checkpoint_sign()
+    return entry_id, variants
+
+
+def test_an_entrys_variants_pass_and_the_client_verifies_them(
+    alice: PartnerClient, bob: PartnerClient, shared_list: HashList
+) -> None:
+    entry_id, _ = _entry_with_variants(alice)
+    assert _verify_output().startswith("log verified: ")
+    detail = json.loads(bob.get(f"/api/v1/entries/{entry_id}").content)
+    leaf = _leaf_of(bob, entry_id)
+    verify_entry(leaf, detail["value"], detail["salt"], detail["variants"])
+    with pytest.raises(VerificationError, match="variants"):
+        verify_entry(leaf, detail["value"], detail["salt"])
+    submission = Entry.objects.get(pk=entry_id).submission_id
+    envelope = bob.get(f"/api/v1/submissions/{submission}/envelope").content
+    verify_envelope(leaf, envelope, alice.private_key.public_key())
+
+    entry_erase(actor=Actor(label="command"), entry_id=entry_id, reason="a court order")
+    checkpoint_sign()
+    assert _verify_output().startswith("log verified: ")
+
+
+def test_a_changed_variant_value_is_reported_and_fails_the_clients_check(
+    alice: PartnerClient, bob: PartnerClient, shared_list: HashList
+) -> None:
+    entry_id, _ = _entry_with_variants(alice)
+    with _as_database_owner("hashes_entryvariant") as cursor:
+        cursor.execute(
+            "UPDATE hashes_entryvariant SET value = %s WHERE entry_id = %s AND position = 1",
+            [pdq(7), entry_id],
+        )
+
+    assert (
+        f"hashes_entryvariant entry {entry_id}: variant 1: value and salt do not open"
+        in _divergence()
+    )
+    detail = json.loads(bob.get(f"/api/v1/entries/{entry_id}").content)
+    with pytest.raises(VerificationError, match="variant 1"):
+        verify_entry(_leaf_of(bob, entry_id), detail["value"], detail["salt"], detail["variants"])
+
+
+def test_a_deleted_or_added_variant_is_reported(
+    alice: PartnerClient, shared_list: HashList
+) -> None:
+    entry_id, _ = _entry_with_variants(alice)
+    with _as_database_owner("hashes_entryvariant") as cursor:
+        cursor.execute(
+            "DELETE FROM hashes_entryvariant WHERE entry_id = %s AND position = 2", [entry_id]
+        )
+    assert f"hashes_entryvariant entry {entry_id}: the rows are not the leaf's" in _divergence()

@@ -279,20 +279,29 @@ def _progress(results: Iterable[Any], total: int) -> Iterable[Any]:
 
 
 def _images_entries(
-    paths: Sequence[Path], algorithms: Sequence[str], labels: list[str], jobs: int | None
+    paths: Sequence[Path],
+    algorithms: Sequence[str],
+    labels: list[str],
+    jobs: int | None,
+    variants: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     imaging_required()
     entries: list[dict[str, Any]] = []
     skipped = 0
     files = files_walk(paths)
-    for result in _progress(files_hash(files, algorithms=algorithms, jobs=jobs), len(files)):
+    hashed = files_hash(files, algorithms=algorithms, jobs=jobs, variants=variants)
+    for result in _progress(hashed, len(files)):
         if not isinstance(result, FileHashed):
             skipped += 1
             click.echo(f"consortium: {result.path}: {result.message}", err=True)
             continue
         for name, value in result.values.items():
-            entry = {"algorithm": name, "value": value, "labels": labels}
-            entries.append(entry | ({"quality": result.pdq_quality} if name == "pdq" else {}))
+            entry: dict[str, Any] = {"algorithm": name, "value": value, "labels": labels}
+            if name == "pdq":
+                entry["quality"] = result.pdq_quality
+                if result.pdq_variants:
+                    entry["variants"] = result.pdq_variants
+            entries.append(entry)
     return entries, skipped
 
 
@@ -346,6 +355,12 @@ def sign(config: Config, hashes: str, key: Path | None, list_name: str, labels: 
 )
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="with --images: worker processes")
 @click.option(
+    "--no-variants",
+    is_flag=True,
+    help="with --images: submit no variants (the canonical image's PDQ, crops and rotations) "
+    "with the pdq entries",
+)
+@click.option(
     "--envelope",
     metavar="FILE",
     help="send a signed submission made by 'sign' (or - for standard input) as it is",
@@ -363,6 +378,7 @@ def submit(
     batch_size: int,
     journal: Path | None,
     jobs: int | None,
+    no_variants: bool,
     envelope: str | None,
     ids: bool,
 ) -> int:
@@ -385,8 +401,14 @@ def submit(
     signer = private_key(config, key)
     skipped = 0
     if images:
+        # The PDQ of the image without plain borders, and of crops and small rotations of
+        # it, travel with the pdq entry so that edited copies match (docs/matching.md).
         entries, skipped = _images_entries(
-            [Path(p) for p in inputs], list(algorithm) or ALGORITHM_NAMES, _labels(labels), jobs
+            [Path(p) for p in inputs],
+            list(algorithm) or ALGORITHM_NAMES,
+            _labels(labels),
+            jobs,
+            variants=not no_variants,
         )
     else:
         if algorithm:

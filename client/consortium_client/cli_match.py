@@ -111,7 +111,7 @@ def image_inputs(paths: Sequence[Path], *, dihedral: bool) -> Iterator[MatchInpu
         ) from exc
     for path in _files(paths):
         try:
-            hashed = image_file_hashes(path, dihedral=dihedral)
+            hashed = image_file_hashes(path, dihedral=dihedral, canonical=True)
         except OSError as exc:
             yield MatchInput(str(path), error=f"cannot read: {exc.strerror or exc}")
             continue
@@ -121,17 +121,32 @@ def image_inputs(paths: Sequence[Path], *, dihedral: bool) -> Iterator[MatchInpu
         hashes: list[tuple[str, str, str | None]] = [
             (algorithm, value, None) for algorithm, value in hashed.values.items()
         ]
-        if hashed.pdq_dihedral:
-            from consortium_client.imaging import DIHEDRAL_TRANSFORMS
-
-            # The first is the original, already among the values.
-            hashes += [
-                ("pdq", value, transform)
-                for transform, value in zip(
-                    DIHEDRAL_TRANSFORMS[1:], hashed.pdq_dihedral[1:], strict=True
-                )
-            ]
+        hashes += _derived_hashes(hashed)
         yield MatchInput(str(path), hashes, quality=hashed.pdq_quality)
+
+
+def _derived_hashes(hashed: Any) -> list[tuple[str, str, str | None]]:
+    """The image's other PDQ hashes, as the server's image match derives them: turned and
+    mirrored (with --dihedral), without plain borders (`canonical`), and both; none twice."""
+    from consortium_client.imaging import DIHEDRAL_TRANSFORMS
+
+    # The first dihedral hash is the original, already among the values.
+    derived = list(zip(DIHEDRAL_TRANSFORMS[1:], (hashed.pdq_dihedral or [])[1:], strict=False))
+    if hashed.pdq_canonical is not None:
+        derived.append(("canonical", hashed.pdq_canonical))
+    derived += [
+        (f"canonical+{transform}", value)
+        for transform, value in zip(
+            DIHEDRAL_TRANSFORMS[1:], (hashed.pdq_canonical_dihedral or [])[1:], strict=False
+        )
+    ]
+    asked = {hashed.values["pdq"]}
+    hashes: list[tuple[str, str, str | None]] = []
+    for transform, value in derived:
+        if value not in asked:
+            asked.add(value)
+            hashes.append(("pdq", value, transform))
+    return hashes
 
 
 def _files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -199,6 +214,8 @@ def results_group(
                 if transform is not None:
                     found = MirrorMatch(**{**found.__dict__, "transform": transform})
                 kept = nearest.get(found.entry)
+                # On a tie the first hash asked for stays: the image as given before a
+                # turned or trimmed copy of it.
                 if kept is None or found.distance < kept.distance:
                     nearest[found.entry] = found
         ordered = sorted(nearest.values(), key=lambda m: (m.distance, m.entry))
@@ -219,6 +236,9 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
             line += f" labels {','.join(found.labels)}"
         if found.transform is not None:
             line += f" transform {found.transform}"
+        if found.variant is not None:
+            line += f" variant {found.variant}"
+        line += f" rule {found.rule}"
         yield line
     if result.truncated:
         yield f"{name}: more matches were within reach than --limit {limit}"

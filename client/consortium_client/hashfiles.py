@@ -29,6 +29,8 @@ class FileHashed:
     path: str
     values: dict[str, str]
     pdq_quality: int
+    # The PDQ variants to submit with the pdq entry (variants.submitted_variants), if asked.
+    pdq_variants: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,26 +59,34 @@ def files_walk(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return found
 
 
-def file_hash(path: str, algorithms: Sequence[str] | None = None) -> FileHashed | FileRefused:
-    """One file's hashes, or why it has none. Runs in a worker process: picklable in and out."""
+def file_hash(
+    path: str, algorithms: Sequence[str] | None = None, variants: bool = False
+) -> FileHashed | FileRefused:
+    """One file's hashes, or why it has none; with `variants`, also the PDQ variants a
+    submitter sends (the canonical image's hash and `variants.VARIANTS` of it). Runs in a
+    worker process: picklable in and out."""
     # Imported here so that the library imports without the imaging extras installed.
     from consortium_client.imaging import ImageRejected, image_file_hashes
+    from consortium_client.variants import submitted_variants
 
     try:
-        hashed = image_file_hashes(path)
+        hashed = image_file_hashes(path, canonical=variants, variants=variants)
     except ImageRejected as exc:
         return FileRefused(path, exc.reason, exc.message)
     except OSError as exc:
         return FileRefused(path, "unreadable", f"cannot read: {exc.strerror or exc}")
     wanted = ALGORITHM_NAMES if algorithms is None else algorithms
     values = {name: hashed.values[name] for name in ALGORITHM_NAMES if name in wanted}
-    return FileHashed(path, values, hashed.pdq_quality)
+    found = None
+    if variants and "pdq" in values:
+        found = submitted_variants(values["pdq"], hashed.pdq_canonical, hashed.pdq_variants)
+    return FileHashed(path, values, hashed.pdq_quality, found)
 
 
 def _hash_batch(
-    paths: Sequence[str], algorithms: Sequence[str] | None
+    paths: Sequence[str], algorithms: Sequence[str] | None, variants: bool = False
 ) -> list[FileHashed | FileRefused]:
-    return [file_hash(path, algorithms) for path in paths]
+    return [file_hash(path, algorithms, variants) for path in paths]
 
 
 def files_hash(
@@ -84,13 +94,14 @@ def files_hash(
     *,
     algorithms: Sequence[str] | None = None,
     jobs: int | None = None,
+    variants: bool = False,
 ) -> Iterator[FileHashed | FileRefused]:
     """Hash `paths` (files, as `files_walk` lists them) in order, in `jobs` worker processes
-    (default: one per core; 1 hashes in this process)."""
+    (default: one per core; 1 hashes in this process); `variants` as `file_hash`."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(paths) < 2:
         for path in paths:
-            yield file_hash(path, algorithms)
+            yield file_hash(path, algorithms, variants)
         return
     # forkserver, not fork: the caller may have threads (a server, a progress bar), and a
     # forked child inherits their locks in whatever state they were.
@@ -99,5 +110,7 @@ def files_hash(
     size = max(1, min(16, len(paths) // (jobs * 4)))
     batches = [paths[i : i + size] for i in range(0, len(paths), size)]
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
-        for results in pool.map(_hash_batch, batches, [algorithms] * len(batches)):
+        for results in pool.map(
+            _hash_batch, batches, [algorithms] * len(batches), [variants] * len(batches)
+        ):
             yield from results

@@ -112,6 +112,8 @@ class ImageHashes:
     height: int
     pdq_canonical: str | None = None
     pdq_variants: dict[str, str] | None = None
+    # The dihedral PDQ hashes of the canonical image, when both were asked for.
+    pdq_canonical_dihedral: list[str] | None = None
 
 
 def image_hashes(
@@ -146,6 +148,9 @@ def image_hashes(
         return dataclasses.replace(
             hashes,
             pdq_canonical=pdq_hash(base)[0] if canonical else None,
+            pdq_canonical_dihedral=(
+                pdq_dihedral_hashes(base)[0] if canonical and dihedral else None
+            ),
             pdq_variants=(
                 {name: pdq_hash(copy)[0] for name, copy in image_variants(base)}
                 if variants

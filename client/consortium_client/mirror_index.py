@@ -54,6 +54,17 @@ DEFAULT_LIMIT = 10
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+# The variants of active pdq entries, snapshotted and indexed like an algorithm of their own:
+# row `entry * VARIANT_SLOTS + position` names the entry and the variant of its leaf.
+VARIANTS_KEY = "pdq-variants"
+VARIANT_SLOTS = 64
+SNAPSHOT_NAMES: tuple[str, ...] = (*ALGORITHMS, VARIANTS_KEY)
+
+
+def _width(name: str) -> int:
+    return ALGORITHMS["pdq" if name == VARIANTS_KEY else name].bits // 8
+
+
 class MirrorNotSynced(MirrorStoreError):
     """A mirror that has never been synced: nothing to match against yet."""
 
@@ -70,7 +81,7 @@ class Snapshot:
 
     @classmethod
     def from_blobs(cls, algorithm: str, cursor: int, ids: bytes, hashes: bytes) -> Snapshot:
-        width = ALGORITHMS[algorithm].bits // 8
+        width = _width(algorithm)
         id_array = np.frombuffer(ids, dtype="<i8").astype(np.int64, copy=False)
         if len(hashes) != width * len(id_array):
             raise MirrorStoreError(f"the {algorithm} index snapshot is damaged: sizes differ")
@@ -99,13 +110,22 @@ def _snapshot_stored(connection: sqlite3.Connection, algorithm: str) -> Snapshot
 def _active_after(
     connection: sqlite3.Connection, algorithm: str, after: int
 ) -> tuple[Ints, npt.NDArray[np.uint8]]:
-    """Active entries of `algorithm` with an id above `after`, by id."""
-    rows = connection.execute(
-        "SELECT id, value FROM entries WHERE algorithm = ? AND status = 'active' AND id > ? "
-        "ORDER BY id",
-        [algorithm, after],
-    ).fetchall()
-    width = ALGORITHMS[algorithm].bits // 8
+    """Active entries of `algorithm` with an id above `after`, by id (for VARIANTS_KEY, the
+    variants of such pdq entries, by row)."""
+    if algorithm == VARIANTS_KEY:
+        rows = connection.execute(
+            f"SELECT v.entry * {VARIANT_SLOTS} + v.position, v.value FROM variants v "  # noqa: S608
+            "JOIN entries e ON e.id = v.entry WHERE e.status = 'active' AND v.entry > ? "
+            "AND v.value IS NOT NULL ORDER BY v.entry, v.position",
+            [after],
+        ).fetchall()
+    else:
+        rows = connection.execute(
+            "SELECT id, value FROM entries WHERE algorithm = ? AND status = 'active' AND id > ? "
+            "ORDER BY id",
+            [algorithm, after],
+        ).fetchall()
+    width = _width(algorithm)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     try:
         packed = bytes.fromhex("".join(row[1] for row in rows))
@@ -118,6 +138,14 @@ def _active_after(
 
 def _ended_between(connection: sqlite3.Connection, algorithm: str, after: int, upto: int) -> Ints:
     """Ids of entries of `algorithm` added by `after` whose end came after it (up to `upto`)."""
+    if algorithm == VARIANTS_KEY:
+        rows = connection.execute(
+            f"SELECT v.entry * {VARIANT_SLOTS} + v.position FROM variants v "  # noqa: S608
+            "JOIN entries e ON e.id = v.entry "
+            "WHERE e.ended_index > ? AND e.ended_index <= ? AND e.id <= ?",
+            [after, upto, after],
+        ).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     rows = connection.execute(
         "SELECT id FROM entries WHERE ended_index > ? AND ended_index <= ? "
         "AND id <= ? AND algorithm = ?",
@@ -162,7 +190,7 @@ def snapshots_stale(connection: sqlite3.Connection) -> list[str]:
     """Algorithms whose snapshot is missing or not as of the mirror's cursor."""
     cursor = mirror_cursor(connection)
     stored = dict(connection.execute("SELECT algorithm, cursor FROM index_snapshots").fetchall())
-    return [name for name in ALGORITHMS if stored.get(name) != cursor]
+    return [name for name in SNAPSHOT_NAMES if stored.get(name) != cursor]
 
 
 def snapshot_refresh(connection: sqlite3.Connection, *, rebuild: bool = False) -> list[str]:
@@ -177,7 +205,7 @@ def snapshot_refresh(connection: sqlite3.Connection, *, rebuild: bool = False) -
         connection.execute("BEGIN IMMEDIATE")
     try:
         cursor = mirror_cursor(connection)
-        stale = list(ALGORITHMS) if rebuild else snapshots_stale(connection)
+        stale = list(SNAPSHOT_NAMES) if rebuild else snapshots_stale(connection)
         snapshots = [
             _snapshot_compute(
                 connection, name, cursor, None if rebuild else _snapshot_stored(connection, name)
@@ -209,6 +237,20 @@ class MirrorMatch:
     submission: int
     envelope_sha256: str
     transform: str | None = None  # which dihedral transformation of the query matched
+    variant: str | None = None  # the entry's variant that matched; None for its own value
+
+    @property
+    def rule(self) -> str:
+        """Which rule found the match, named as the server's match API names it: the
+        algorithm for the hash as given, `pdq-variant` through a variant, `pdq-canonical`
+        for the query image without its plain borders, `pdq-dihedral` for a turned one."""
+        if self.algorithm != "pdq":
+            return self.algorithm
+        if self.transform is not None and self.transform.startswith("canonical"):
+            return "pdq-canonical"
+        if self.transform is not None:
+            return "pdq-dihedral"
+        return "pdq-variant" if self.variant is not None else "pdq"
 
     @property
     def log_index(self) -> int:
@@ -231,6 +273,8 @@ class MirrorMatch:
         }
         if self.transform is not None:
             found["transform"] = self.transform
+        found["variant"] = self.variant
+        found["rule"] = self.rule
         return found
 
     @classmethod
@@ -247,6 +291,7 @@ class MirrorMatch:
             submission=int(data["submission"]),
             envelope_sha256=str(data["envelope_sha256"]),
             transform=data.get("transform"),
+            variant=data.get("variant"),
         )
 
 
@@ -322,7 +367,7 @@ class MirrorMatcher:
                 origin = meta_get(connection, "origin") or ""
                 stale: list[Snapshot] = []
                 snapshots = []
-                for name in ALGORITHMS:
+                for name in SNAPSHOT_NAMES:
                     stored = _snapshot_stored(connection, name)
                     snapshot = _snapshot_compute(connection, name, cursor, stored)
                     if snapshot is not stored:
@@ -338,7 +383,8 @@ class MirrorMatcher:
         return cls(path, cursor, indexes, tables=tables, origin=origin)
 
     def __len__(self) -> int:
-        return sum(len(index) for index in self.indexes.values())
+        """Entries indexed (variants are rows of their entries, not entries)."""
+        return sum(len(index) for name, index in self.indexes.items() if name != VARIANTS_KEY)
 
     def search(
         self,
@@ -346,9 +392,13 @@ class MirrorMatcher:
         *,
         radii: Mapping[str, int] | None = None,
         limit: int = DEFAULT_LIMIT,
+        variants: bool = True,
     ) -> list[QueryResult]:
         """For each (algorithm, value), the nearest `limit` active entries within the
         algorithm's radius, by distance then entry id; `truncated` when more were in reach.
+        A pdq query also searches the entries' variants (unless `variants` is false): an
+        entry reached through several rows counts once, at its nearest (its own value first
+        on a tie), and the match names the variant.
 
         Raises HashValueError for an unknown algorithm, a malformed value or a bad radius.
         """
@@ -357,31 +407,62 @@ class MirrorMatcher:
         reach = radii_resolve(radii)
         parsed = [(algorithm, hash_value_parse(algorithm, value)) for algorithm, value in queries]
         results = [QueryResult(algorithm, value) for algorithm, value in parsed]
-        found: list[list[tuple[int, int]]] = [[] for _ in parsed]
+        # Per query: (distance, entry, is a variant, row id), every row within reach.
+        found: list[list[tuple[int, int, int, int]]] = [[] for _ in parsed]
         by_algorithm: dict[str, list[int]] = {}
         for position, (algorithm, _) in enumerate(parsed):
             by_algorithm.setdefault(algorithm, []).append(position)
         with self._lock:
             for algorithm, positions in by_algorithm.items():
+                values = [parsed[p][1] for p in positions]
                 index = self.indexes[algorithm]
-                if not len(index):
-                    continue
-                # One more than asked for, to tell a cut answer from a complete one.
-                hits = index.search_batch(
-                    [parsed[p][1] for p in positions], reach[algorithm], limit + 1
-                )
-                for position, matches in zip(positions, hits, strict=True):
-                    results[position].truncated = len(matches) > limit
-                    found[position] = matches[:limit]
-        wanted = sorted({entry_id for matches in found for entry_id, _ in matches})
+                if len(index):
+                    # One more than asked for, to tell a cut answer from a complete one.
+                    hits = index.search_batch(values, reach[algorithm], limit + 1)
+                    for position, matches in zip(positions, hits, strict=True):
+                        found[position] += [(d, entry_id, 0, entry_id) for entry_id, d in matches]
+                rows = self.indexes.get(VARIANTS_KEY)
+                if algorithm == "pdq" and variants and rows is not None and len(rows):
+                    # Enough rows for limit + 1 entries even if each is reached by all its rows.
+                    hits = rows.search_batch(values, reach[algorithm], (limit + 1) * 33)
+                    for position, matches in zip(positions, hits, strict=True):
+                        found[position] += [(d, row // VARIANT_SLOTS, 1, row) for row, d in matches]
+        nearest: list[list[tuple[int, int, int, int]]] = []
+        for result, rows_found in zip(results, found, strict=True):
+            rows_found.sort()
+            seen: set[int] = set()
+            kept = []
+            for row in rows_found:
+                if row[1] not in seen:
+                    seen.add(row[1])
+                    kept.append(row)
+            result.truncated = len(kept) > limit
+            nearest.append(kept[:limit])
+        wanted = sorted({row[1] for kept in nearest for row in kept})
         details = self._details(wanted)
-        for result, matches in zip(results, found, strict=True):
+        names = self._variant_names([row[3] for kept in nearest for row in kept if row[2]])
+        for result, kept in zip(results, nearest, strict=True):
             result.matches = [
-                _with_distance(details[entry_id], distance)
-                for entry_id, distance in matches
+                _with_distance(details[entry_id], distance, names.get(row) if is_variant else None)
+                for distance, entry_id, is_variant, row in kept
                 if entry_id in details and details[entry_id].algorithm == result.algorithm
             ]
         return results
+
+    def _variant_names(self, rows: list[int]) -> dict[int, str]:
+        """Row id -> the variant's name, for the variant rows `rows`."""
+        if not rows:
+            return {}
+        found = (
+            self._reader()
+            .execute(
+                f"SELECT entry * {VARIANT_SLOTS} + position, name FROM variants "  # noqa: S608
+                f"WHERE entry * {VARIANT_SLOTS} + position IN (SELECT value FROM json_each(?))",
+                [json.dumps(rows)],
+            )
+            .fetchall()
+        )
+        return dict(found)
 
     def _details(self, ids: list[int]) -> dict[int, MirrorMatch]:
         """The still-active entries among `ids`, with what a match shows of them."""
@@ -450,7 +531,7 @@ class MirrorMatcher:
                     _ended_between(connection, name, self.cursor, cursor),
                     *_active_after(connection, name, self.cursor),
                 )
-                for name in ALGORITHMS
+                for name in SNAPSHOT_NAMES
             ]
         finally:
             connection.execute("COMMIT")
@@ -465,12 +546,12 @@ class MirrorMatcher:
         return True
 
 
-def _with_distance(match: MirrorMatch, distance: int) -> MirrorMatch:
-    return MirrorMatch(**{**match.__dict__, "distance": distance})
+def _with_distance(match: MirrorMatch, distance: int, variant: str | None = None) -> MirrorMatch:
+    return MirrorMatch(**{**match.__dict__, "distance": distance, "variant": variant})
 
 
 def _index_build(snapshot: Snapshot, tables: bool) -> Index:
-    spec = ALGORITHMS[snapshot.algorithm]
+    spec = ALGORITHMS["pdq" if snapshot.algorithm == VARIANTS_KEY else snapshot.algorithm]
     if not spec.perceptual and tables:
         index = ExactIndex(spec.bits)
         index.add(snapshot.ids, snapshot.hashes)

@@ -16,9 +16,13 @@ Tables:
   reason of the event that ended it. Ended entries stay: the mirror keeps why they stopped.
   An entry whose value was erased before the mirror first read it is `erased` with no
   `ended_index` until the sync reaches its `entry_erased` event.
+- `variants`: the variants of a pdq entry (PDQ hashes of named edits of the submitter's
+  image), by the entry and their position in its leaf, each with what opens its commitment
+  (NULL once the entry is erased). They match while their entry is `active`.
 - `signing_keys`: partners' signing keys as the log registered and revoked them, to verify
   envelopes without asking the server.
-- `index_snapshots`: per algorithm, the active entries' ids and packed hashes as of `cursor`,
+- `index_snapshots`: per algorithm (and `pdq-variants` for the variants of active entries, as
+  rows `entry * 64 + position`), the active entries' ids and packed hashes as of `cursor`,
   so a process started per upload loads its index without replaying anything
   (consortium_client.mirror_index: `ids` int64 little-endian, `hashes` each value's bytes as
   its hex decodes, both in id order). `entries_ended` finds what ended after a snapshot's
@@ -69,6 +73,15 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_active ON entries (algorithm, id) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS entries_ended ON entries (ended_index) WHERE ended_index IS NOT NULL;
+CREATE TABLE IF NOT EXISTS variants (
+    entry INTEGER NOT NULL REFERENCES entries (id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT,
+    salt TEXT,
+    commitment TEXT NOT NULL,
+    PRIMARY KEY (entry, position)
+);
 CREATE TABLE IF NOT EXISTS signing_keys (
     key_id TEXT PRIMARY KEY,
     partner TEXT NOT NULL,

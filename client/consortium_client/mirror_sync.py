@@ -467,6 +467,13 @@ class _Applier:
                     f"event {index}: the leaf's {name} is not the one signed in "
                     f"submission {submission_id}"
                 )
+        if checked.version == 2 and (signed.get("variants") or None) != (
+            document.get("variants") or None
+        ):
+            raise SyncError(
+                f"event {index}: the leaf's variants are not those signed in "
+                f"submission {submission_id}"
+            )
         if _signed_labels(signed) != document.get("labels"):
             raise SyncError(
                 f"event {index}: the leaf's labels are not those signed in "
@@ -610,6 +617,7 @@ def _entry_add(
             raise SyncError(
                 f"event {index}: the value and salt do not open the leaf's commitment ({exc})"
             ) from exc
+    variants = _variants_open(index, algorithm, document, opening) if value is not None else []
     applier.entry_check(document, value, erased_in_page)
     labels = document.get("labels")
     applier.db.execute(
@@ -632,6 +640,35 @@ def _entry_add(
             "active" if value is not None else "erased",
         ],
     )
+    if variants:
+        applier.db.executemany(
+            "INSERT INTO variants (entry, position, name, value, salt, commitment) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(index, position, *variant) for position, variant in enumerate(variants)],
+        )
+
+
+def _variants_open(
+    index: int, algorithm: str, document: dict[str, Any], opening: dict[str, Any]
+) -> list[tuple[str, str, str, str]]:
+    """(name, value, salt, commitment) of each variant the leaf lists, each opened by the
+    page's `variants[j]`; a leaf without variants has none, and its opening must have none."""
+    signed = document.get("variants") or []
+    opened = opening.get("variants") or []
+    if not isinstance(signed, list) or not isinstance(opened, list) or len(signed) != len(opened):
+        raise SyncError(f"event {index}: the page does not open each of the leaf's variants")
+    found = []
+    for position, (variant, item) in enumerate(zip(signed, opened, strict=True)):
+        try:
+            name, commitment = variant["name"], variant["commitment"]
+            commitment_check(algorithm, item["value"], item["salt"], commitment)
+            value = hash_value_parse(algorithm, item["value"])
+        except (CommitmentError, HashValueError, KeyError, TypeError, ValueError) as exc:
+            raise SyncError(
+                f"event {index}: variant {position} does not open the leaf's commitment ({exc})"
+            ) from exc
+        found.append((str(name), value, str(item["salt"]), str(commitment)))
+    return found
 
 
 def _entry_end(applier: _Applier, index: int, leaf: bytes, document: dict[str, Any]) -> bool:
@@ -663,6 +700,7 @@ def _entry_end(applier: _Applier, index: int, leaf: bytes, document: dict[str, A
             "ended_index = ?, reason = ? WHERE id = ?",
             [index, reason, entry_id],
         )
+        db.execute("UPDATE variants SET value = NULL, salt = NULL WHERE entry = ?", [entry_id])
     return True
 
 

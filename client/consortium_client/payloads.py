@@ -30,10 +30,19 @@ def _stamp(payload: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class ValueOpening:
-    """An entry's hash value and the salt that opens its signed commitment."""
+    """An entry's hash value and the salt that opens its signed commitment, and the same
+    for each of its variants, in the order the payload signs them."""
 
     value: str
     salt: str
+    variants: tuple[ValueOpening, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """`{"value", "salt"}`, with `"variants": [{"value", "salt"}, ...]` if it has any."""
+        item: dict[str, Any] = {"value": self.value, "salt": self.salt}
+        if self.variants:
+            item["variants"] = [variant.as_json() for variant in self.variants]
+        return item
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class SignedSubmission:
 
 
 def submission_body(envelope: bytes, values: Iterable[ValueOpening]) -> bytes:
-    openings = [{"value": opening.value, "salt": opening.salt} for opening in values]
+    openings = [opening.as_json() for opening in values]
     return b'{"envelope":%b,"values":%b}' % (
         envelope.strip(),
         json.dumps(openings, separators=(",", ":")).encode("ascii"),
@@ -63,10 +72,13 @@ def submission_body(envelope: bytes, values: Iterable[ValueOpening]) -> bytes:
 def submission_envelope(
     list_name: str, entries: Iterable[Mapping[str, Any]], private_key: Ed25519PrivateKey
 ) -> SignedSubmission:
-    """A signed submission of `entries` (dicts of algorithm, value, labels, note, quality).
+    """A signed submission of `entries` (dicts of algorithm, value, labels, note, quality,
+    and for a pdq entry `variants`: a mapping of variant name to PDQ value, in the order to
+    sign them, names from `consortium_client.variants.VARIANTS`).
 
-    Each entry gets a fresh salt (`salt_new`); the payload signs its commitment, never its
-    value, and the values travel beside the envelope in `SignedSubmission.values`."""
+    Each entry and each variant gets a fresh salt (`salt_new`); the payload signs their
+    commitments, never their values, and the values travel beside the envelope in
+    `SignedSubmission.values`."""
     signed: list[dict[str, Any]] = []
     openings: list[ValueOpening] = []
     for entry in entries:
@@ -78,8 +90,16 @@ def submission_envelope(
             "commitment": commitment_of(algorithm, value, salt),
         }
         item.update({name: entry[name] for name in _ENTRY_FIELDS if name in entry})
+        variants: list[ValueOpening] = []
+        for name, variant_value in dict(entry.get("variants") or {}).items():
+            variant_value = hash_value_parse(algorithm, variant_value)
+            variant_salt = salt_new()
+            item.setdefault("variants", []).append(
+                {"name": name, "commitment": commitment_of(algorithm, variant_value, variant_salt)}
+            )
+            variants.append(ValueOpening(variant_value, variant_salt))
         signed.append(item)
-        openings.append(ValueOpening(value, salt))
+        openings.append(ValueOpening(value, salt, tuple(variants)))
     payload = _stamp({"list": list_name, "entries": signed})
     return SignedSubmission(
         envelope_sign(SUBMISSION_PAYLOAD_TYPE, payload, private_key), tuple(openings)

@@ -46,6 +46,10 @@ def _rotate(degrees: float, *, expand: bool = False) -> Transform:
     return rotate
 
 
+# The most variants one entry may carry: room to grow past `VARIANTS` without letting one
+# entry weigh in the index like hundreds.
+MAX_VARIANTS = 32
+
 # Name -> transform, in a fixed order: the order variants are hashed and submitted in.
 VARIANTS: dict[str, Transform] = {
     "crop-centre-5": _crop(0.05, 0.05, 0.05, 0.05),
@@ -77,3 +81,24 @@ def image_variants(
     """The named variants of `image` (all of `VARIANTS` by default), in `VARIANTS` order."""
     chosen = VARIANTS if names is None else {name: VARIANTS[name] for name in names}
     return [(name, transform(image)) for name, transform in chosen.items()]
+
+
+# The name under which a submitter stores the PDQ hash of its image without plain borders
+# (`consortium_client.canonical`), beside the variants, when it differs from the entry's own.
+CANONICAL = "canonical"
+# Every name an entry's variant may have.
+VARIANT_NAMES: tuple[str, ...] = (CANONICAL, *VARIANTS)
+
+
+def submitted_variants(
+    pdq: str, canonical: str | None, variants: dict[str, str] | None
+) -> dict[str, str]:
+    """The variants a submitter sends with a pdq entry of value `pdq`: the canonical hash
+    (unless it is the entry's own) and each variant, none equal to the entry's value."""
+    found: dict[str, str] = {}
+    if canonical is not None and canonical != pdq:
+        found[CANONICAL] = canonical
+    for name, value in (variants or {}).items():
+        if value != pdq:
+            found[name] = value
+    return found

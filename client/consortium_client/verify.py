@@ -241,8 +241,15 @@ def _leaf_of_type(leaf: bytes, event_type: str) -> dict[str, Any]:
     return document
 
 
-def verify_entry(leaf: bytes, value: str, salt: str) -> dict[str, Any]:
-    """Verify that `value` and `salt` open the commitment of an `entry_added` leaf.
+def verify_entry(
+    leaf: bytes,
+    value: str,
+    salt: str,
+    variants: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Verify that `value` and `salt` open the commitment of an `entry_added` leaf, and, for
+    a leaf with variants, that `variants` (`[{"value", "salt"}]`, as the feed's `values`
+    item carries them) open each of the leaf's variants, in order.
 
     Returns the leaf's fields.
     """
@@ -254,6 +261,18 @@ def verify_entry(leaf: bytes, value: str, salt: str) -> dict[str, Any]:
         commitment_check(algorithm, value, salt, commitment)
     except (CommitmentError, ValueError) as exc:
         raise _fail(f"entry {document['index']}: {exc}") from exc
+    signed = document.get("variants") or []
+    opened = list(variants or [])
+    if not isinstance(signed, list) or len(signed) != len(opened):
+        raise _fail(
+            f"entry {document['index']}: the leaf has {len(signed)} variants, "
+            f"{len(opened)} were given to open them"
+        )
+    for position, (variant, opening) in enumerate(zip(signed, opened, strict=True)):
+        try:
+            commitment_check(algorithm, opening["value"], opening["salt"], variant["commitment"])
+        except (CommitmentError, ValueError, KeyError, TypeError) as exc:
+            raise _fail(f"entry {document['index']}: variant {position}: {exc}") from exc
     return document
 
 
@@ -298,7 +317,8 @@ def verify_envelope(
 
     The envelope's SHA-256 must be the leaf's `envelope`, the key's id the leaf's `key`,
     the DSSE signature must verify with that key, and the signed v2 payload must hold an
-    entry with the leaf's algorithm, commitment and labels. Returns that signed entry.
+    entry with the leaf's algorithm, commitment, labels and variants (names and commitments,
+    in order). Returns that signed entry.
     """
     document = _leaf_of_type(leaf, "entry_added")
     payload = _signed_payload(document, envelope, signing_public_key, SUBMISSION_PAYLOAD_TYPE)
@@ -306,6 +326,7 @@ def verify_envelope(
     if not isinstance(entries, list):
         raise _fail("the signed payload has no entries")
     wanted = {name: document.get(name) for name in ("algorithm", "commitment", "labels")}
+    wanted["variants"] = document.get("variants") or None
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -314,11 +335,15 @@ def verify_envelope(
         labels = entry.get("labels", [])
         if isinstance(labels, list) and all(isinstance(label, str) for label in labels):
             labels = sorted(set(labels))
-        signed = {"algorithm": entry.get("algorithm"), "commitment": entry.get("commitment")}
+        signed = {
+            "algorithm": entry.get("algorithm"),
+            "commitment": entry.get("commitment"),
+            "variants": entry.get("variants") or None,
+        }
         if signed | {"labels": labels} == wanted:
             return entry
     raise _fail(
-        f"no signed entry has the leaf's algorithm, commitment and labels "
+        f"no signed entry has the leaf's algorithm, commitment, labels and variants "
         f"(entry {document.get('index')} of the log)"
     )
 

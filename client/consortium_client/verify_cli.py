@@ -237,9 +237,21 @@ def verify_consistency(
 @click.option("--leaf", type=_FILE, required=True, help="the entry_added leaf, verbatim")
 @click.option("--value", required=True, help="the hash value")
 @click.option("--salt", required=True, help="the entry's salt (32 hex)")
-def verify_entry_command(leaf: Path, value: str, salt: str) -> None:
-    """Verify a value and salt against an entry_added leaf."""
-    fields = verify_entry(_read_leaf(leaf), value, salt)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="VALUE:SALT",
+    help="a variant's value and salt, in the leaf's order (repeat for each; needed when "
+    "the leaf lists variants)",
+)
+def verify_entry_command(leaf: Path, value: str, salt: str, variants: tuple[str, ...]) -> None:
+    """Verify a value and salt (and its variants') against an entry_added leaf."""
+    openings = []
+    for item in variants:
+        variant_value, _, variant_salt = item.partition(":")
+        openings.append({"value": variant_value, "salt": variant_salt})
+    fields = verify_entry(_read_leaf(leaf), value, salt, openings)
     click.echo(f"verified: leaf {fields['index']} commits to {fields['algorithm']} {value.lower()}")
 
 

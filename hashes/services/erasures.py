@@ -16,7 +16,7 @@ from audit.actors import Actor
 from audit.services import EventDraft, access_event_record, checkpoint_soon, log_append
 from consortium.errors import EntryErased, UnknownEntry
 from consortium_client import leaves
-from hashes.models import Entry, Submission
+from hashes.models import Entry, EntryVariant, Submission
 
 ACTION = "entry.erase"
 MAX_REASON = 1000
@@ -31,8 +31,9 @@ class ErasureResult:
 
 @transaction.atomic
 def entry_erase(*, actor: Actor, entry_id: int, reason: str) -> ErasureResult:
-    """Erase entry `entry_id`: its value and salt are deleted (status `erased`), an
-    `entry_erased` event is appended and an access event recorded, in one transaction.
+    """Erase entry `entry_id`: its value and salt, and those of its variants, are deleted
+    (status `erased`), an `entry_erased` event is appended and an access event recorded, in
+    one transaction.
 
     Only an administrator or a management command erases (never a partner's key). An erased
     entry never matches again and the feed shows it erased. A legacy (version 1) submission
@@ -81,6 +82,8 @@ def entry_erase(*, actor: Actor, entry_id: int, reason: str) -> ErasureResult:
         erased_log_index=event.index,
         erasure_reason=reason,
     )
+    # Its variants are PDQ hashes of the same image: they go with it.
+    EntryVariant.objects.filter(entry_id=entry.pk).update(value=None, salt=None)
     redacted = None
     if submission.payload_version == 1 and submission.redacted_at is None:
         Submission.objects.filter(pk=submission.pk).update(

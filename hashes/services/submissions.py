@@ -13,12 +13,22 @@ from consortium.errors import EntryExists, SignedBeforeRevocation
 from consortium_client import leaves
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE
 from hashes.envelopes import submission_request_parse
-from hashes.models import Entry, HashList, Submission
+from hashes.models import Entry, EntryVariant, HashList, Submission
 from hashes.payloads import EntryDraft, submission_payload_parse, submission_values_open
 from hashes.selectors import list_for_submission
 from hashes.statements import SignedStatement, statement_key_check, statement_take_effect
 
 ACTION = "submission.create"
+
+
+@dataclass(frozen=True)
+class StoredVariant:
+    """A variant as a submission's answer shows it; value and salt are None once erased."""
+
+    name: str
+    commitment: str
+    value: str | None
+    salt: str | None
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class StoredEntry:
     commitment: str
     value: str | None
     salt: str | None
+    variants: tuple[StoredVariant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,17 @@ def _store_entries(
                     "submission": submission.pk,
                     # Only PDQ entries may carry a quality; other leaves stay as they were.
                     **({"quality": draft.quality} if draft.quality is not None else {}),
+                    # Likewise variants: a leaf without them is byte for byte as before.
+                    **(
+                        {
+                            "variants": [
+                                {"name": variant.name, "commitment": variant.commitment}
+                                for variant in draft.variants
+                            ]
+                        }
+                        if draft.variants
+                        else {}
+                    ),
                 },
                 hash_list_id=hash_list.pk,
                 partner_id=partner.pk,
@@ -155,6 +177,17 @@ def _store_entries(
             for draft, event in zip(drafts, events, strict=True)
         ],
     )
+    variant_rows = [
+        (event.index, position, variant.name, variant.value, variant.salt, variant.commitment)
+        for draft, event in zip(drafts, events, strict=True)
+        for position, variant in enumerate(draft.variants)
+    ]
+    if variant_rows:  # most batches carry none: no round trip for them
+        rows_insert(
+            EntryVariant,
+            ("entry_id", "position", "name", "value", "salt", "commitment"),
+            variant_rows,
+        )
     # After log_append: it holds the log head until commit, and every revocation takes it
     # too, so a revocation that committed before this point is visible here, and one that
     # has not cannot commit before this submission does.
@@ -173,7 +206,14 @@ def _store_entries(
     return SubmissionResult(
         submission,
         [
-            StoredEntry(event.index, d.algorithm, d.commitment, d.value, d.salt)
+            StoredEntry(
+                event.index,
+                d.algorithm,
+                d.commitment,
+                d.value,
+                d.salt,
+                tuple(StoredVariant(v.name, v.commitment, v.value, v.salt) for v in d.variants),
+            )
             for d, event in zip(drafts, events, strict=True)
         ],
         replayed=False,
@@ -182,8 +222,15 @@ def _store_entries(
 
 @transaction.atomic
 def _replay(*, actor: Actor, submission: Submission) -> SubmissionResult:
+    variants: dict[int, list[StoredVariant]] = {}
+    for entry_id, name, commitment, value, salt in (
+        EntryVariant.objects.filter(entry__submission=submission)
+        .order_by("entry_id", "position")
+        .values_list("entry_id", "name", "commitment", "value", "salt")
+    ):
+        variants.setdefault(entry_id, []).append(StoredVariant(name, commitment, value, salt))
     entries = [
-        StoredEntry(*row)
+        StoredEntry(*row, variants=tuple(variants.get(row[0], ())))
         for row in submission.entries.order_by("id").values_list(
             "id", "algorithm", "commitment", "value", "salt"
         )

@@ -84,7 +84,10 @@ def test_json_lines_hold_one_object_per_input_with_provenance(rows, images):
         "submission",
         "envelope_sha256",
         "log_index",
+        "variant",
+        "rule",
     }
+    assert (found["variant"], found["rule"]) == (None, "pdq")
     assert (found["entry"], found["log_index"], found["labels"]) == (
         images["entry"],
         images["entry"],
