@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
@@ -62,6 +62,10 @@ def test_trimming_a_padded_image_recovers_its_box(
     bottom: int,
     quality: int | None,
 ) -> None:
+    # At quality 50 a border thinner than one 16-pixel chroma block shares its colour with
+    # the picture beside it, so its rows are no longer plain: such a border is left (a known
+    # limit, docs/matching.md). Thicker ones are trimmed.
+    assume(quality != 50 or all(m == 0 or m >= 16 for m in (left, top, right, bottom)))
     picture = photo(seed)
     canvas = Image.new("RGB", (picture.width + left + right, picture.height + top + bottom), fill)
     canvas.paste(picture, (left, top))
