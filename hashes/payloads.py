@@ -284,6 +284,19 @@ def _opening(algorithm: str, item: Any, pointer: str) -> tuple[str, str]:
     return value, salt
 
 
+def _opening_check(
+    algorithm: str, item: Any, commitment: str, pointer: str, signed: str
+) -> tuple[str, str]:
+    """The (value, salt) of an opening once it opens `commitment`; `signed` says where the
+    commitment was signed, for the refusal."""
+    value, salt = _opening(algorithm, item, pointer)
+    try:
+        commitment_check(algorithm, value, salt, commitment)
+    except CommitmentError as exc:
+        raise CommitmentMismatch(f"{exc} {signed}", pointer=pointer) from exc
+    return value, salt
+
+
 def _variants_open(
     entry: SignedEntry, item: dict[str, Any], position: int, pointer: str
 ) -> tuple[VariantDraft, ...]:
@@ -303,14 +316,13 @@ def _variants_open(
         )
     drafts: list[VariantDraft] = []
     for index, (variant, opening) in enumerate(zip(entry.variants, openings, strict=True)):
-        at = f"{pointer}/variants/{index}"
-        value, salt = _opening(entry.algorithm, opening, at)
-        try:
-            commitment_check(entry.algorithm, value, salt, variant.commitment)
-        except CommitmentError as exc:
-            raise CommitmentMismatch(
-                f"{exc} of variant {variant.name!r} signed in entries[{position}]", pointer=at
-            ) from exc
+        value, salt = _opening_check(
+            entry.algorithm,
+            opening,
+            variant.commitment,
+            f"{pointer}/variants/{index}",
+            f"of variant {variant.name!r} signed in entries[{position}]",
+        )
         drafts.append(VariantDraft(variant.name, variant.commitment, value, salt))
     return tuple(drafts)
 
@@ -343,13 +355,9 @@ def submission_values_open(entries: list[SignedEntry], values: Any) -> list[Entr
     seen: dict[tuple[str, str], int] = {}
     for position, (entry, item) in enumerate(zip(entries, values, strict=True)):
         pointer = f"/values/{position}"
-        value, salt = _opening(entry.algorithm, item, pointer)
-        try:
-            commitment_check(entry.algorithm, value, salt, entry.commitment)
-        except CommitmentError as exc:
-            raise CommitmentMismatch(
-                f"{exc} signed in entries[{position}]", pointer=pointer
-            ) from exc
+        value, salt = _opening_check(
+            entry.algorithm, item, entry.commitment, pointer, f"signed in entries[{position}]"
+        )
         key = (entry.algorithm, value)
         if key in seen:
             raise DuplicateInBatch(
