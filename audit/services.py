@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from audit.actors import CHECKPOINT_SIGNER, Actor
 from audit.models import AccessEvent, AccessPeriod, Checkpoint, Cosignature, LogEvent, LogHead
-from audit.selectors import access_period_event_fields
+from audit.selectors import access_period_event_fields, log_size
 from audit.tree import tree_extend, tree_root
 from consortium.bulk import rows_insert
 from consortium.errors import InvalidCosignature, UnknownCheckpoint, WrongCosignerName
@@ -230,7 +230,7 @@ def checkpoint_sign(*, actor: Actor = CHECKPOINT_SIGNER) -> Checkpoint:
     stores its note and the other gets that one back (the root of a size is a function of
     the committed leaves anyway; the check below would catch tiles that disagree).
     """
-    size = log_committed_size()
+    size = log_size()
     existing = Checkpoint.objects.filter(size=size).first()
     if existing is not None:
         return existing
@@ -261,10 +261,6 @@ def _witnesses_push_soon(size: int) -> None:
     from audit.tasks import witness_push_task
 
     transaction.on_commit(lambda: witness_push_task.delay(size), robust=True)
-
-
-def log_committed_size() -> int:
-    return LogHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
 
 
 def checkpoint_soon() -> None:

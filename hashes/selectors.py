@@ -253,31 +253,6 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
 # log names them, so that the verifier merge-joins them with the leaves in bounded memory.
 # Not for partners: these read every row, whatever its visibility.
 
-ENTRY_VERIFY_COLUMNS = (
-    "id",
-    "hash_list_id",
-    "algorithm",
-    "value",
-    "salt",
-    "commitment",
-    "labels",
-    "note",
-    "quality",
-    "partner_id",
-    "submission_id",
-    "status",
-    "revocation_id",
-    "revoked_log_index",
-    "erased_log_index",
-)
-
-
-def entries_in_id_order(*, chunk: int) -> Iterator[dict[str, Any]]:
-    """Every entry, by id (= the log index of its entry_added event), streamed."""
-    rows = Entry.objects.order_by("id").values_list(*ENTRY_VERIFY_COLUMNS).iterator(chunk)
-    return (dict(zip(ENTRY_VERIFY_COLUMNS, row, strict=True)) for row in rows)
-
-
 def entries_revoked_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
     """(revoked_log_index, entry id, revocation id) of every entry with a tombstone, in log
     order of the tombstones (the database sorts them: no index needed by anything else)."""
