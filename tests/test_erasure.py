@@ -137,6 +137,8 @@ def test_erased_entry_stops_matching_on_a_partners_mirror(
     path = tmp_path / "mirror.db"
     sync(api, path)
     assert _mirror_matches(path, value) == [entry_id]
+    # The scan below reads the right bytes: before the erasure, the mirror file holds the value.
+    assert any(value.encode() in file.read_bytes() for file in tmp_path.glob("mirror.db*"))
 
     call_command("erase_entry", str(entry_id), "--reason", "victim's request", stdout=io.StringIO())
     checkpoint_sign()
