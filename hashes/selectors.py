@@ -253,6 +253,7 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
 # log names them, so that the verifier merge-joins them with the leaves in bounded memory.
 # Not for partners: these read every row, whatever its visibility.
 
+
 def entries_revoked_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
     """(revoked_log_index, entry id, revocation id) of every entry with a tombstone, in log
     order of the tombstones (the database sorts them: no index needed by anything else)."""
