@@ -40,7 +40,10 @@ class StaffLoginForm(AdminAuthenticationForm):
         cleaned = super().clean()  # the password, then active and staff
         user = self.get_user()
         if user is not None:
-            user.otp_device = self._verified_device(user, cleaned.get("otp_token") or "")
+            # django-otp's user_logged_in handler puts this device in the session.
+            user.otp_device = self._verified_device(  # type: ignore[attr-defined]
+                user, cleaned.get("otp_token") or ""
+            )
         return cleaned
 
     def _verified_device(self, user: User, token: str) -> Device:

@@ -263,6 +263,19 @@ def log_events_append(count: int, *, list_id: int | None = None) -> None:
 
 
 @pytest.fixture
+def browser(live_server: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A headless chromium on the live server (tests/browser.py); fails, not skips, when
+    chromium is not installed."""
+    from tests.browser import browser_open
+
+    opened = browser_open(live_server.url, request.node.name)
+    try:
+        yield opened
+    finally:
+        opened.driver.quit()
+
+
+@pytest.fixture
 def eager_tasks() -> Iterator[None]:
     """Tasks run in this process when queued, as the quick start runs them."""
     from consortium.celery import app as celery_app

@@ -417,7 +417,7 @@ def test_deployment_cookies_are_secure_http_only_and_same_site() -> None:
         "ALLOWED_HOSTS": "consortium.example",
     }
     env.pop("DEBUG", None)
-    shown = subprocess.run(  # noqa: S603 - a fixed command line
+    shown = subprocess.run(
         [
             sys.executable,
             "-c",
