@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -169,6 +171,33 @@ def test_recovery_code_works_once(db) -> None:
     assert used.detail["device"] == "RecoveryCodeDevice"
     # The authenticator still works (a wrong recovery code throttles only the codes).
     assert _login(Client(), "carol", totp_code(enrolment.uri)).status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["totp", "recovery"])
+def test_one_code_sent_by_two_logins_at_once_lets_one_in(kind) -> None:
+    _staff()
+    enrolment = enrol("carol")
+    code = totp_code(enrolment.uri) if kind == "totp" else enrolment.recovery_codes[0]
+    start = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        try:
+            client = Client()
+            start.wait()
+            statuses.append(_login(client, "carol", code).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(statuses) == [200, 302]
+    assert AccessEvent.objects.filter(action="admin.login", status=200).count() == 1
 
 
 def test_wrong_password_with_a_valid_code_spends_nothing(db, client) -> None:
@@ -473,3 +502,12 @@ def test_staff_pages_outside_the_admin_need_a_verified_staff_session(db, client)
 
     _session_times(client, **{SEEN: time.time() - 3600})
     assert _through_middleware(client, "/auditor/").status_code == 302
+
+
+def test_totp_keys_are_not_in_the_admin() -> None:
+    """Devices are managed by the audited commands; django-otp's device admin is removed."""
+    from django.contrib import admin
+
+    assert not admin.site.is_registered(TOTPDevice)
+    assert not admin.site.is_registered(RecoveryCodeDevice)
+    assert not admin.site.is_registered(RecoveryCode)
