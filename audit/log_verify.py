@@ -98,9 +98,17 @@ PAYLOAD_TYPES = {1: SUBMISSION_V1_PAYLOAD_TYPE, 2: SUBMISSION_PAYLOAD_TYPE}
 CHUNK = 5000
 # Tiles are 8 KiB each: fetched a few at a time, so that a stream holds about 128 KiB.
 TILE_CHUNK = 16
-LIST_SCOPED = (leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED)
+LIST_SCOPED = (
+    leaves.ENTRY_ADDED,
+    leaves.ENTRY_REVOKED,
+    leaves.ENTRY_ERASED,
+    leaves.ENTRY_FEEDBACK,
+    *leaves.ENTRY_HOLD_TYPES,
+)
 # Events whose row names the partner the leaf names (the feed and the admin filter on it).
 PARTNER_NAMED = (
+    leaves.ENTRY_FEEDBACK,
+    *leaves.ENTRY_HOLD_TYPES,
     leaves.SIGNING_KEY_REGISTERED,
     leaves.SIGNING_KEY_REVOKED,
     leaves.PARTNER_SUSPENDED,

@@ -20,7 +20,7 @@ from consortium.errors import (
     UnknownRevocation,
     UnknownSubmission,
 )
-from hashes.models import Entry, EntryVariant, HashList, Revocation, Submission
+from hashes.models import Entry, EntryVariant, Feedback, HashList, Revocation, Submission
 from partners.models import Partner
 
 # A feed page examines at most this many log indexes per requested event, so a partner
@@ -107,6 +107,12 @@ _MATCH_FIELDS = (
     "submission__envelope_sha256",
     "submission__signing_key_id",
     "submission__signing_key__key_id",
+    "review",
+    "grade",
+    "quarantined_log_index",
+    "agree_count",
+    "disagree_count",
+    "false_positive_count",
 )
 
 
@@ -127,6 +133,16 @@ def entry_get(*, partner: Partner, entry_id: int) -> Entry:
     if entry is None:
         raise UnknownEntry(f"no entry {entry_id} is visible to this partner")
     return entry
+
+
+def entry_verdicts(*, entry: Entry) -> QuerySet[Feedback]:
+    """The current verdict of each partner on `entry` (one the caller may see), by log index."""
+    return (
+        Feedback.objects.filter(entry=entry, current=True)
+        .select_related("partner")
+        .defer("envelope")
+        .order_by("log_index")
+    )
 
 
 def submission_get(*, partner: Partner, submission_id: int) -> Submission:
