@@ -427,25 +427,12 @@ class QuarantineResolution(models.Model):
     administrator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    resolved_by = models.CharField(
+        max_length=200, help_text="as the log names it: a partner, admin:<user> or command:<name>"
+    )
     reason = models.TextField()
     log_index = models.BigIntegerField(unique=True)
     created_at = models.DateTimeField(default=timezone.now)
 
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(partner__isnull=False) | Q(administrator__isnull=False),
-                name="resolution_has_an_author",
-            ),
-        ]
-
     def __str__(self) -> str:
         return f"{self.outcome} entry {self.entry_id}"
-
-    @property
-    def resolved_by(self) -> str:
-        if self.partner is not None:
-            return self.partner.name
-        if self.administrator is not None:
-            return f"admin:{self.administrator.get_username()}"
-        raise ValueError("a resolution without an author")

@@ -20,7 +20,15 @@ from consortium.errors import (
     UnknownRevocation,
     UnknownSubmission,
 )
-from hashes.models import Entry, EntryVariant, Feedback, HashList, Revocation, Submission
+from hashes.models import (
+    Entry,
+    EntryVariant,
+    Feedback,
+    HashList,
+    QuarantineResolution,
+    Revocation,
+    Submission,
+)
 from partners.models import Partner
 
 # A feed page examines at most this many log indexes per requested event, so a partner
@@ -287,6 +295,48 @@ def entries_erased_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
         Entry.objects.filter(erased_log_index__isnull=False)
         .order_by("erased_log_index", "id")
         .values_list("erased_log_index", "id", "erasure_reason")
+        .iterator(chunk)
+    )
+
+
+def feedback_in_log_order(*, chunk: int) -> Iterator[dict[str, Any]]:
+    """Every verdict with its envelope and signing key, in log order of its entry_feedback
+    event (the unique index on log_index serves the order)."""
+    return (
+        Feedback.objects.order_by("log_index")
+        .values(
+            "id",
+            "log_index",
+            "entry_id",
+            "partner_id",
+            "verdict",
+            "reason",
+            "grade",
+            "envelope",
+            "envelope_sha256",
+            "signing_key__key_id",
+            "signing_key__public_key",
+            "signing_key__partner_id",
+        )
+        .iterator(chunk)
+    )
+
+
+def entries_confirmed_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(confirmed_log_index, entry id, grade) of every entry its list's review confirmed."""
+    return (
+        Entry.objects.filter(confirmed_log_index__isnull=False)
+        .order_by("confirmed_log_index")
+        .values_list("confirmed_log_index", "id", "grade")
+        .iterator(chunk)
+    )
+
+
+def quarantine_resolutions_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(log_index, entry id, outcome, resolved_by, reason) of every resolved quarantine."""
+    return (
+        QuarantineResolution.objects.order_by("log_index")
+        .values_list("log_index", "entry_id", "outcome", "resolved_by", "reason")
         .iterator(chunk)
     )
 

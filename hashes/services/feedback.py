@@ -274,9 +274,10 @@ class ResolutionResult:
 
 @transaction.atomic
 def quarantine_restore(*, actor: Actor, entry_id: int, reason: str) -> ResolutionResult:
-    """End an entry's quarantine and let it match again: by its submitter (a partner) or an
-    administrator (a user), with a reason every partner who sees the list reads. (To end it
-    the other way, revoke the entry: the revocation resolves the quarantine as `revoked`.)"""
+    """End an entry's quarantine and let it match again: by its submitter (a partner), an
+    administrator or an operator's command, with a reason every partner who sees the list
+    reads. (To end it the other way, revoke the entry: the revocation resolves the quarantine
+    as `revoked`.)"""
     reason = reason.strip()
     if not reason:
         raise InvalidPayload("a resolution needs a reason", pointer="/reason")
@@ -289,12 +290,10 @@ def quarantine_restore(*, actor: Actor, entry_id: int, reason: str) -> Resolutio
             raise UnknownEntry(f"no entry {entry_id} is visible to this partner")
         if entry.partner_id != actor.partner.pk:
             raise NotEntrySubmitter(f"entry {entry_id} was submitted by another partner")
-    elif actor.user is not None:
+    else:  # an administrator, or an operator's command
         entry = _entry_lock(entry_id=entry_id, visible_to=None)
         if entry is None:
             raise UnknownEntry(f"no entry {entry_id}")
-    else:
-        raise ValueError("a resolution needs a partner or an administrator")
     if not entry.quarantined:
         raise EntryNotQuarantined(f"entry {entry_id} is not quarantined")
     resolutions = quarantines_resolve(
@@ -320,15 +319,8 @@ def quarantines_resolve(
     quarantined = [entry for entry in entries if entry.quarantined]
     if not quarantined:
         return []
-    resolved_by = (
-        actor.partner.name
-        if actor.partner is not None
-        else f"admin:{actor.user.get_username()}"
-        if actor.user is not None
-        else None
-    )
-    if resolved_by is None:
-        raise ValueError("a resolution needs a partner or an administrator")
+    # A partner by its name, as tombstones name it; otherwise admin:<user> or command:<name>.
+    resolved_by = actor.partner.name if actor.partner is not None else actor.label
     events = log_append(
         drafts=[
             EventDraft(
@@ -358,6 +350,7 @@ def quarantines_resolve(
                 outcome=outcome,
                 partner=actor.partner,
                 administrator=actor.user if actor.partner is None else None,
+                resolved_by=resolved_by,
                 reason=reason,
                 log_index=event.index,
                 created_at=event.time,
