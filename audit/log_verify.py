@@ -1447,9 +1447,9 @@ class _Verifier:
             number = self.periods.head.number
             raise Divergence("audit_accessperiod", f"number {number}", "no leaf seals it")
         if self.feedback.head is not None:
-            row = self.feedback.head
+            verdict = self.feedback.head
             raise Divergence(
-                "hashes_feedback", f"id {row['id']}", "no entry_feedback leaf names it"
+                "hashes_feedback", f"id {verdict['id']}", "no entry_feedback leaf names it"
             )
         for stream, table in (
             (self.confirmed, "hashes_entry"),

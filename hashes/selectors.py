@@ -302,7 +302,7 @@ def entries_erased_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
 def feedback_in_log_order(*, chunk: int) -> Iterator[dict[str, Any]]:
     """Every verdict with its envelope and signing key, in log order of its entry_feedback
     event (the unique index on log_index serves the order)."""
-    return (
+    rows = (
         Feedback.objects.order_by("log_index")
         .values(
             "id",
@@ -320,6 +320,7 @@ def feedback_in_log_order(*, chunk: int) -> Iterator[dict[str, Any]]:
         )
         .iterator(chunk)
     )
+    return (dict(row) for row in rows)
 
 
 def entries_confirmed_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:

@@ -276,7 +276,7 @@ class FeedbackView(ConsortiumView):
         verdict = serializers.CharField()
         reason = serializers.CharField()
         log_index = serializers.IntegerField(help_text="its entry_feedback event")
-        events = serializers.ListField(
+        log_indexes = serializers.ListField(
             child=serializers.IntegerField(),
             help_text="log indexes this verdict appended: entry_feedback, then entry_confirmed "
             "or entry_quarantined if it confirmed or quarantined the entry",
@@ -309,7 +309,7 @@ class FeedbackView(ConsortiumView):
             "verdict": feedback.verdict,
             "reason": feedback.reason,
             "log_index": feedback.log_index,
-            "events": result.log_indexes,
+            "log_indexes": result.log_indexes,
             "summary": feedback_summary(result.entry),
         }
         return Response(body, status=200 if result.replayed else 201)

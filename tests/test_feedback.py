@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection
 
 from audit.log_verify import log_verify
 from audit.models import AccessEvent, LogEvent
@@ -305,8 +307,8 @@ def test_nth_false_positive_quarantines_and_resolving_restores(trio) -> None:
     answer = given(carol, entry, "false_positive", reason="not_abusive")
 
     assert answer["summary"]["quarantined"] is True
-    assert len(answer["events"]) == 2
-    quarantine = LogEvent.objects.get(index=answer["events"][1])
+    assert len(answer["log_indexes"]) == 2
+    quarantine = LogEvent.objects.get(index=answer["log_indexes"][1])
     leaf = json.loads(bytes(quarantine.leaf))
     assert (leaf["type"], leaf["entry"], leaf["reason"], leaf["false_positives"]) == (
         "entry_quarantined",
@@ -402,14 +404,14 @@ def test_pending_entries_match_only_when_asked_until_the_policy_confirms(trio) -
     assert [(m["entry"], m["pending"]) for m in pending] == [(entry, True)]
 
     # dave is no designated reviewer: his agree is counted but confirms nothing.
-    assert len(given(dave, entry, "agree")["events"]) == 1
+    assert len(given(dave, entry, "agree")["log_indexes"]) == 1
     assert given(bob, entry, "agree", grade="b")["summary"]["status"] == "pending"
     assert matches(dave, value) == []
     confirming = given(carol, entry, "agree", grade="a", reason="confirmed_label")
 
     assert confirming["summary"]["review"] == "confirmed"
     assert confirming["summary"]["grade"] == "a"
-    confirmed = json.loads(bytes(LogEvent.objects.get(index=confirming["events"][1]).leaf))
+    confirmed = json.loads(bytes(LogEvent.objects.get(index=confirming["log_indexes"][1]).leaf))
     assert (confirmed["type"], confirmed["confirmed_by"], confirmed["grade"]) == (
         "entry_confirmed",
         ["bob", "carol"],
@@ -448,3 +450,79 @@ def test_every_feedback_read_and_write_is_an_access_event(trio) -> None:
         ("entry.read", 200, "bob", f"entry:{entry}"),
         ("feedback.create", 404, "bob", ""),
     ]
+
+
+def test_list_policy_is_validated_and_set_by_command(trio) -> None:
+    _, bob, _ = trio
+    with pytest.raises(CommandError, match="grade code"):
+        call_command("list_policy", "ncii", "--grades", "A grade")
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("list_policy", "ncii", "--quarantine-after", "0")
+    with pytest.raises(CommandError, match="no partner"):
+        call_command("list_policy", "ncii", "--reviewers", "nobody")
+    hash_list = HashList.objects.get(name="ncii")
+    assert (hash_list.review_required, hash_list.quarantine_after, hash_list.grades) == (
+        False,
+        None,
+        [],
+    )
+
+    call_command(
+        "list_policy",
+        "ncii",
+        "--review-required",
+        "--reviews-needed",
+        "2",
+        "--reviewers",
+        "bob",
+        "--grades",
+        "a,b",
+        "--quarantine-after",
+        "3",
+    )
+
+    hash_list.refresh_from_db()
+    assert (hash_list.review_required, hash_list.reviews_needed, hash_list.quarantine_after) == (
+        True,
+        2,
+        3,
+    )
+    assert list(hash_list.reviewers.all()) == [bob.partner]
+    assert AccessEvent.objects.filter(action="list.policy", target="list:ncii").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_false_positives_quarantine_exactly_once() -> None:
+    alice = partner_client("alice")
+    judges = [partner_client(f"judge{i}") for i in range(4)]
+    HashListFactory(
+        name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL, quarantine_after=3
+    )
+    entry = submit_one(alice, "ncii")
+    bodies = [verdict_body(judge, entry, "false_positive") for judge in judges]
+    barrier = threading.Barrier(len(judges))
+    answers: list[int] = []
+
+    def send(judge: PartnerClient, body: bytes) -> None:
+        barrier.wait()
+        try:
+            answers.append(judge.post(f"/api/v1/entries/{entry}/feedback", body).status_code)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=send, args=(judge, body))
+        for judge, body in zip(judges, bodies, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == [201] * 4
+    stored = Entry.objects.get(pk=entry)
+    assert stored.false_positive_count == 4
+    assert stored.quarantined
+    assert LogEvent.objects.filter(event_type="entry_quarantined").count() == 1
+    leaf = json.loads(bytes(LogEvent.objects.get(event_type="entry_quarantined").leaf))
+    assert leaf["false_positives"] == 3
