@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from audit.log_verify import log_verify
+from audit.log_verify import Divergence, log_verify
 from audit.models import AccessEvent, LogEvent
 from audit.services import checkpoint_sign
 from consortium_client.dsse import FEEDBACK_PAYLOAD_TYPE, envelope_sign
@@ -526,3 +526,16 @@ def test_concurrent_false_positives_quarantine_exactly_once() -> None:
     assert LogEvent.objects.filter(event_type="entry_quarantined").count() == 1
     leaf = json.loads(bytes(LogEvent.objects.get(event_type="entry_quarantined").leaf))
     assert leaf["false_positives"] == 3
+
+
+def test_log_verify_finds_a_verdict_changed_in_the_database(trio) -> None:
+    alice, bob, _ = trio
+    entry = submit_one(alice, "ncii")
+    given(bob, entry, "false_positive")
+    checkpoint_sign()
+    assert log_verify().feedback == 1
+
+    Feedback.objects.filter(entry_id=entry).update(verdict="agree", reason="confirmed_abusive")
+
+    with pytest.raises(Divergence, match=r"hashes_feedback .*verdict differs"):
+        log_verify()

@@ -294,6 +294,8 @@ def quarantine_restore(*, actor: Actor, entry_id: int, reason: str) -> Resolutio
         entry = _entry_lock(entry_id=entry_id, visible_to=None)
         if entry is None:
             raise UnknownEntry(f"no entry {entry_id}")
+    if entry.status == Entry.Status.ERASED:
+        raise EntryErased(f"entry {entry_id} was erased: it cannot match again")
     if not entry.quarantined:
         raise EntryNotQuarantined(f"entry {entry_id} is not quarantined")
     resolutions = quarantines_resolve(
