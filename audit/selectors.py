@@ -160,12 +160,18 @@ def checkpoint_of_size(*, size: int) -> Checkpoint | None:
 
 
 def log_entry_events_below(*, size: int, chunk: int) -> Iterator[tuple[int, int | None, str]]:
-    """Every entry_added, entry_revoked and entry_erased event below index `size`, in log
-    order: index, list id and leaf text (ASCII JSON), streamed `chunk` rows at a time."""
+    """Every event below index `size` that decides whether an entry matches (added, revoked,
+    erased, confirmed, quarantined, quarantine resolved), in log order: index, list id and
+    leaf text (ASCII JSON), streamed `chunk` rows at a time."""
     return (
         LogEvent.objects.filter(
             index__lt=size,
-            event_type__in=[leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED],
+            event_type__in=[
+                leaves.ENTRY_ADDED,
+                leaves.ENTRY_REVOKED,
+                leaves.ENTRY_ERASED,
+                *leaves.ENTRY_HOLD_TYPES,
+            ],
         )
         .order_by("index")
         .annotate(leaf_text=LeafText("leaf"))

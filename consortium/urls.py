@@ -27,6 +27,16 @@ api_v1 = [
         name="submission-envelope",
     ),
     path("entries/<int:entry_id>", hashes_views.EntryDetailView.as_view(), name="entry"),
+    path(
+        "entries/<int:entry_id>/feedback",
+        hashes_views.FeedbackView.as_view(),
+        name="entry-feedback",
+    ),
+    path(
+        "entries/<int:entry_id>/quarantine/resolution",
+        hashes_views.QuarantineResolutionView.as_view(),
+        name="entry-quarantine-resolution",
+    ),
     path("revocations", hashes_views.RevocationsView.as_view(), name="revocations"),
     path(
         "revocations/<int:revocation_id>/envelope",

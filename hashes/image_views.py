@@ -136,6 +136,12 @@ class ImageMatchSerializer(ImageUploadSerializer):
         min_value=1,
         help_text="matches per hash, nearest first (MATCH_DEFAULT_LIMIT, at most MATCH_MAX_LIMIT)",
     )
+    include_pending = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="also match entries awaiting their list's review (each says `pending`); "
+        "quarantined entries never match",
+    )
 
 
 class ImageHashesView(ConsortiumView):
@@ -169,6 +175,12 @@ class MatchInput(serializers.Serializer):
         help_text="matches per hash, nearest first: MATCH_DEFAULT_LIMIT (10) by default, at "
         "most MATCH_MAX_LIMIT (100), and hashes x limit at most MATCH_MAX_RESULTS (10,000)",
     )
+    include_pending = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="also match entries awaiting their list's review (each says `pending`); "
+        "quarantined entries never match",
+    )
 
 
 class MatchQueryOut(serializers.Serializer):
@@ -196,6 +208,9 @@ class MatchItemOut(EntryProvenanceSerializer):
         "pdq-variant through a variant, pdq-canonical for the query image without its plain "
         "borders, pdq-dihedral for a rotated or mirrored query"
     )
+    pending = serializers.BooleanField(
+        help_text="the entry awaits its list's review (only with include_pending)"
+    )
 
 
 class MatchResultOut(serializers.Serializer):
@@ -222,7 +237,9 @@ class MatchView(ConsortiumView):
         description="Match hashes (JSON, at most MATCH_MAX_HASHES) or an image (multipart; "
         "hashed in memory with every algorithm, never stored) against every active entry this "
         "partner may see, within each list's radius for the algorithm. Each hash gets its "
-        "nearest `limit` matches (distance, then entry id), `truncated` when there were more.",
+        "nearest `limit` matches (distance, then entry id), `truncated` when there were more. "
+        "Entries awaiting their list's review match only with `include_pending`; quarantined "
+        "entries never match.",
     )
     def post(self, request: Request) -> Response:
         limit = _limit(request.data)
@@ -243,7 +260,12 @@ class MatchView(ConsortiumView):
         # A match costs in proportion to its hashes: the match limits count hashes, not
         # requests (the request itself counted one, before its body was read).
         self.rate_limit_charge(len(queries) - 1)
-        results = match_hashes(partner=self.partner, queries=queries, limit=limit)
+        results = match_hashes(
+            partner=self.partner,
+            queries=queries,
+            limit=limit,
+            include_pending=_flag(request, "include_pending"),
+        )
         self.audit_records = sum(len(result.matches) for result in results)
         return Response({"results": [_result_body(result) for result in results]})
 
@@ -327,6 +349,7 @@ def _result_body(result: QueryResult) -> dict[str, Any]:
                 "distance": match.distance,
                 "variant": match.variant,
                 "rule": match.rule,
+                "pending": match.pending,
                 **entry_provenance(match.entry),
             }
             for match in result.matches

@@ -39,6 +39,7 @@ class EntryMatch:
     distance: int
     variant: str | None = None  # the entry's variant that matched; None for its own value
     rule: str = "pdq"
+    pending: bool = False  # awaiting review (only found when the match asked for pending)
 
 
 def match_rule(query: HashQuery, variant: str | None) -> str:
@@ -67,6 +68,7 @@ def match_hashes(
     queries: list[HashQuery],
     limit: int,
     indexes: MatchIndexes = match_indexes,
+    include_pending: bool = False,
 ) -> list[QueryResult]:
     """The nearest `limit` active entries (by distance, then id) visible to `partner` within
     their list's radius of each query; `truncated` when more were within reach.
@@ -75,7 +77,8 @@ def match_hashes(
     whose list, algorithm or value differs from its log leaf never matches (and is logged),
     and a row cannot bring back an entry the log revoked, because the index never holds it.
     The row's status is checked again only to honour a revocation that committed after the
-    index was refreshed.
+    index was refreshed. Entries awaiting their list's review match only if `include_pending`
+    (and then say so); quarantined entries never match.
     """
     indexes.refresh()
     hash_lists = list(lists_visible(partner=partner))
@@ -94,6 +97,7 @@ def match_hashes(
             radii=radii,
             limit=limit,
             variant_lists={hash_list.pk for hash_list in hash_lists if hash_list.match_variants},
+            include_pending=include_pending,
         )
         for position, index_result in zip(positions, searched, strict=True):
             results[position].truncated = index_result.truncated
@@ -103,7 +107,8 @@ def match_hashes(
         return results
     entries = entries_for_match(
         entries_visible(partner=partner, list_ids=[hash_list.pk for hash_list in hash_lists])
-        .filter(pk__in=list(found), status=Entry.Status.ACTIVE)
+        # A quarantine that committed after the refresh is honoured here, like a revocation.
+        .filter(pk__in=list(found), status=Entry.Status.ACTIVE, quarantined_log_index=None)
         .order_by("pk")
     )
     variant_values = _variant_values(
@@ -113,7 +118,9 @@ def match_hashes(
         for position, hit in found[entry.pk]:
             if _row_matches_log(entry, hit, variant_values):
                 rule = match_rule(results[position].query, hit.variant)
-                results[position].matches.append(EntryMatch(entry, hit.distance, hit.variant, rule))
+                results[position].matches.append(
+                    EntryMatch(entry, hit.distance, hit.variant, rule, pending=hit.pending)
+                )
     for result in results:
         result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
     return results

@@ -20,7 +20,15 @@ from consortium.errors import (
     UnknownRevocation,
     UnknownSubmission,
 )
-from hashes.models import Entry, EntryVariant, HashList, Revocation, Submission
+from hashes.models import (
+    Entry,
+    EntryVariant,
+    Feedback,
+    HashList,
+    QuarantineResolution,
+    Revocation,
+    Submission,
+)
 from partners.models import Partner
 
 # A feed page examines at most this many log indexes per requested event, so a partner
@@ -107,6 +115,12 @@ _MATCH_FIELDS = (
     "submission__envelope_sha256",
     "submission__signing_key_id",
     "submission__signing_key__key_id",
+    "review",
+    "grade",
+    "quarantined_log_index",
+    "agree_count",
+    "disagree_count",
+    "false_positive_count",
 )
 
 
@@ -127,6 +141,16 @@ def entry_get(*, partner: Partner, entry_id: int) -> Entry:
     if entry is None:
         raise UnknownEntry(f"no entry {entry_id} is visible to this partner")
     return entry
+
+
+def entry_verdicts(*, entry: Entry) -> QuerySet[Feedback]:
+    """The current verdict of each partner on `entry` (one the caller may see), by log index."""
+    return (
+        Feedback.objects.filter(entry=entry, current=True)
+        .select_related("partner")
+        .defer("envelope")
+        .order_by("log_index")
+    )
 
 
 def submission_get(*, partner: Partner, submission_id: int) -> Submission:
@@ -271,6 +295,49 @@ def entries_erased_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
         Entry.objects.filter(erased_log_index__isnull=False)
         .order_by("erased_log_index", "id")
         .values_list("erased_log_index", "id", "erasure_reason")
+        .iterator(chunk)
+    )
+
+
+def feedback_in_log_order(*, chunk: int) -> Iterator[dict[str, Any]]:
+    """Every verdict with its envelope and signing key, in log order of its entry_feedback
+    event (the unique index on log_index serves the order)."""
+    rows = (
+        Feedback.objects.order_by("log_index")
+        .values(
+            "id",
+            "log_index",
+            "entry_id",
+            "partner_id",
+            "verdict",
+            "reason",
+            "grade",
+            "envelope",
+            "envelope_sha256",
+            "signing_key__key_id",
+            "signing_key__public_key",
+            "signing_key__partner_id",
+        )
+        .iterator(chunk)
+    )
+    return (dict(row) for row in rows)
+
+
+def entries_confirmed_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(confirmed_log_index, entry id, grade) of every entry its list's review confirmed."""
+    return (
+        Entry.objects.filter(confirmed_log_index__isnull=False)
+        .order_by("confirmed_log_index")
+        .values_list("confirmed_log_index", "id", "grade")
+        .iterator(chunk)
+    )
+
+
+def quarantine_resolutions_in_log_order(*, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """(log_index, entry id, outcome, resolved_by, reason) of every resolved quarantine."""
+    return (
+        QuarantineResolution.objects.order_by("log_index")
+        .values_list("log_index", "entry_id", "outcome", "resolved_by", "reason")
         .iterator(chunk)
     )
 

@@ -65,6 +65,10 @@ class FeedEventSerializer(serializers.Serializer):
             "partner_reactivated",
             "entry_erased",
             "access_period_sealed",
+            "entry_feedback",
+            "entry_confirmed",
+            "entry_quarantined",
+            "entry_quarantine_resolved",
         ]
     )
     time = serializers.CharField()
@@ -85,6 +89,31 @@ class FeedEventSerializer(serializers.Serializer):
         required=False,
         help_text="entry_added of a pdq entry with variants: [{name, commitment}]",
     )
+    review = serializers.CharField(
+        required=False, help_text="entry_added: pending, when the list requires review"
+    )
+    verdict = serializers.CharField(required=False, help_text="entry_feedback")
+    grade = serializers.CharField(
+        required=False, allow_null=True, help_text="entry_feedback, entry_confirmed"
+    )
+    status = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="entry_feedback: the entry's status after it (confirmed, disputed, pending)",
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="entry_feedback: current verdicts after it, {agree, disagree, false_positive}",
+    )
+    confirmed_by = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="entry_confirmed"
+    )
+    false_positives = serializers.IntegerField(required=False, help_text="entry_quarantined")
+    resolution = serializers.CharField(
+        required=False, help_text="entry_quarantine_resolved: restored or revoked"
+    )
+    resolved_by = serializers.CharField(required=False, help_text="entry_quarantine_resolved")
 
 
 class FeedValueSerializer(serializers.Serializer):
@@ -108,6 +137,23 @@ class FeedPageSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class FeedbackSummarySerializer(serializers.Serializer):
+    """What partners' current verdicts on an entry add up to (docs/api.md, the status rule)."""
+
+    agree = serializers.IntegerField()
+    disagree = serializers.IntegerField()
+    false_positive = serializers.IntegerField()
+    status = serializers.CharField(
+        allow_null=True, help_text="confirmed, disputed, pending, or null"
+    )
+    review = serializers.CharField(
+        allow_null=True,
+        help_text="pending or confirmed when the list required review; null otherwise",
+    )
+    grade = serializers.CharField(allow_null=True, help_text="the confirming reviewer's grade")
+    quarantined = serializers.BooleanField(help_text="held out of matching until resolved")
+
+
 class EntryProvenanceSerializer(serializers.Serializer):
     """What every view that shows an entry shows: its hash, status and who vouches for it."""
 
@@ -129,6 +175,7 @@ class EntryProvenanceSerializer(serializers.Serializer):
     envelope_sha256 = serializers.CharField()
     log_index = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+    feedback = FeedbackSummarySerializer()
 
 
 def quality_is_low(quality: int | None) -> bool:
@@ -154,4 +201,17 @@ def entry_provenance(entry: Entry) -> dict[str, Any]:
         "envelope_sha256": entry.submission.envelope_sha256,
         "log_index": entry.log_index,
         "created_at": entry.created_at,
+        "feedback": feedback_summary(entry),
+    }
+
+
+def feedback_summary(entry: Entry) -> dict[str, Any]:
+    return {
+        "agree": entry.agree_count,
+        "disagree": entry.disagree_count,
+        "false_positive": entry.false_positive_count,
+        "status": entry.feedback_status,
+        "review": entry.review,
+        "grade": entry.grade or None,
+        "quarantined": entry.quarantined,
     }

@@ -39,6 +39,10 @@ ENDPOINTS = [
     Endpoint(
         "get", "/api/v1/submissions/{submission}/envelope", "read", "submission.envelope.read"
     ),
+    Endpoint("post", "/api/v1/entries/{entry}/feedback", "read", "feedback.create"),
+    Endpoint(
+        "post", "/api/v1/entries/{entry}/quarantine/resolution", "submit", "quarantine.resolve"
+    ),
     Endpoint("post", "/api/v1/revocations", "submit", "revocation.create"),
     Endpoint(
         "get", "/api/v1/revocations/{revocation}/envelope", "read", "revocation.envelope.read"

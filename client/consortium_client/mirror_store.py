@@ -15,7 +15,12 @@ Tables:
   NULL once erased) and its state: `active`, `revoked` or `erased`, with the index and the
   reason of the event that ended it. Ended entries stay: the mirror keeps why they stopped.
   An entry whose value was erased before the mirror first read it is `erased` with no
-  `ended_index` until the sync reaches its `entry_erased` event.
+  `ended_index` until the sync reaches its `entry_erased` event. `review` is `pending` for an
+  entry of a list that requires review until its `entry_confirmed` event (then `confirmed`;
+  NULL when no review applied), `quarantined` is 1 from its `entry_quarantined` event to its
+  `entry_quarantine_resolved` event, and `held_index` is the index of the last of those
+  events: an entry matches only while `active`, not `pending` and not quarantined.
+  `feedback_status` is the status the entry's latest `entry_feedback` event gave it.
 - `variants`: the variants of a pdq entry (PDQ hashes of named edits of the submitter's
   image), by the entry and their position in its leaf, each with what opens its commitment
   (NULL once the entry is erased). They match while their entry is `active`.
@@ -98,6 +103,27 @@ CREATE TABLE IF NOT EXISTS index_snapshots (
 """
 
 
+# Columns added to `entries` for review and quarantine; a mirror made before them gains them
+# on open (its synced events predate both, so the defaults are right for every row).
+HOLD_COLUMNS = (
+    ("review", "TEXT"),
+    ("quarantined", "INTEGER NOT NULL DEFAULT 0"),
+    ("held_index", "INTEGER"),
+    ("feedback_status", "TEXT"),
+)
+
+
+def _hold_columns_add(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(entries)")}
+    for name, declaration in HOLD_COLUMNS:
+        if name not in present:
+            connection.execute(f"ALTER TABLE entries ADD COLUMN {name} {declaration}")
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS entries_held ON entries (held_index) "
+        "WHERE held_index IS NOT NULL"
+    )
+
+
 class MirrorStoreError(Exception):
     """A file that is not a mirror this version can use."""
 
@@ -118,6 +144,7 @@ def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connecti
         # An erased value must leave the partner's disk too, not linger in a freed page.
         connection.execute("PRAGMA secure_delete=ON")
         connection.executescript(SCHEMA)
+        _hold_columns_add(connection)
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             connection.execute(

@@ -3,6 +3,7 @@ import sqlite3
 import pytest
 
 from consortium_client.mirror_store import (
+    SCHEMA,
     SCHEMA_VERSION,
     MirrorStoreError,
     meta_get,
@@ -24,7 +25,8 @@ def test_a_new_mirror_has_the_schema_and_keeps_meta(tmp_path):
 def test_an_erased_entry_holds_no_value_and_an_active_one_no_end(tmp_path):
     connection = mirror_connect(tmp_path / "mirror.db")
     row = (
-        "INSERT INTO entries VALUES "
+        "INSERT INTO entries (id, list, algorithm, value, salt, commitment, labels, partner, "
+        "key, envelope, submission, quality, status, ended_index, reason) VALUES "
         "(1, 'l', 'md5', ?, ?, 'c', '[]', 'p', 'k', 'e', 1, NULL, ?, ?, NULL)"
     )
     with pytest.raises(sqlite3.IntegrityError):
@@ -32,6 +34,28 @@ def test_an_erased_entry_holds_no_value_and_an_active_one_no_end(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         connection.execute(row, ["ab", "s", "active", 5])
     connection.execute(row, [None, None, "erased", 5])
+
+
+def test_a_mirror_made_before_review_and_quarantine_gains_their_columns(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO meta VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
+    old.execute(
+        "INSERT INTO entries (id, list, algorithm, value, salt, commitment, labels, partner, "
+        "key, envelope, submission, status) "
+        "VALUES (1, 'l', 'md5', 'ab', 's', 'c', '[]', 'p', 'k', 'e', 1, 'active')"
+    )
+    old.commit()
+    assert "review" not in {row[1] for row in old.execute("PRAGMA table_info(entries)")}
+    old.close()
+
+    connection = mirror_connect(path)
+
+    row = connection.execute(
+        "SELECT review, quarantined, held_index, feedback_status FROM entries"
+    ).fetchone()
+    assert row == (None, 0, None, None)
 
 
 def test_a_missing_or_foreign_file_is_refused(tmp_path):
