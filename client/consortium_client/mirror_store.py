@@ -36,7 +36,10 @@ Tables:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 SCHEMA_VERSION = 1
@@ -128,6 +131,38 @@ class MirrorStoreError(Exception):
     """A file that is not a mirror this version can use."""
 
 
+def _mirror_create(path: Path) -> None:
+    """Make a new, empty mirror at `path` whole or not at all.
+
+    The file is built under a temporary name beside `path` and linked into place only once its
+    tables and schema version are in it: a process killed while making it leaves no file at `path`
+    that looks like a mirror but lacks its tables. The temporary file is the owner's alone
+    (mkstemp's 0600), as the mirror then is.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".new", dir=path.parent
+    )
+    os.close(descriptor)
+    try:
+        connection = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+            _hold_columns_add(connection)
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)]
+            )
+        finally:
+            # The last connection to close checkpoints the WAL into the file and removes it.
+            connection.close()
+        # link, not rename: a mirror another process made meanwhile is never replaced.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
     """Open (and, if `create`, make) the mirror at `path`.
 
@@ -135,8 +170,10 @@ def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connecti
     sync step is one transaction. WAL lets `match` read while `sync` writes.
     """
     path = Path(path)
-    if not create and not path.exists():
-        raise MirrorStoreError(f"no mirror at {path}: run 'consortium sync' first")
+    if not path.exists():
+        if not create:
+            raise MirrorStoreError(f"no mirror at {path}: run 'consortium sync' first")
+        _mirror_create(path)
     connection = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
         connection.execute("PRAGMA journal_mode=WAL")

@@ -1,7 +1,9 @@
 import sqlite3
+import stat
 
 import pytest
 
+from consortium_client import mirror_store
 from consortium_client.mirror_store import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -20,6 +22,27 @@ def test_a_new_mirror_has_the_schema_and_keeps_meta(tmp_path):
     meta_set(connection, "cursor", "42")
     connection.close()
     assert meta_get(mirror_connect(path), "cursor") == "42"
+
+
+def test_a_new_mirror_is_the_owners_alone_and_leaves_nothing_beside_it(tmp_path):
+    mirror_connect(tmp_path / "mirror.db").close()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mirror.db"]
+    assert stat.S_IMODE((tmp_path / "mirror.db").stat().st_mode) == 0o600
+
+
+def test_a_mirror_whose_making_fails_midway_is_not_there_at_all(tmp_path, monkeypatch):
+    # As if the process died after the tables and before the schema version: no file at the
+    # mirror's path may look like a mirror without being one.
+    def fail(connection):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mirror_store, "_hold_columns_add", fail)
+    with pytest.raises(KeyboardInterrupt):
+        mirror_connect(tmp_path / "mirror.db")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    connection = mirror_connect(tmp_path / "mirror.db")
+    assert meta_get(connection, "schema") == str(SCHEMA_VERSION)
 
 
 def test_an_erased_entry_holds_no_value_and_an_active_one_no_end(tmp_path):
