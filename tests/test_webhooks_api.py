@@ -119,7 +119,7 @@ def test_another_partners_webhook_is_the_same_404_as_a_missing_one(
         ("https://hooks.example.net/", "::ffff:10.0.0.1"),
         ("https://hooks.example.net/", "fe80::1"),
         ("https://hooks.example.net/", "100.64.0.1"),
-        ("https://hooks.example.net/", "0.0.0.0"),
+        ("https://hooks.example.net/", "0.0.0.0"),  # noqa: S104 - a refused target
         ("https://hooks.example.net/", "224.0.0.1"),
         ("https://hooks.example.net/", "240.0.0.1"),
         ("https://127.0.0.1/", None),
