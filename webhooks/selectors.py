@@ -8,6 +8,7 @@ only maps the visible events to webhook types (webhooks.events).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,18 +87,19 @@ class PendingEvent:
 
 
 @dataclass(frozen=True)
-class NextEvent:
-    event: PendingEvent | None
-    # Every index up to here that precedes `event` is not for the subscription (or, with
-    # no event, every index up to here): the cursor may move there.
-    skipped_to: int
+class Pending:
+    """The next messages of a subscription, in log order, and how far the look went: once
+    they are delivered, every index up to `scanned_to` is handled."""
+
+    events: list[PendingEvent]
+    scanned_to: int
     log_last: int
 
 
-def subscription_next_event(*, subscription: Subscription, after: int) -> NextEvent:
-    """The first event after index `after` that `subscription` is to receive, looking at
-    most SCAN indexes ahead, within the committed log (log_size first, as the feed does:
-    an index below it never commits later)."""
+def subscription_pending(*, subscription: Subscription, after: int, limit: int) -> Pending:
+    """Up to `limit` events after index `after` that `subscription` is to receive, in log
+    order, looking at most SCAN indexes ahead, within the committed log (log_size first, as
+    the feed reads it: an index below it never commits later)."""
     partner = subscription.partner
     size = log_size()
     end = min(size, after + 1 + SCAN)
@@ -113,14 +115,27 @@ def subscription_next_event(*, subscription: Subscription, after: int) -> NextEv
 
     subscriber = Subscriber(partner_id=partner.pk, entry_owner=entry_owner)
     subscribed = set(subscription.event_types)
+    found: list[tuple[int, bytes, dict[str, Any], list[str]]] = []
+    scanned_to = max(end - 1, after)
     for index, leaf in rows:
         fields = leaf_decode(leaf)
         types = webhook_types_of(fields, subscribed=subscribed, subscriber=subscriber)
         if types:
-            values = (
-                feed_values(first=index, last=index, list_ids=list_ids)
-                if fields.get("type") == "entry_added"
-                else b"[]"
-            )
-            return NextEvent(PendingEvent(index, leaf, fields, types, values), index - 1, size - 1)
-    return NextEvent(None, max(end - 1, after), size - 1)
+            found.append((index, leaf, fields, types))
+            if len(found) == limit:
+                scanned_to = index
+                break
+    added = [index for index, _, fields, _ in found if fields.get("type") == "entry_added"]
+    # The feed's openings of the adds, read at once for the page, each as its own array.
+    openings: dict[int, bytes] = {}
+    if added:
+        items = json.loads(feed_values(first=added[0], last=added[-1], list_ids=list_ids))
+        openings = {
+            item["index"]: b"[%b]" % json.dumps(item, separators=(",", ":")).encode()
+            for item in items
+        }
+    events = [
+        PendingEvent(index, leaf, fields, types, openings.get(index, b"[]"))
+        for index, leaf, fields, types in found
+    ]
+    return Pending(events, scanned_to, size - 1)

@@ -49,7 +49,7 @@ from partners.models import Partner
 from webhooks import outbound
 from webhooks.events import TEST_TYPE, WEBHOOK_TYPES
 from webhooks.models import Cursor, Delivery, Subscription
-from webhooks.selectors import PendingEvent, subscription_next_event, subscriptions_behind
+from webhooks.selectors import PendingEvent, subscription_pending, subscriptions_behind
 
 logger = logging.getLogger(__name__)
 
@@ -408,42 +408,53 @@ def _follow_locked(subscription_id: int, budget: int) -> FollowOutcome:
         return FollowOutcome("waiting", position=cursor.position)
     delivered = 0
     while delivered < budget:
-        # Read again for each message: the partner may disable or edit it meanwhile.
         subscription = _deliverable(subscription_id)
         if subscription is None:
             return FollowOutcome("paused", delivered, cursor.position)
-        found = subscription_next_event(subscription=subscription, after=cursor.position)
-        if found.skipped_to > cursor.position:
+        pending = subscription_pending(
+            subscription=subscription, after=cursor.position, limit=budget - delivered
+        )
+        for event in pending.events:
+            if event is not pending.events[0]:
+                # Read again before each message: the partner may disable or edit it.
+                subscription = _deliverable(subscription_id)
+                if subscription is None:
+                    return FollowOutcome("paused", delivered, cursor.position)
+            state = _deliver(subscription, cursor, event)
+            if state != "delivered":
+                return FollowOutcome(state, delivered, cursor.position)
+            delivered += 1
+        if pending.scanned_to > cursor.position:
             # Events the subscriber may not see or did not ask for: passed over for good.
-            Cursor.objects.filter(pk=subscription_id).update(position=found.skipped_to)
-            cursor.position = found.skipped_to
-        event = found.event
-        if event is None:
-            if cursor.position >= found.log_last:
-                return FollowOutcome("caught-up", delivered, cursor.position)
-            continue
-        message_id = message_id_of(subscription_id=subscription_id, log_index=event.index)
-        attempt = cursor.attempts + 1
-        answer = _send(subscription, message_id, message_body(event=event))
-        with transaction.atomic():
-            _attempt_record(
-                subscription,
-                message_id=message_id,
-                event_type=event.types[0],
-                log_index=event.index,
-                attempt=attempt,
-                answer=answer,
-            )
-            if answer.succeeded:
-                Cursor.objects.filter(pk=subscription_id).update(
-                    position=event.index, attempts=0, retry_at=None, failing_since=None
-                )
-                cursor.position, cursor.attempts, cursor.failing_since = event.index, 0, None
-                delivered += 1
-                continue
-            state = _failure_record(subscription, cursor, message_id, attempt, answer)
-        return FollowOutcome(state, delivered, cursor.position)
+            Cursor.objects.filter(pk=subscription_id).update(position=pending.scanned_to)
+            cursor.position = pending.scanned_to
+        if cursor.position >= pending.log_last:
+            return FollowOutcome("caught-up", delivered, cursor.position)
     return FollowOutcome("more", delivered, cursor.position)
+
+
+def _deliver(subscription: Subscription, cursor: Cursor, event: PendingEvent) -> str:
+    """Send one message and record the attempt; `delivered`, or what the failure led to.
+    The cursor moves past the message only with the record of its 2xx."""
+    message_id = message_id_of(subscription_id=subscription.pk, log_index=event.index)
+    attempt = cursor.attempts + 1
+    answer = _send(subscription, message_id, message_body(event=event))
+    with transaction.atomic():
+        _attempt_record(
+            subscription,
+            message_id=message_id,
+            event_type=event.types[0],
+            log_index=event.index,
+            attempt=attempt,
+            answer=answer,
+        )
+        if not answer.succeeded:
+            return _failure_record(subscription, cursor, message_id, attempt, answer)
+        Cursor.objects.filter(pk=subscription.pk).update(
+            position=event.index, attempts=0, retry_at=None, failing_since=None
+        )
+    cursor.position, cursor.attempts, cursor.failing_since = event.index, 0, None
+    return "delivered"
 
 
 def _failure_record(
