@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -61,6 +62,8 @@ FOLLOWER_LOCK_CLASS = 0x7768
 # the worker's memory, and redelivers them if they wait longer than its visibility timeout).
 QUEUE_RETRY_WITHIN = 600.0
 DESCRIPTION_MAX = 200
+# How long a dispatch's "follower queued" mark lasts if its task never starts.
+QUEUED_MARK_SECONDS = 60
 
 
 # Subscriptions
@@ -124,6 +127,8 @@ def webhook_create(
     )
     # Every index below the size read here is committed: the subscription starts after them.
     Cursor.objects.create(subscription=subscription, position=log_size() - 1)
+    # A mark left by a subscription of the same id in a database since recreated.
+    follower_started(subscription.pk)
     access_event_record(
         actor=actor,
         action="webhook.create",
@@ -516,12 +521,25 @@ def webhooks_wake(sender: Any, size: int, **kwargs: Any) -> None:
     transaction.on_commit(webhooks_dispatch_task.delay, robust=True)
 
 
+def _queued_key(subscription_id: int) -> str:
+    return f"webhooks:follower-queued:{subscription_id}"
+
+
+def follower_started(subscription_id: int) -> None:
+    """Called by the follower task as it starts: a write from now on queues another."""
+    cache.delete(_queued_key(subscription_id))
+
+
 def webhooks_dispatch() -> int:
     """Queue a follower for every subscription behind the log and due (the wake-up after a
-    write, and beat's sweep); returns how many were queued."""
+    write, and beat's sweep), unless one is queued and has not started yet: a burst of
+    writes queues one follower per subscription, not one per write. Returns how many were
+    queued. The mark expires after QUEUED_MARK_SECONDS, in case its task was lost."""
     from webhooks.tasks import subscription_follow_task
 
-    ids = subscriptions_behind(now=timezone.now())
-    for subscription_id in ids:
-        subscription_follow_task.delay(subscription_id)
-    return len(ids)
+    queued = 0
+    for subscription_id in subscriptions_behind(now=timezone.now()):
+        if cache.add(_queued_key(subscription_id), 1, timeout=QUEUED_MARK_SECONDS):
+            subscription_follow_task.delay(subscription_id)
+            queued += 1
+    return queued

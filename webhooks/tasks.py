@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from webhooks.services import subscription_follow, webhook_test_send, webhooks_dispatch
+from webhooks.services import (
+    follower_started,
+    subscription_follow,
+    webhook_test_send,
+    webhooks_dispatch,
+)
 
 
 @shared_task(ignore_result=True)
@@ -26,6 +31,7 @@ def webhooks_sweep_task() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def subscription_follow_task(subscription_id: int) -> str:
     """Deliver the subscription's pending messages in log order (webhooks.services)."""
+    follower_started(subscription_id)
     return subscription_follow(subscription_id=subscription_id).state
 
 
