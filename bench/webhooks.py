@@ -22,8 +22,9 @@ each subscription's follower delivers its messages in log order.
    ``webhooks.outbound.post``: the cost of signing and HTTP alone, without database,
    broker or follower. Fan-out throughput is reported as a ratio to it.
 
-Which database: ``<name>_bench`` beside the one in ``DATABASE_URL`` (dropped and created
-again, then dropped unless ``--keep``), as bench/ingest_feed.py does.
+Run it with a broker (``REDIS_URL``) no test or other worker uses: its workers would take
+each other's tasks. Which database: ``<name>_bench`` beside the one in ``DATABASE_URL``
+(dropped and created again, then dropped unless ``--keep``), as bench/ingest_feed.py does.
 
 Usage::
 
@@ -40,6 +41,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -250,6 +252,8 @@ def main() -> None:
 
     os.environ["WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
     os.environ["WEBHOOK_MAX_PER_PARTNER"] = str(args.subscriptions)
+    # Beat's safety-net sweep every 5 s: a wake-up is never lost for long.
+    os.environ.setdefault("WEBHOOK_SWEEP_INTERVAL", "5")
     db = bench_start()
     arrivals = Arrivals()
     server, url = receiver_start(arrivals)
@@ -258,7 +262,8 @@ def main() -> None:
     from consortium.celery import app
 
     app.control.purge()
-    worker = worker_start(args.concurrency)
+    schedule = Path(tempfile.mkdtemp()) / "beat-schedule"
+    worker = worker_start(args.concurrency, schedule)
     try:
         # Warm-up: the workers' first connections and imports.
         bench_burst(setup, arrivals, args.subscriptions, 1)

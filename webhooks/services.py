@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.actors import WEBHOOK_DELIVERER, Actor
@@ -444,20 +444,26 @@ def _deliver(subscription: Subscription, cursor: Cursor, event: PendingEvent) ->
     message_id = message_id_of(subscription_id=subscription.pk, log_index=event.index)
     attempt = cursor.attempts + 1
     answer = _send(subscription, message_id, message_body(event=event))
-    with transaction.atomic():
-        _attempt_record(
-            subscription,
-            message_id=message_id,
-            event_type=event.types[0],
-            log_index=event.index,
-            attempt=attempt,
-            answer=answer,
-        )
-        if not answer.succeeded:
-            return _failure_record(subscription, cursor, message_id, attempt, answer)
-        Cursor.objects.filter(pk=subscription.pk).update(
-            position=event.index, attempts=0, retry_at=None, failing_since=None
-        )
+    try:
+        with transaction.atomic():
+            _attempt_record(
+                subscription,
+                message_id=message_id,
+                event_type=event.types[0],
+                log_index=event.index,
+                attempt=attempt,
+                answer=answer,
+            )
+            if not answer.succeeded:
+                return _failure_record(subscription, cursor, message_id, attempt, answer)
+            Cursor.objects.filter(pk=subscription.pk).update(
+                position=event.index, attempts=0, retry_at=None, failing_since=None
+            )
+    except IntegrityError:
+        # The partner deleted the subscription during the attempt: nothing left to record.
+        if Subscription.objects.filter(pk=subscription.pk).exists():
+            raise
+        return "paused"
     cursor.position, cursor.attempts, cursor.failing_since = event.index, 0, None
     return "delivered"
 
