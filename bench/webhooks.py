@@ -125,13 +125,17 @@ def subscribers_create(count: int, url: str) -> list[int]:
     return ids
 
 
-def worker_start(concurrency: int) -> subprocess.Popen[bytes]:
+def worker_start(concurrency: int, schedule: Path) -> subprocess.Popen[bytes]:
+    """Workers with beat, as deployed: beat's sweep is part of the delivery design."""
     return subprocess.Popen(  # noqa: S603 - the venv's celery, fixed arguments
         [
             str(CELERY),
             "-A",
             "consortium",
             "worker",
+            "--beat",
+            "--schedule",
+            str(schedule),
             "--pool=prefork",
             f"--concurrency={concurrency}",
             "--without-gossip",
@@ -239,6 +243,21 @@ def bench_baseline(subscription_ids: list[int], url: str, events: int, concurren
     return len(jobs) / (time.time() - started)
 
 
+def database_round_trip_ms(samples: int = 200) -> float:
+    """Median milliseconds of `SELECT 1` from Django: what each of a message's queries costs
+    at least on this machine, at this moment."""
+    from django.db import connection
+
+    times = []
+    with connection.cursor() as cursor:
+        for _ in range(samples):
+            started = time.perf_counter()
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+            times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscriptions", type=int, default=100)
@@ -278,6 +297,7 @@ def main() -> None:
                 f"round {round_number} burst of {args.burst} entries: {burst:,.0f} messages/s "
                 f"delivered, baseline {baseline:,.0f}/s, ratio {burst / baseline:.2f}"
             )
+            print(f"round {round_number} database round trip {database_round_trip_ms():.2f} ms")
             steady = bench_steady(setup, arrivals, subscription_ids, args.rate, args.seconds)
             print(
                 f"round {round_number} steady {steady['appended_per_s']:.2f} entries/s appended "
