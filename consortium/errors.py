@@ -128,6 +128,17 @@ InvalidCosignature = _error(
 WrongCosignerName = _error(
     "wrong-cosigner-name", "A cosignature must carry the calling partner's name", 400
 )
+# Webhooks.
+UnknownWebhook = _error("unknown-webhook", "No such webhook subscription of this partner", 404)
+WebhookUrlRefused = _error(
+    "webhook-url-refused", "The webhook URL is not a target the server may request", 400
+)
+UnknownWebhookEventType = _error(
+    "unknown-webhook-event-type", "The webhook event type is not one the server sends", 400
+)
+TooManyWebhooks = _error(
+    "too-many-webhooks", "The partner has as many webhook subscriptions as allowed", 409
+)
 ImageMissing = _error("image-missing", "No image was sent", 400)
 ImageTooLarge = _error("image-too-large", "The image is too large", 413)
 NotAnImage = _error("not-an-image", "The upload is not an accepted image format", 415)

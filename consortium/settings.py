@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "staff",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -144,6 +145,34 @@ ACCESS_PERIOD_WAIT_SECONDS = env.float("ACCESS_PERIOD_WAIT_SECONDS", default=60.
 CELERY_BEAT_SCHEDULE["access-period-seal"] = {
     "task": "audit.tasks.access_period_seal_task",
     "schedule": float(ACCESS_PERIOD_SECONDS),
+}
+
+# Webhooks (webhooks/, docs/webhooks.md). Deliveries go only to public addresses: a URL
+# whose host resolves to a private, loopback, link-local, multicast, reserved or unspecified
+# address is refused, unless the host (a name, compared exactly, or an IP network) is in
+# WEBHOOK_ALLOWED_HOSTS; those hosts may also be plain http. Comma-separated.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+# The whole answer, headers and body, must arrive within this many seconds.
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
+# Bytes of a receiver's answer read at most; the rest is not read.
+WEBHOOK_RESPONSE_MAX_BYTES = env.int("WEBHOOK_RESPONSE_MAX_BYTES", default=64 * 1024)
+# Retry n waits min(BASE * 4^(n-1), MAX) seconds, times a random factor in [0.75, 1.25];
+# after MAX_ATTEMPTS failures of one message the subscription is disabled. The defaults
+# (10 s, 4 h, 12) give up after about a day.
+WEBHOOK_RETRY_BASE = env.float("WEBHOOK_RETRY_BASE", default=10.0)
+WEBHOOK_RETRY_MAX = env.float("WEBHOOK_RETRY_MAX", default=4 * 3600.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
+# Subscriptions per partner.
+WEBHOOK_MAX_PER_PARTNER = env.int("WEBHOOK_MAX_PER_PARTNER", default=20)
+# Messages one follower task delivers before it queues itself again (fairness between
+# subscriptions on a busy log).
+WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", default=200)
+# The safety net: every WEBHOOK_SWEEP_INTERVAL seconds beat wakes every follower behind.
+WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=60.0)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.tasks.webhooks_sweep_task",
+    "schedule": WEBHOOK_SWEEP_INTERVAL,
 }
 
 if REDIS_URL:
