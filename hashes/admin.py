@@ -51,7 +51,7 @@ class EntryVariantInline(admin.TabularInline):
 
     model = EntryVariant
     fields = ["position", "name", "commitment", "shown_value"]
-    readonly_fields = fields
+    readonly_fields = ["position", "name", "commitment", "shown_value"]
     ordering = ["position"]
     extra = 0
     can_delete = False
