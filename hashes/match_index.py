@@ -257,7 +257,7 @@ class MatchIndexes:
                         # of its rows.
                         rows = (limit + 1) * (MAX_VARIANTS + 1)
                         self._search_into(found, variants, values, radius, rows, list_id, True)
-            results = []
+            kept_per_value, truncated = [], []
             for hits in found:
                 hits.sort()
                 nearest: list[tuple[int, int, int, int, int]] = []
@@ -266,21 +266,27 @@ class MatchIndexes:
                     if hit[1] not in seen:
                         seen.add(hit[1])
                         nearest.append(hit)
-                results.append(IndexResult(truncated=len(nearest) > limit))
-                kept = nearest[:limit]
-                logged = self._values(algorithm, kept)
-                results[-1].hits = [
-                    IndexHit(
-                        entry_id,
-                        distance,
-                        list_id,
-                        algorithm,
-                        logged[(is_variant, row_id)],
-                        self._variant_name(row_id) if is_variant else None,
-                    )
-                    for distance, entry_id, is_variant, list_id, row_id in kept
-                ]
-            return results
+                truncated.append(len(nearest) > limit)
+                kept_per_value.append(nearest[:limit])
+            # The logged values of every kept row, read once per index for the whole batch.
+            logged = self._values(algorithm, (hit for kept in kept_per_value for hit in kept))
+            return [
+                IndexResult(
+                    [
+                        IndexHit(
+                            entry_id,
+                            distance,
+                            list_id,
+                            algorithm,
+                            logged[(is_variant, row_id)],
+                            self._variant_name(row_id) if is_variant else None,
+                        )
+                        for distance, entry_id, is_variant, list_id, row_id in kept
+                    ],
+                    cut,
+                )
+                for kept, cut in zip(kept_per_value, truncated, strict=True)
+            ]
 
     def _search_into(
         self,
