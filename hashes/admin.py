@@ -11,7 +11,15 @@ from django.template.response import TemplateResponse
 
 from audit.admin import AuditedAdmin, ReadOnlyAdmin, admin_actor
 from consortium.errors import ConsortiumError
-from hashes.models import Entry, Feedback, HashList, QuarantineResolution, Revocation, Submission
+from hashes.models import (
+    Entry,
+    EntryVariant,
+    Feedback,
+    HashList,
+    QuarantineResolution,
+    Revocation,
+    Submission,
+)
 from hashes.services import entry_erase, quarantine_restore, revocation_by_administrator
 
 
@@ -50,6 +58,39 @@ class EraseForm(forms.Form):
 
 class RestoreForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
+
+
+class EntryVariantInline(admin.TabularInline):
+    """An entry's variants, shown and never edited: like the entry, a variant changes only
+    through the services (it ends with its entry's revocation or erasure)."""
+
+    model = EntryVariant
+    fields = ["position", "name", "commitment", "shown_value"]
+    readonly_fields = ["position", "name", "commitment", "shown_value"]
+    ordering = ["position"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    @admin.display(description="value")
+    def shown_value(self, variant: EntryVariant) -> str:
+        # An erased entry's variants hold no value (erasure sets it NULL); the entry's status
+        # is checked too, so the page never shows a value beside "erased".
+        if variant.value is None or variant.entry.status == Entry.Status.ERASED:
+            return "(erased)"
+        return variant.value
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EntryVariant]:
+        return super().get_queryset(request).select_related("entry").defer("entry__value")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Entry)
@@ -105,6 +146,8 @@ class EntryAdmin(ReadOnlyAdmin):
                 "opts": self.model._meta,
             },
         )
+
+    inlines = [EntryVariantInline]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the revoke action; every field stays read-only.

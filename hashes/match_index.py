@@ -297,7 +297,8 @@ class MatchIndexes:
                             self._search_into(
                                 found, variants, values, radius, variant_rows, list_id, kind | 1
                             )
-            results = []
+            kept_per_value: list[list[tuple[int, int, int, int, int]]] = []
+            truncated: list[bool] = []
             for hits in found:
                 hits.sort()
                 nearest: list[tuple[int, int, int, int, int]] = []
@@ -306,22 +307,28 @@ class MatchIndexes:
                     if hit[1] not in seen:
                         seen.add(hit[1])
                         nearest.append(hit)
-                results.append(IndexResult(truncated=len(nearest) > limit))
-                kept = nearest[:limit]
-                logged = self._values(algorithm, kept)
-                results[-1].hits = [
-                    IndexHit(
-                        entry_id,
-                        distance,
-                        list_id,
-                        algorithm,
-                        logged[(kind, row_id)],
-                        self._variant_name(row_id) if kind & VARIANT else None,
-                        pending=bool(kind & PENDING),
-                    )
-                    for distance, entry_id, kind, list_id, row_id in kept
-                ]
-            return results
+                truncated.append(len(nearest) > limit)
+                kept_per_value.append(nearest[:limit])
+            # The logged values of every kept row, read once per index for the whole batch.
+            logged = self._values(algorithm, (hit for kept in kept_per_value for hit in kept))
+            return [
+                IndexResult(
+                    [
+                        IndexHit(
+                            entry_id,
+                            distance,
+                            list_id,
+                            algorithm,
+                            logged[(kind, row_id)],
+                            self._variant_name(row_id) if kind & VARIANT else None,
+                            pending=bool(kind & PENDING),
+                        )
+                        for distance, entry_id, kind, list_id, row_id in kept
+                    ],
+                    cut,
+                )
+                for kept, cut in zip(kept_per_value, truncated, strict=True)
+            ]
 
     def _search_into(
         self,

@@ -15,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hashes.match_index import IndexHit, MatchIndexes, match_indexes
-from hashes.models import Entry, EntryVariant
-from hashes.selectors import entries_for_match, entries_visible, lists_visible
+from hashes.models import EntryVariant
+from hashes.selectors import EntryShown, entries_for_match, lists_visible
 from partners.models import Partner
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class HashQuery:
 
 @dataclass(frozen=True)
 class EntryMatch:
-    entry: Entry
+    entry: EntryShown
     distance: int
     variant: str | None = None  # the entry's variant that matched; None for its own value
     rule: str = "pdq"
@@ -106,23 +106,20 @@ def match_hashes(
     if not found:
         return results
     entries = entries_for_match(
-        entries_visible(partner=partner, list_ids=[hash_list.pk for hash_list in hash_lists])
-        # A quarantine that committed after the refresh is honoured here, like a revocation.
-        .filter(pk__in=list(found), status=Entry.Status.ACTIVE, quarantined_log_index=None)
-        .order_by("pk")
+        list_ids=[hash_list.pk for hash_list in hash_lists], ids=sorted(found)
     )
     variant_values = _variant_values(
         [entry_id for entry_id, hits in found.items() if any(h.variant for _, h in hits)]
     )
     for entry in entries:
-        for position, hit in found[entry.pk]:
+        for position, hit in found[entry.id]:
             if _row_matches_log(entry, hit, variant_values):
                 rule = match_rule(results[position].query, hit.variant)
                 results[position].matches.append(
                     EntryMatch(entry, hit.distance, hit.variant, rule, pending=hit.pending)
                 )
     for result in results:
-        result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
+        result.matches.sort(key=lambda match: (match.distance, match.entry.id))
     return results
 
 
@@ -137,15 +134,15 @@ def _variant_values(entry_ids: list[int]) -> dict[tuple[int, str], str | None]:
 
 
 def _row_matches_log(
-    entry: Entry, hit: IndexHit, variant_values: dict[tuple[int, str], str | None]
+    entry: EntryShown, hit: IndexHit, variant_values: dict[tuple[int, str], str | None]
 ) -> bool:
     """Whether the entry row (and the variant row that matched) still says what its log
     leaf says. A row that does not was changed outside the application; it is left out
     rather than shown with data the log contradicts, and reported, so that an operator
     looks at the table."""
-    value = entry.value if hit.variant is None else variant_values.get((entry.pk, hit.variant))
+    value = entry.value if hit.variant is None else variant_values.get((entry.id, hit.variant))
     if (entry.hash_list_id, entry.algorithm, value) == (hit.list_id, hit.algorithm, hit.value):
         return True
     # The values stay out of the server's log: they may be erased later, its lines may not.
-    logger.error("entry %s differs from its log leaf; left out of a match", entry.pk)
+    logger.error("entry %s differs from its log leaf; left out of a match", entry.id)
     return False

@@ -8,6 +8,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from hashes.models import Entry
+from hashes.selectors import EntryShown
 
 
 class EnvelopeSerializer(serializers.Serializer):
@@ -184,8 +185,13 @@ def quality_is_low(quality: int | None) -> bool:
 
 def entry_provenance(entry: Entry) -> dict[str, Any]:
     """The EntryProvenanceSerializer fields of `entry` (loaded with entries_with_provenance)."""
+    return shown_provenance(EntryShown.of(entry))
+
+
+def shown_provenance(entry: EntryShown) -> dict[str, Any]:
+    """The EntryProvenanceSerializer fields of an entry as a selector shows it."""
     return {
-        "list": entry.hash_list.name,
+        "list": entry.list_name,
         "algorithm": entry.algorithm,
         "commitment": entry.commitment,
         "value": entry.value,
@@ -195,17 +201,17 @@ def entry_provenance(entry: Entry) -> dict[str, Any]:
         "status": entry.status,
         "quality": entry.quality,
         "low_quality": quality_is_low(entry.quality),
-        "partner": entry.partner.name,
-        "signing_key": entry.submission.signing_key.key_id,
+        "partner": entry.partner_name,
+        "signing_key": entry.signing_key,
         "submission": entry.submission_id,
-        "envelope_sha256": entry.submission.envelope_sha256,
-        "log_index": entry.log_index,
+        "envelope_sha256": entry.envelope_sha256,
+        "log_index": entry.id,  # an entry's id is the log index of its entry_added event
         "created_at": entry.created_at,
         "feedback": feedback_summary(entry),
     }
 
 
-def feedback_summary(entry: Entry) -> dict[str, Any]:
+def feedback_summary(entry: Entry | EntryShown) -> dict[str, Any]:
     return {
         "agree": entry.agree_count,
         "disagree": entry.disagree_count,
