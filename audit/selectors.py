@@ -343,19 +343,16 @@ class DailyCount:
 
 
 _DAILY_COUNTS_SQL = """
-SELECT day, partner_id, sum(requests)::bigint, sum(records)::bigint, sum(refusals)::bigint
-FROM (
-    SELECT day, partner_id, requests, records, refusals FROM {daily}
-    WHERE day >= %(first_day)s AND day <= %(last_day)s {daily_partner}
-    UNION ALL
-    SELECT (time AT TIME ZONE 'UTC')::date, COALESCE(partner_id, 0), 1, records,
-           CASE WHEN status >= 400 THEN 1 ELSE 0 END
-    FROM {events}
-    WHERE id > COALESCE((SELECT last_id FROM {rollup} WHERE id = 1), 0)
-      AND time >= %(since)s AND time < %(until)s {events_partner}
-) counted
-GROUP BY day, partner_id
-ORDER BY day, partner_id
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), day, partner_id, requests, records, refusals
+FROM {daily}
+WHERE day >= %(first_day)s AND day <= %(last_day)s {partner}
+UNION ALL
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), (time AT TIME ZONE 'UTC')::date,
+       COALESCE(partner_id, 0), count(*), COALESCE(sum(records), 0)::bigint,
+       count(*) FILTER (WHERE status >= 400)
+FROM {events}
+WHERE id > %(mark)s AND time >= %(since)s AND time < %(until)s {partner}
+GROUP BY 2, 3
 """
 
 
@@ -365,11 +362,12 @@ def access_daily_counts(
     """Requests, records read and refusals per partner per UTC day, first_day to last_day
     inclusive, of one partner or (None) all: exact at the moment of the query.
 
-    The rolled-up days (AccessDaily, every event up to the roll-up's watermark) plus a
-    direct count of the tail above the watermark, read in one statement, hence one snapshot:
-    a roll-up committing meanwhile is seen whole or not at all, so no event is counted
-    twice or missed. The tail is walked on the primary key from the watermark: it is what
-    arrived since the last roll-up (a minute's worth), whatever the range.
+    The rolled-up days (AccessDaily: every event up to the roll-up's watermark) plus a
+    direct count of the tail above the watermark, walked on the primary key from it: what
+    arrived since the last roll-up (a minute's worth), whatever the range. The watermark is
+    read first and passed as a value, so that the planner sees how small the tail is; the
+    counts' statement reads it again in its own snapshot, and if a roll-up committed in
+    between (the days then hold events of the tail too) the counts are read again.
     """
     since = datetime.combine(first_day, time.min, tzinfo=UTC)
     until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
@@ -380,8 +378,7 @@ def access_daily_counts(
         daily=quote(AccessDaily._meta.db_table),
         events=quote(AccessEvent._meta.db_table),
         rollup=quote(AccessRollup._meta.db_table),
-        daily_partner="" if partner_id is None else "AND partner_id = %(partner)s",
-        events_partner="" if partner_id is None else "AND partner_id = %(partner)s",
+        partner="" if partner_id is None else "AND partner_id = %(partner)s",
     )
     params = {
         "first_day": first_day,
@@ -390,9 +387,25 @@ def access_daily_counts(
         "until": until,
         "partner": partner_id,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [DailyCount(*row) for row in cursor.fetchall()]
+    while True:
+        params["mark"] = mark = access_rollup_mark()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if not rows or (rows[0][0] or 0) == mark:
+            break
+    # A day of the tail may also have rolled-up counts: added up here, not by the database
+    # (one aggregate over the few tail rows rather than over every day of the range).
+    merged: dict[tuple[date, int], list[int]] = {}
+    for _, day, partner, requests, records, refusals in rows:
+        counts = merged.get((day, partner))
+        if counts is None:
+            merged[(day, partner)] = [requests, records, refusals]
+        else:
+            counts[0] += requests
+            counts[1] += records
+            counts[2] += refusals
+    return [DailyCount(day, partner, *counts) for (day, partner), counts in sorted(merged.items())]
 
 
 def _daily_counts_direct(

@@ -181,7 +181,7 @@ def _largest_changes(
 ) -> list[dict[str, Any]]:
     """The biggest moves between the previous period and this one: ranked by the factor
     of change (a tenfold jump first), each side counted plus one so that 0 to 50 ranks."""
-    changes = []
+    changes: list[dict[str, Any]] = []
     for partner_id, metrics in totals.items():
         for metric, label in METRICS:
             previous, current = metrics.get(metric, (0, 0))
@@ -201,7 +201,7 @@ def _largest_changes(
                     "up": current > previous,
                 }
             )
-    changes.sort(key=lambda change: (-float(change["score"]), change["partner"], change["metric"]))
+    changes.sort(key=lambda change: (-change["score"], change["partner"], change["metric"]))
     return changes[:CHANGES_SHOWN]
 
 
