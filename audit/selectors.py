@@ -614,10 +614,14 @@ class CosignerState:
     last: Cosignature | None
 
 
-def cosigners_latest(*, witnesses: Collection[str]) -> list[CosignerState]:
+def cosigners_latest(
+    *, witnesses: Collection[str], partner_id: int | None = None
+) -> list[CosignerState]:
     """The outside witnesses `witnesses` (as LOG_WITNESSES names them) and every partner
-    signing key that ever cosigned, each with its latest cosignature: one probe each of
-    the (witness, -checkpoint) and (signing_key, -checkpoint) indexes."""
+    signing key that ever cosigned (of partner `partner_id` only, if given: which partners
+    witness the log is no business of another partner's auditor), each with its latest
+    cosignature: one probe each of the (witness, -checkpoint) and (signing_key,
+    -checkpoint) indexes."""
     from partners.models import SigningKey
 
     states = []
@@ -634,6 +638,8 @@ def cosigners_latest(*, witnesses: Collection[str]) -> list[CosignerState]:
         .select_related("partner")
         .order_by("partner__name", "key_id")
     )
+    if partner_id is not None:
+        keys = keys.filter(partner_id=partner_id)
     for key in keys:
         last = (
             Cosignature.objects.filter(signing_key=key)

@@ -739,8 +739,20 @@ def test_log_health_shows_the_checkpoint_cosigners_last_verification_and_periods
     from audit.actors import ACCESS_PERIOD_SEALER, CHECKPOINT_SIGNER
     from audit.services import checkpoint_sign
 
-    alice = partner_client("alice")
+    from consortium_client.notes import cosignature_sign
+
+    alice, bob = partner_client("alice"), partner_client("bob")
     checkpoint = checkpoint_sign(actor=CHECKPOINT_SIGNER)
+    body = checkpoint.note[: checkpoint.note.rindex("\n\n") + 1]
+    for partner in (alice, bob):
+        line = cosignature_sign(
+            name=partner.partner.name,
+            private_key=partner.private_key,
+            checkpoint_text=body,
+            timestamp=1_800_000_000,
+        ).line
+        posted = partner.post_text("/api/v1/log/cosignatures", (checkpoint.note + line).encode())
+        assert posted.status_code == 201, posted.content
     out = io.StringIO()
     call_command("log_verify", "--no-progress", stdout=out)
     period = access_period_seal(actor=ACCESS_PERIOD_SEALER, wait_seconds=5)
@@ -754,4 +766,39 @@ def test_log_health_shows_the_checkpoint_cosigners_last_verification_and_periods
     assert "Verified" in text
     assert out.getvalue().strip()[:20] in text
     assert period.root in text
-    assert "No witness configured and no partner has cosigned" in text
+    # Its own partner's cosigning key, not which other partners witness the log.
+    assert alice.signing_key.key_id[:16] in text
+    assert bob.signing_key.key_id[:16] not in text
+    staff = _staff("auditor", permitted=True).get("/audit/log").content.decode()
+    assert alice.signing_key.key_id[:16] in staff
+    assert bob.signing_key.key_id[:16] in staff
+
+
+# Assets
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("deployment", [True, False], ids=["deployment", "quick-start"])
+def test_the_pages_load_every_asset_from_this_server(
+    settings: Any, tmp_path: Any, deployment: bool
+) -> None:
+    """The charting library, the script and the stylesheet come from this server (no CDN),
+    collected and served by WhiteNoise in a deployment, from the app in the quick start."""
+    from tests.test_docs import ASSET_TYPES, _AssetLinks
+
+    if deployment:
+        settings.STATIC_ROOT = tmp_path / "static"
+        call_command("collectstatic", "--noinput", verbosity=0)
+    else:
+        settings.DEBUG = True
+        settings.STATIC_ROOT = tmp_path / "nothing-collected"
+    page = _staff("auditor", permitted=True).get("/audit/")
+    links = _AssetLinks()
+    links.feed(page.content.decode())
+    assert len(links.urls) == 3, links.urls  # Chart.js, auditor.js, auditor.css
+    assert any("chartjs-4.6.1/chart.umd.min.js" in url for url in links.urls)
+    for url in links.urls:
+        assert url.startswith("/static/"), url
+        asset = Client().get(url)
+        assert asset.status_code == 200, url
+        assert ASSET_TYPES[url[url.rindex(".") :]] in asset["Content-Type"]

@@ -510,7 +510,9 @@ class LogHealthPage(AuditorPage):
         periods, next_before = access_periods_page(before=before, limit=SHOWN_LATEST)
         checkpoint = checkpoint_latest()
         now = timezone.now()
-        cosigners = cosigners_latest(witnesses=[w.name for w in witnesses_configured()])
+        cosigners = cosigners_latest(
+            witnesses=[w.name for w in witnesses_configured()], partner_id=self.scope.partner_id
+        )
         self.audit_records = len(periods) + len(cosigners) + (1 if checkpoint else 0)
         return self.page(
             "audit/web/log.html",
