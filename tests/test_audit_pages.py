@@ -738,7 +738,6 @@ def test_log_health_shows_the_checkpoint_cosigners_last_verification_and_periods
 ) -> None:
     from audit.actors import ACCESS_PERIOD_SEALER, CHECKPOINT_SIGNER
     from audit.services import checkpoint_sign
-
     from consortium_client.notes import cosignature_sign
 
     alice, bob = partner_client("alice"), partner_client("bob")
