@@ -231,9 +231,7 @@ def main() -> None:
             f"  baseline, the same counts by a scan of the access events: {ms(baseline)} "
             f"(the page is {statistics.median(baseline) / statistics.median(overview):.0f}x faster)"
         )
-        counts = timed(
-            lambda: access_daily_counts(first_day=start, last_day=end), args.rounds
-        )
+        counts = timed(lambda: access_daily_counts(first_day=start, last_day=end), args.rounds)
         print(f"  of which the counts' query: {ms(counts)}")
         del partner_query
 
@@ -289,7 +287,7 @@ def main() -> None:
                 f"(the export runs at {copy_seconds / export_seconds:.2f} of COPY's rate)"
             )
         for round_number in range(2):
-            child = subprocess.run(
+            child = subprocess.run(  # noqa: S603 - this script, with its own arguments
                 [sys.executable, __file__, "--child", since.isoformat(), until.isoformat()],
                 capture_output=True,
                 text=True,
