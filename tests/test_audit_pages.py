@@ -421,6 +421,32 @@ def test_the_charts_numbers_equal_a_direct_count_including_events_after_the_roll
     assert AccessRollup.objects.get().last_id > 0
 
 
+@pytest.mark.django_db
+def test_the_overview_export_holds_the_charts_numbers_within_the_auditors_scope(
+    alice: PartnerClient, bob: PartnerClient
+) -> None:
+    today = timezone.now().astimezone(UTC).date()
+    _insert_events(_spread([alice.partner.pk, bob.partner.pk], 20, today, seed=7)[:400])
+    first, last = today - timedelta(days=9), today
+    query = {"start": first.isoformat(), "end": last.isoformat()}
+    client = _staff("auditor", permitted=True)
+    response = client.get("/audit/overview.csv", query)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    page_view = _latest_event()
+    assert (page_view.action, page_view.detail["format"]) == ("audit.web.overview_export", "csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    exported = {
+        (row["partner"] or "(no partner)", row["day"]): {
+            m: int(row[m]) for m in ("requests", "records", "refusals")
+        }
+        for row in rows
+    }
+    assert exported == _direct(first, last, excluding=page_view.pk)
+    own = _signed_in(_auditor_key(alice)).get("/audit/overview.jsonl", query)
+    assert {json.loads(line)["partner"] for line in own.content.splitlines()} == {"alice"}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_roll_up_counts_every_event_once_however_it_is_split_and_repeated() -> None:
     alice = partner_client("alice")

@@ -4,6 +4,11 @@ from audit.web import views
 
 urlpatterns = [
     path("", views.OverviewPage.as_view(), name="auditor-overview"),
+    path(
+        "overview.<str:export_format>",
+        views.OverviewExportPage.as_view(),
+        name="auditor-overview-export",
+    ),
     path("events", views.EventsPage.as_view(), name="auditor-events"),
     path("events/<int:event_id>", views.EventPage.as_view(), name="auditor-event"),
     path("events/export.<str:export_format>", views.ExportPage.as_view(), name="auditor-export"),

@@ -50,6 +50,7 @@ from audit.selectors import (
     log_verify_latest,
 )
 from audit.services import access_event_record
+from audit.templatetags.auditor import change as change_text
 from audit.web.access import (
     AuditorForbidden,
     AuditorScope,
@@ -254,6 +255,7 @@ class OverviewPage(AuditorPage):
                         "previous": totals[pid][metric][0],
                         "current": totals[pid][metric][1],
                         "flagged": (pid, metric) in flagged,
+                        "change": change_text(totals[pid][metric][1], totals[pid][metric][0]),
                     }
                     for metric, _ in METRICS
                 ],
@@ -297,6 +299,46 @@ class OverviewPage(AuditorPage):
                 "rolled_up_to": access_rollup_mark(),
             },
         )
+
+
+class OverviewExportPage(AuditorPage):
+    """The overview's numbers (per UTC day and partner, the range's days only) as CSV or
+    JSON lines: what the charts draw, for a spreadsheet or a report."""
+
+    audit_action = "audit.web.overview_export"
+
+    def get(self, request: HttpRequest, export_format: str) -> HttpResponseBase:
+        if export_format not in EXPORT_FORMATS:
+            raise Http404
+        form = OverviewForm(request.GET)
+        if not form.is_valid():
+            raise BadPageInput({k: [str(m) for m in v] for k, v in form.errors.items()})
+        start: date = form.cleaned_data["start"]
+        end: date = form.cleaned_data["end"]
+        counts = access_daily_counts(
+            first_day=start, last_day=end, partner_id=self.scope.partner_id
+        )
+        names = partner_names(ids={count.partner_id for count in counts})
+        rows = [
+            (
+                count.day.isoformat(),
+                names.get(count.partner_id, ""),
+                count.requests,
+                count.records,
+                count.refusals,
+            )
+            for count in counts
+        ]
+        self.audit_target = f"{start.isoformat()}..{end.isoformat()}"
+        self.audit_records = len(rows)
+        self.audit_detail["format"] = export_format
+        columns = ["day", "partner", "requests", "records", "refusals"]
+        content_type, lines = EXPORT_FORMATS[export_format]
+        response = HttpResponse("".join(lines(rows, columns)), content_type=content_type)
+        response["Content-Disposition"] = (
+            f'attachment; filename="access-overview-{start}-{end}.{export_format}"'
+        )
+        return response
 
 
 # The access-event browser
@@ -407,7 +449,8 @@ def jsonl_lines(rows: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[s
     buffer = []
     for row in rows:
         item = dict(zip(names, row, strict=True))
-        item["time"] = _utc_text(item["time"])
+        if isinstance(item.get("time"), datetime):
+            item["time"] = _utc_text(item["time"])
         buffer.append(json.dumps(item, sort_keys=True, separators=(",", ":")) + "\n")
         if len(buffer) >= ROWS_PER_WRITE:
             yield "".join(buffer)
