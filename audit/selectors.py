@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -342,18 +343,68 @@ class DailyCount:
     refusals: int
 
 
-_DAILY_COUNTS_SQL = """
-SELECT (SELECT last_id FROM {rollup} WHERE id = 1), day, partner_id, requests, records, refusals
+_COUNTS_SQL = """
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), {day} partner_id,
+       {sum}(requests)::bigint, {sum}(records)::bigint, {sum}(refusals)::bigint
 FROM {daily}
 WHERE day >= %(first_day)s AND day <= %(last_day)s {partner}
+{daily_group}
 UNION ALL
-SELECT (SELECT last_id FROM {rollup} WHERE id = 1), (time AT TIME ZONE 'UTC')::date,
-       COALESCE(partner_id, 0), count(*), COALESCE(sum(records), 0)::bigint,
-       count(*) FILTER (WHERE status >= 400)
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), {tail_day} COALESCE(partner_id, 0),
+       count(*), COALESCE(sum(records), 0)::bigint, count(*) FILTER (WHERE status >= 400)
 FROM {events}
 WHERE id > %(mark)s AND time >= %(since)s AND time < %(until)s {partner}
-GROUP BY 2, 3
+GROUP BY {tail_group}
 """
+
+
+def _access_counts(
+    *, first_day: date, last_day: date, partner_id: int | None, by_day: bool
+) -> dict[tuple[date | None, int], list[int]]:
+    """Requests, records and refusals from first_day to last_day inclusive (UTC days), per
+    (day, partner) or, without `by_day`, per (None, partner): see access_daily_counts."""
+    since = datetime.combine(first_day, time.min, tzinfo=UTC)
+    until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    quote = connection.ops.quote_name
+    sql = _COUNTS_SQL.format(
+        daily=quote(AccessDaily._meta.db_table),
+        events=quote(AccessEvent._meta.db_table),
+        rollup=quote(AccessRollup._meta.db_table),
+        partner="" if partner_id is None else "AND partner_id = %(partner)s",
+        day="day," if by_day else "",
+        sum="" if by_day else "sum",
+        daily_group="" if by_day else "GROUP BY partner_id",
+        tail_day="(time AT TIME ZONE 'UTC')::date," if by_day else "",
+        tail_group="2, 3" if by_day else "2",
+    )
+    params: dict[str, Any] = {
+        "first_day": first_day,
+        "last_day": last_day,
+        "since": since,
+        "until": until,
+        "partner": partner_id,
+    }
+    while True:
+        params["mark"] = mark = access_rollup_mark()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if not rows or (rows[0][0] or 0) == mark:
+            break
+    # A day of the tail may also have rolled-up counts: added up here rather than by the
+    # database (an aggregate over the few tail rows, not over every day of the range).
+    merged: dict[tuple[date | None, int], list[int]] = {}
+    for row in rows:
+        key = (row[1], row[2]) if by_day else (None, row[1])
+        values = row[-3:]
+        counts = merged.get(key)
+        if counts is None:
+            merged[key] = list(values)
+        else:
+            counts[0] += values[0]
+            counts[1] += values[1]
+            counts[2] += values[2]
+    return merged
 
 
 def access_daily_counts(
@@ -369,43 +420,43 @@ def access_daily_counts(
     counts' statement reads it again in its own snapshot, and if a roll-up committed in
     between (the days then hold events of the tail too) the counts are read again.
     """
-    since = datetime.combine(first_day, time.min, tzinfo=UTC)
-    until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
     if connection.vendor != "postgresql":
-        return _daily_counts_direct(since=since, until=until, partner_id=partner_id)
-    quote = connection.ops.quote_name
-    sql = _DAILY_COUNTS_SQL.format(
-        daily=quote(AccessDaily._meta.db_table),
-        events=quote(AccessEvent._meta.db_table),
-        rollup=quote(AccessRollup._meta.db_table),
-        partner="" if partner_id is None else "AND partner_id = %(partner)s",
+        return _daily_counts_direct(
+            since=datetime.combine(first_day, time.min, tzinfo=UTC),
+            until=datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC),
+            partner_id=partner_id,
+        )
+    merged = _access_counts(
+        first_day=first_day, last_day=last_day, partner_id=partner_id, by_day=True
     )
-    params = {
-        "first_day": first_day,
-        "last_day": last_day,
-        "since": since,
-        "until": until,
-        "partner": partner_id,
-    }
-    while True:
-        params["mark"] = mark = access_rollup_mark()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        if not rows or (rows[0][0] or 0) == mark:
-            break
-    # A day of the tail may also have rolled-up counts: added up here, not by the database
-    # (one aggregate over the few tail rows rather than over every day of the range).
-    merged: dict[tuple[date, int], list[int]] = {}
-    for _, day, partner, requests, records, refusals in rows:
-        counts = merged.get((day, partner))
-        if counts is None:
-            merged[(day, partner)] = [requests, records, refusals]
-        else:
-            counts[0] += requests
-            counts[1] += records
-            counts[2] += refusals
-    return [DailyCount(day, partner, *counts) for (day, partner), counts in sorted(merged.items())]
+    return [
+        DailyCount(day, partner, *counts)
+        for (day, partner), counts in sorted(merged.items())
+        if day is not None
+    ]
+
+
+def access_partner_totals(
+    *, first_day: date, last_day: date, partner_id: int | None = None
+) -> dict[int, tuple[int, int, int]]:
+    """Requests, records read and refusals per partner over first_day to last_day
+    (inclusive, UTC days), exact as access_daily_counts's, summed by the database."""
+    if connection.vendor != "postgresql":
+        totals: dict[int, tuple[int, int, int]] = {}
+        for count in access_daily_counts(
+            first_day=first_day, last_day=last_day, partner_id=partner_id
+        ):
+            previous = totals.get(count.partner_id, (0, 0, 0))
+            totals[count.partner_id] = (
+                previous[0] + count.requests,
+                previous[1] + count.records,
+                previous[2] + count.refusals,
+            )
+        return totals
+    merged = _access_counts(
+        first_day=first_day, last_day=last_day, partner_id=partner_id, by_day=False
+    )
+    return {partner: (c[0], c[1], c[2]) for (_, partner), c in merged.items()}
 
 
 def _daily_counts_direct(
@@ -564,20 +615,80 @@ def access_export_columns() -> dict[str, str]:
     }
 
 
+class UtcText(Func):
+    """A moment as UTC text with microseconds and Z, made by PostgreSQL."""
+
+    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    output_field = TextField()
+
+
+class HostText(Func):
+    function = "host"
+    output_field = TextField()
+
+
+def _export_expressions() -> dict[str, Any]:
+    """The export's columns as PostgreSQL writes them as text: no datetime, address or
+    JSON object is made in Python and turned back into text, per row."""
+    from django.db.models import F
+    from django.db.models.functions import Cast
+
+    fields = access_export_columns()
+    return {
+        **{name: F(field) for name, field in fields.items()},
+        "time": UtcText(F("time")),
+        "client_ip": HostText(F("client_ip")),
+        "detail": Cast(F("detail"), TextField()),
+    }
+
+
 def access_events_export(
-    *, filters: AccessEventBrowseFilter, partner_id: int | None, chunk: int = 2000
-) -> Iterator[tuple[Any, ...]]:
-    """Every event the (valid) filters select, newest first, as tuples of the values of
-    access_export_columns(), read `chunk` rows at a time by the browser's keyset walk:
-    memory stays one chunk whatever the count, and no cursor is held open between chunks
-    (a slow reader keeps no snapshot or server-side state between them)."""
-    fields = list(access_export_columns().values())
+    *,
+    filters: AccessEventBrowseFilter,
+    partner_id: int | None,
+    chunk: int = 5000,
+    as_json: bool = False,
+) -> Iterator[Any]:
+    """Every event the (valid) filters select, newest first, read `chunk` rows at a time
+    by the browser's keyset walk: memory stays one chunk whatever the count, and no cursor
+    is held open between chunks (a slow reader keeps no snapshot or server state).
+
+    Each event is a tuple of access_export_columns()'s values, or with `as_json` one JSON
+    object's text with those keys. On PostgreSQL the database writes the times (UTC, Z),
+    addresses and JSON as text, which is most of an export's cost when Python does it.
+    """
+    from django.db.models import F
+    from django.db.models.functions import Cast, JSONObject
+
+    postgres = connection.vendor == "postgresql"
+    names = list(access_export_columns())
+    if postgres:
+        expressions = _export_expressions()
+        if as_json:
+            # The detail stays a JSON object inside the line, not a string of one.
+            line = Cast(JSONObject(**{**expressions, "detail": F("detail")}), TextField())
+            shape: Any = lambda qs: qs.values_list("id", line)  # noqa: E731
+        else:
+            shape = lambda qs: qs.annotate(  # noqa: E731
+                **{f"x_{name}": expression for name, expression in expressions.items()}
+            ).values_list(*[f"x_{name}" for name in names])
+    else:
+        fields = list(access_export_columns().values())
+        shape = lambda qs: qs.values_list(*fields)  # noqa: E731
     for queryset in access_events_slices(filters=filters, partner_id=partner_id):
         cursor = None
         while True:
             page = queryset if cursor is None else queryset.filter(id__lt=cursor)
-            rows = list(page.values_list(*fields)[:chunk])
-            yield from rows
+            rows = list(shape(page)[:chunk])
+            if as_json and postgres:
+                yield from (text for _, text in rows)
+            elif as_json:
+                for row in rows:
+                    item = dict(zip(names, row, strict=True))
+                    item["time"] = item["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    yield json.dumps(item, sort_keys=True, separators=(",", ":"))
+            else:
+                yield from rows
             if len(rows) < chunk:
                 break
             cursor = rows[-1][0]

@@ -720,6 +720,10 @@ def test_exports_hold_every_event_of_the_filtered_view_and_are_audited(
         "detail",
     }
     assert items[0]["time"].endswith("Z")
+    event = AccessEvent.objects.get(pk=items[0]["id"])
+    assert items[0]["detail"] == event.detail
+    assert items[0]["time"] == event.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert items[0]["partner"] == "bob"
 
 
 @pytest.mark.django_db

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -42,6 +41,7 @@ from audit.selectors import (
     access_events_export,
     access_export_columns,
     access_key_last_use,
+    access_partner_totals,
     access_periods_page,
     access_rollup_mark,
     checkpoint_latest,
@@ -218,23 +218,31 @@ class OverviewPage(AuditorPage):
         span = (end - start).days + 1
         previous_start = start - timedelta(days=span)
         counts = access_daily_counts(
-            first_day=previous_start, last_day=end, partner_id=self.scope.partner_id
+            first_day=start, last_day=end, partner_id=self.scope.partner_id
+        )
+        before = access_partner_totals(
+            first_day=previous_start,
+            last_day=start - timedelta(days=1),
+            partner_id=self.scope.partner_id,
         )
         days = [start + timedelta(days=offset) for offset in range(span)]
         position = {day: offset for offset, day in enumerate(days)}
-        series: dict[int, dict[str, list[int]]] = defaultdict(
-            lambda: {metric: [0] * span for metric, _ in METRICS}
-        )
-        totals: dict[int, dict[str, list[int]]] = defaultdict(
-            lambda: {metric: [0, 0] for metric, _ in METRICS}
-        )
+        series: dict[int, dict[str, list[int]]] = {}
+        totals: dict[int, dict[str, list[int]]] = {}
+        for partner_id, values in before.items():
+            totals[partner_id] = {
+                metric: [value, 0] for (metric, _), value in zip(METRICS, values, strict=True)
+            }
         for count in counts:
-            current = count.day >= start
-            for metric, _ in METRICS:
-                value = getattr(count, metric)
-                totals[count.partner_id][metric][1 if current else 0] += value
-                if current:
-                    series[count.partner_id][metric][position[count.day]] += value
+            values = (count.requests, count.records, count.refusals)
+            partner_series = series.get(count.partner_id)
+            if partner_series is None:
+                partner_series = series[count.partner_id] = {m: [0] * span for m, _ in METRICS}
+            partner_totals = totals.setdefault(count.partner_id, {m: [0, 0] for m, _ in METRICS})
+            offset = position[count.day]
+            for (metric, _), value in zip(METRICS, values, strict=True):
+                partner_series[metric][offset] = value
+                partner_totals[metric][1] += value
         if self.scope.partner is not None:
             totals.setdefault(self.scope.partner.pk, {m: [0, 0] for m, _ in METRICS})
         names = partner_names(ids=set(totals))
@@ -282,7 +290,7 @@ class OverviewPage(AuditorPage):
             ],
         }
         self.audit_target = f"{start.isoformat()}..{end.isoformat()}"
-        self.audit_records = len(counts)
+        self.audit_records = len(counts) + len(before)
         return self.page(
             "audit/web/overview.html",
             {
@@ -333,8 +341,14 @@ class OverviewExportPage(AuditorPage):
         self.audit_records = len(rows)
         self.audit_detail["format"] = export_format
         columns = ["day", "partner", "requests", "records", "refusals"]
-        content_type, lines = EXPORT_FORMATS[export_format]
-        response = HttpResponse("".join(lines(rows, columns)), content_type=content_type)
+        if export_format == "jsonl":
+            body = "".join(
+                json.dumps(dict(zip(columns, row, strict=True)), separators=(",", ":")) + "\n"
+                for row in rows
+            )
+        else:
+            body = "".join(csv_lines(rows, columns))
+        response = HttpResponse(body, content_type=EXPORT_FORMATS[export_format])
         response["Content-Disposition"] = (
             f'attachment; filename="access-overview-{start}-{end}.{export_format}"'
         )
@@ -445,23 +459,20 @@ def csv_lines(rows: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str
         yield "".join(buffer)
 
 
-def jsonl_lines(rows: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str]:
+def jsonl_lines(lines: Iterable[str]) -> Iterator[str]:
     buffer = []
-    for row in rows:
-        item = dict(zip(names, row, strict=True))
-        if isinstance(item.get("time"), datetime):
-            item["time"] = _utc_text(item["time"])
-        buffer.append(json.dumps(item, sort_keys=True, separators=(",", ":")) + "\n")
+    for line in lines:
+        buffer.append(line)
         if len(buffer) >= ROWS_PER_WRITE:
-            yield "".join(buffer)
+            yield "\n".join(buffer) + "\n"
             buffer = []
     if buffer:
-        yield "".join(buffer)
+        yield "\n".join(buffer) + "\n"
 
 
 EXPORT_FORMATS = {
-    "csv": ("text/csv; charset=utf-8", csv_lines),
-    "jsonl": ("application/jsonl; charset=utf-8", jsonl_lines),
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/jsonl; charset=utf-8",
 }
 
 
@@ -476,13 +487,15 @@ class ExportPage(AuditorPage):
         if export_format not in EXPORT_FORMATS:
             raise Http404
         filters = _browse_filters(self, request.GET)
-        content_type, lines = EXPORT_FORMATS[export_format]
         self.audit_target = request.GET.urlencode()[:255]
         self.audit_detail["format"] = export_format
         self.record_now(200)
-        columns = access_export_columns()
-        rows = access_events_export(filters=filters, partner_id=self.scope.partner_id)
-        response = StreamingHttpResponse(lines(rows, list(columns)), content_type=content_type)
+        as_json = export_format == "jsonl"
+        rows = access_events_export(
+            filters=filters, partner_id=self.scope.partner_id, as_json=as_json
+        )
+        body = jsonl_lines(rows) if as_json else csv_lines(rows, list(access_export_columns()))
+        response = StreamingHttpResponse(body, content_type=EXPORT_FORMATS[export_format])
         stamp = timezone.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         response["Content-Disposition"] = (
             f'attachment; filename="access-events-{stamp}.{export_format}"'
