@@ -412,7 +412,7 @@ def test_the_charts_numbers_equal_a_direct_count_including_events_after_the_roll
     previous = _direct(first - timedelta(days=30), first - timedelta(days=1))
     for row in response.context["rows"]:
         for cell in row["cells"]:
-            assert cell["previous"] == sum(
+            assert int(cell["previous"]) == sum(
                 counts[cell["metric"]]
                 for (name, _), counts in previous.items()
                 if name == row["partner"]

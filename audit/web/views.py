@@ -227,64 +227,68 @@ class OverviewPage(AuditorPage):
         )
         days = [start + timedelta(days=offset) for offset in range(span)]
         position = {day: offset for offset, day in enumerate(days)}
-        series: dict[int, dict[str, list[int]]] = {}
-        totals: dict[int, dict[str, list[int]]] = {}
-        for partner_id, values in before.items():
-            totals[partner_id] = {
-                metric: [value, 0] for (metric, _), value in zip(METRICS, values, strict=True)
-            }
+        keys = [metric for metric, _ in METRICS]
+        # One pass over the days' rows: each partner's series, its totals (previous period,
+        # this one) and every partner's sum per day, as plain lists.
+        series: dict[int, list[list[int]]] = {}
+        totals: dict[int, list[list[int]]] = {
+            partner_id: [[value, 0] for value in values] for partner_id, values in before.items()
+        }
+        day_sums = [[0] * span for _ in keys]
         for count in counts:
-            values = (count.requests, count.records, count.refusals)
-            partner_series = series.get(count.partner_id)
-            if partner_series is None:
-                partner_series = series[count.partner_id] = {m: [0] * span for m, _ in METRICS}
-            partner_totals = totals.setdefault(count.partner_id, {m: [0, 0] for m, _ in METRICS})
+            partner_id = count.partner_id
+            lines = series.get(partner_id)
+            if lines is None:
+                lines = series[partner_id] = [[0] * span for _ in keys]
+            sums = totals.get(partner_id)
+            if sums is None:
+                sums = totals[partner_id] = [[0, 0] for _ in keys]
             offset = position[count.day]
-            for (metric, _), value in zip(METRICS, values, strict=True):
-                partner_series[metric][offset] = value
-                partner_totals[metric][1] += value
+            for index, value in enumerate((count.requests, count.records, count.refusals)):
+                lines[index][offset] = value
+                sums[index][1] += value
+                day_sums[index][offset] += value
         if self.scope.partner is not None:
-            totals.setdefault(self.scope.partner.pk, {m: [0, 0] for m, _ in METRICS})
+            totals.setdefault(self.scope.partner.pk, [[0, 0] for _ in keys])
         names = partner_names(ids=set(totals))
         frozen = {
-            partner_id: {metric: (pair[0], pair[1]) for metric, pair in metrics.items()}
-            for partner_id, metrics in totals.items()
+            partner_id: {key: (pair[0], pair[1]) for key, pair in zip(keys, pairs, strict=True)}
+            for partner_id, pairs in totals.items()
         }
         changes = _largest_changes(frozen, names)
         flagged = {(change["partner_id"], change["metric"]) for change in changes}
-        order = sorted(totals, key=lambda pid: (-totals[pid]["requests"][1], names.get(pid, "~")))
+        order = sorted(totals, key=lambda pid: (-totals[pid][0][1], names.get(pid, "~")))
         rows = [
             {
                 "partner_id": pid,
                 "partner": names.get(pid, NO_PARTNER),
                 "cells": [
                     {
-                        "metric": metric,
-                        "previous": totals[pid][metric][0],
-                        "current": totals[pid][metric][1],
-                        "flagged": (pid, metric) in flagged,
-                        "change": change_text(totals[pid][metric][1], totals[pid][metric][0]),
+                        "metric": key,
+                        # Text already: Django's templates localise each number they
+                        # print, the largest part of this page's cost at 50 partners.
+                        "previous": str(previous),
+                        "current": str(current),
+                        "flag": " flag" if (pid, key) in flagged else "",
+                        "change": change_text(current, previous),
                     }
-                    for metric, _ in METRICS
+                    for key, (previous, current) in zip(keys, totals[pid], strict=True)
                 ],
             }
             for pid in order
         ]
         daily = [
-            {
-                "day": day,
-                **{
-                    metric: sum(values[metric][offset] for values in series.values())
-                    for metric, _ in METRICS
-                },
-            }
+            {"day": day.isoformat(), **{k: str(day_sums[i][offset]) for i, k in enumerate(keys)}}
             for offset, day in enumerate(days)
         ]
         chart = {
             "days": [day.isoformat() for day in days],
             "metrics": [{"key": metric, "label": label} for metric, label in METRICS],
             "series": [
-                {"partner": names.get(pid, NO_PARTNER), **series[pid]}
+                {
+                    "partner": names.get(pid, NO_PARTNER),
+                    **dict(zip(keys, series[pid], strict=True)),
+                }
                 for pid in order
                 if pid in series
             ],
