@@ -154,10 +154,12 @@ def export_child(args: argparse.Namespace) -> None:
     since, until = args.child
     client.get("/audit/log")  # warm: templates, connection, first queries
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
     response = client.get("/audit/events/export.jsonl", {"since": since, "until": until})
     rows = sum(chunk.count(b"\n") for chunk in response.streaming_content)
+    seconds = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{rows} {before} {after}")
+    print(f"{rows} {seconds} {before} {after}")
 
 
 def main() -> None:
@@ -167,7 +169,7 @@ def main() -> None:
     parser.add_argument("--partners", type=int, default=50)
     parser.add_argument("--tail", type=int, default=5_000)
     parser.add_argument("--export", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -294,11 +296,12 @@ def main() -> None:
                 check=True,
                 env={**os.environ, "DATABASE_URL": db.django_url},
             )
-            rows_text, before, after = child.stdout.split()[-3:]
+            rows_text, seconds_text, before, after = child.stdout.split()[-4:]
             print(
                 f"export JSON lines in its own process, round {round_number + 1}: "
-                f"{int(rows_text):,} rows; peak RSS {int(before) // 1024} MiB before, "
-                f"{int(after) // 1024} MiB after (+{(int(after) - int(before)) // 1024} MiB)"
+                f"{int(rows_text):,} rows, {int(rows_text) / float(seconds_text):,.0f} rows/s; "
+                f"peak RSS {int(before) // 1024} MiB before, {int(after) // 1024} MiB after "
+                f"(+{(int(after) - int(before)) // 1024} MiB)"
             )
     finally:
         from django.db import connections
