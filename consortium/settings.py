@@ -55,7 +55,8 @@ LOG_WITNESS_RETRIES = env.int("LOG_WITNESS_RETRIES", default=5)
 LOG_WITNESS_ALLOW_LOCAL_HTTP = env.bool("LOG_WITNESS_ALLOW_LOCAL_HTTP", default=False)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin on a site that asks staff for a second factor (staff.sites).
+    "staff.apps.ConsortiumAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -69,6 +70,10 @@ INSTALLED_APPS = [
     "partners",
     "hashes",
     "audit",
+    # Two-factor authentication for staff: TOTP devices, and recovery codes (staff.models).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "staff",
 ]
 
 MIDDLEWARE = [
@@ -81,7 +86,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): did this session log in with a second factor?
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Ends staff sessions idle or older than the limits below (needs messages for the notice).
+    "staff.middleware.StaffSessionExpiryMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -180,6 +189,20 @@ SUBMISSION_MAX_ENTRIES = env.int("SUBMISSION_MAX_ENTRIES", default=10_000)
 ENVELOPE_MAX_AGE = env.int("ENVELOPE_MAX_AGE", default=24 * 60 * 60)
 ENVELOPE_MAX_SKEW = env.int("ENVELOPE_MAX_SKEW", default=5 * 60)
 FEED_PAGE_MAX = 10_000
+
+# Staff sessions (the admin, the auditor pages) end after this long without a request, and
+# this long after login whatever happens (staff.middleware); the cookie lives no longer.
+STAFF_SESSION_IDLE_SECONDS = env.int("STAFF_SESSION_IDLE_SECONDS", default=30 * 60)
+STAFF_SESSION_MAX_SECONDS = env.int("STAFF_SESSION_MAX_SECONDS", default=8 * 60 * 60)
+SESSION_COOKIE_AGE = STAFF_SESSION_MAX_SECONDS
+# No script reads the session cookie, and no other site's page sends it along with a POST.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The name authenticator apps show beside a staff user's TOTP codes.
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="Consortium")
+# A staff user's TOTP key is never shown again after enrolment.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True

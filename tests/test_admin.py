@@ -19,7 +19,7 @@ from hashes.models import Entry, HashList, Revocation
 from partners import services
 from partners.apikeys import apikey_digest
 from partners.models import ApiKey, Partner, SigningKey
-from tests.conftest import ADMIN, PartnerClient, pdq, problem
+from tests.conftest import ADMIN, PartnerClient, pdq, problem, staff_login
 from tests.factories import SharingGroupFactory
 
 ACTOR = "admin:admin"
@@ -27,13 +27,13 @@ ACTOR = "admin:admin"
 
 @pytest.fixture
 def admin_user(db: None) -> User:
-    """A superuser without a password: force_login needs none, and hashing one is slow."""
+    """A superuser without a password: staff_login needs none, and hashing one is slow."""
     return User.objects.create_superuser("admin", "admin@example.org", None)
 
 
 @pytest.fixture
 def admin(client: Client, admin_user: User) -> Client:
-    client.force_login(admin_user)
+    staff_login(client, admin_user)
     return client
 
 

@@ -35,7 +35,7 @@ from audit.selectors import (
 from audit.services import access_event_record, access_period_seal, access_rollup
 from partners import services
 from partners.models import ApiKey
-from tests.conftest import ADMIN, PartnerClient, partner_client
+from tests.conftest import ADMIN, PartnerClient, partner_client, staff_login
 
 WRITER = Actor.command("tests")
 PAGES = ["/audit/", "/audit/events", "/audit/partners", "/audit/log", "/audit/events/export.csv"]
@@ -49,7 +49,7 @@ def _staff(username: str, *, permitted: bool) -> Client:
     if permitted:
         user.user_permissions.add(Permission.objects.get(codename="view_audit_pages"))
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return client
 
 
@@ -115,6 +115,19 @@ def test_staff_without_the_permission_is_refused(path: str, alice: PartnerClient
     assert b"alice" not in response.content
     event = _latest_event()
     assert (event.actor, event.status) == ("admin:clerk", 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", PAGES)
+def test_staff_without_a_second_factor_are_sent_to_the_admin_login(path: str) -> None:
+    user = User.objects.create_user("auditor", password="a long enough password 1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_audit_pages"))
+    client = Client()
+    client.force_login(user)  # a password, no TOTP code
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/?next=")
+    assert _latest_event().detail["signed_out"] == "second-factor-required"
 
 
 @pytest.mark.django_db

@@ -2,7 +2,9 @@
 
 Two kinds of auditor:
 - a staff user holding the permission `audit.view_audit_pages` (defined on AccessEvent's
-  Meta, granted in Django admin), signed in through the admin's login: every partner;
+  Meta, granted in Django admin), logged in through the admin's login with a password and
+  a second factor in a session that has not expired (staff.access.staff_verified): every
+  partner. Logged in without the second factor: sent to the admin's login;
 - a partner's own auditor, signed in on these pages with one of its partner's API keys
   that has the `audit` scope: that partner only. The session keeps the key's id, and the
   key is checked again on every request, so a key revoked or expired, a partner suspended,
@@ -23,6 +25,7 @@ from django.http import HttpRequest
 from audit.actors import Actor
 from partners.authentication import apikey_find, apikey_refusal, client_ip
 from partners.models import ApiKey, Partner
+from staff.access import staff_verified
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -51,9 +54,11 @@ class AuditorScope:
 class AuditorSignInRequired(Exception):
     """Nobody (or a key no longer usable) is signed in: show the sign-in page."""
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", *, staff: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        # A staff user: sent to the admin's login rather than the key sign-in page.
+        self.staff = staff
 
 
 class AuditorForbidden(Exception):
@@ -72,7 +77,11 @@ def auditor_scope(request: HttpRequest) -> AuditorScope:
     if user.is_authenticated:
         staff = cast("User", user)
         actor = Actor.for_user(staff, client_ip=address)
-        if staff.is_active and staff.is_staff and staff.has_perm(PERMISSION):
+        if staff.is_active and staff.is_staff and not staff_verified(request):
+            # Logged in without a second factor (or a session django-otp did not verify):
+            # the admin's login, with password and TOTP code, before anything else.
+            raise AuditorSignInRequired("second-factor-required", staff=True)
+        if staff_verified(request) and staff.has_perm(PERMISSION):
             return AuditorScope(actor, None)
         raise AuditorForbidden(actor)
     key_id = request.session.get(SESSION_KEY)

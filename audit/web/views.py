@@ -111,7 +111,8 @@ class AuditorPage(View):
             self.scope = auditor_scope(request)
         except AuditorSignInRequired as sign_in:
             query = urlencode({"next": request.get_full_path()})
-            response: HttpResponseBase = redirect(f"{reverse('auditor-sign-in')}?{query}")
+            login = reverse("admin:login") if sign_in.staff else reverse("auditor-sign-in")
+            response: HttpResponseBase = redirect(f"{login}?{query}")
             if sign_in.reason:
                 self.audit_detail["signed_out"] = sign_in.reason
             self._record(request, Actor.anonymous(client_ip=client_ip(request)), response)
