@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(TEST_ENV) $(BIN)/python bench/concurrent_writes.py
 	$(TEST_ENV) $(BIN)/python bench/flood.py
 	$(TEST_ENV) $(BIN)/python bench/log_verify.py
+	$(TEST_ENV) $(BIN)/python bench/audit_pages.py
 	$(TEST_ENV) $(BIN)/python bench/client_sync.py
 	$(TEST_ENV) $(BIN)/python bench/log_tree.py
 	$(BIN)/python bench/match_index.py

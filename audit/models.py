@@ -61,11 +61,19 @@ class AccessEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # Each filter of the access-event browser is an equality on one of these columns and
+        # a keyset walk down the id (audit.selectors.access_events_browse); time ranges are
+        # turned into id ranges through AccessHour.
         indexes = [
             models.Index(fields=["partner", "-id"], name="access_by_partner"),
             models.Index(fields=["action", "-id"], name="access_by_action"),
             models.Index(fields=["time"], name="access_by_time"),
+            models.Index(fields=["key_prefix", "-id"], name="access_by_key"),
+            models.Index(fields=["status", "-id"], name="access_by_status"),
+            models.Index(fields=["target", "-id"], name="access_by_target"),
         ]
+        # Who may open the auditors' web pages (audit.web.access): staff users holding it.
+        permissions = [("view_audit_pages", "Can view the auditors' pages of every partner")]
 
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.status}"
@@ -180,6 +188,11 @@ class Cosignature(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        # When each cosigner last cosigned (the auditors' log health page), one probe each.
+        indexes = [
+            models.Index(fields=["signing_key", "-checkpoint"], name="cosignature_by_key"),
+            models.Index(fields=["witness", "-checkpoint"], name="cosignature_by_witness"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["checkpoint", "signing_key"], name="one_cosignature_per_key"
@@ -205,3 +218,59 @@ class Cosignature(models.Model):
     def __str__(self) -> str:
         cosigner = f"witness {self.witness}" if self.witness else f"partner {self.partner_id}"
         return f"cosignature of {self.checkpoint_id} by {cosigner}"
+
+
+class AccessRollup(models.Model):
+    """How far the access log is rolled up into AccessDaily and AccessHour, in one row.
+
+    Every access event with id <= `last_id` is counted in them exactly once; the events
+    above it (the tail) are counted directly by whoever reads the counts. The roll-up
+    (audit.services.access_rollup) advances `last_id` only to a settled id, below which
+    nothing can commit any more, in the transaction that adds the counts.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_id = models.BigIntegerField(default=0)
+    rolled_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"access events rolled up to {self.last_id}"
+
+
+class AccessDaily(models.Model):
+    """Access events of one partner on one UTC day, rolled up: the overview's numbers.
+
+    `partner_id` 0 stands for events of no partner (administrators, commands, anonymous
+    callers): a plain column rather than a foreign key, so that the roll-up's
+    INSERT ... ON CONFLICT has a non-null key, and no row here locks a partner's row.
+    """
+
+    day = models.DateField()
+    partner_id = models.BigIntegerField()
+    requests = models.BigIntegerField(default=0)
+    records = models.BigIntegerField(default=0)
+    refusals = models.BigIntegerField(default=0, help_text="events with status 400 or above")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "partner_id"], name="access_daily_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} partner {self.partner_id}: {self.requests}"
+
+
+class AccessHour(models.Model):
+    """The smallest and largest id of the rolled-up access events of one UTC hour.
+
+    Turns a time range into an id range (audit.selectors.access_id_bounds): every event of
+    the hour with id <= AccessRollup.last_id lies in [first_id, last_id], so the browser's
+    filters walk an id index between two bounds instead of a time index and a sort.
+    """
+
+    hour = models.DateTimeField(primary_key=True)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h: ids {self.first_id}..{self.last_id}"

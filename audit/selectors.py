@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import django_filters
@@ -13,10 +14,20 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Func, Q, QuerySet, TextField
+from django.db.models import Exists, Func, Max, Min, OuterRef, Q, QuerySet, TextField
 from django_filters.fields import IsoDateTimeField
 
-from audit.models import AccessEvent, AccessPeriod, Checkpoint, LogEvent, LogHead
+from audit.models import (
+    AccessDaily,
+    AccessEvent,
+    AccessHour,
+    AccessPeriod,
+    AccessRollup,
+    Checkpoint,
+    Cosignature,
+    LogEvent,
+    LogHead,
+)
 from audit.visibility import event_visible, events_visible_q
 from consortium_client import leaves, merkle, notes
 
@@ -333,3 +344,488 @@ def access_periods_page(*, before: int | None, limit: int) -> tuple[list[AccessP
     more = len(periods) > limit
     periods = periods[:limit]
     return periods, periods[-1].number if more else None
+
+
+# The auditors' pages: daily counts, the access-event browser, exports, log health
+
+
+@dataclass(frozen=True)
+class DailyCount:
+    """One partner's access events on one UTC day (partner_id 0: no partner)."""
+
+    day: date
+    partner_id: int
+    requests: int
+    records: int
+    refusals: int
+
+
+_COUNTS_SQL = """
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), {day} partner_id,
+       {sum}(requests)::bigint, {sum}(records)::bigint, {sum}(refusals)::bigint
+FROM {daily}
+WHERE day >= %(first_day)s AND day <= %(last_day)s {partner}
+{daily_group}
+UNION ALL
+SELECT (SELECT last_id FROM {rollup} WHERE id = 1), {tail_day} COALESCE(partner_id, 0),
+       count(*), COALESCE(sum(records), 0)::bigint, count(*) FILTER (WHERE status >= 400)
+FROM {events}
+WHERE id > %(mark)s AND time >= %(since)s AND time < %(until)s {partner}
+GROUP BY {tail_group}
+"""
+
+
+def _access_counts(
+    *, first_day: date, last_day: date, partner_id: int | None, by_day: bool
+) -> dict[tuple[date | None, int], list[int]]:
+    """Requests, records and refusals from first_day to last_day inclusive (UTC days), per
+    (day, partner) or, without `by_day`, per (None, partner): see access_daily_counts."""
+    since = datetime.combine(first_day, time.min, tzinfo=UTC)
+    until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    quote = connection.ops.quote_name
+    sql = _COUNTS_SQL.format(
+        daily=quote(AccessDaily._meta.db_table),
+        events=quote(AccessEvent._meta.db_table),
+        rollup=quote(AccessRollup._meta.db_table),
+        partner="" if partner_id is None else "AND partner_id = %(partner)s",
+        day="day," if by_day else "",
+        sum="" if by_day else "sum",
+        daily_group="" if by_day else "GROUP BY partner_id",
+        tail_day="(time AT TIME ZONE 'UTC')::date," if by_day else "",
+        tail_group="2, 3" if by_day else "2",
+    )
+    params: dict[str, Any] = {
+        "first_day": first_day,
+        "last_day": last_day,
+        "since": since,
+        "until": until,
+        "partner": partner_id,
+    }
+    while True:
+        params["mark"] = mark = access_rollup_mark()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if not rows or (rows[0][0] or 0) == mark:
+            break
+    # A day of the tail may also have rolled-up counts: added up here rather than by the
+    # database (an aggregate over the few tail rows, not over every day of the range).
+    merged: dict[tuple[date | None, int], list[int]] = {}
+    for row in rows:
+        key = (row[1], row[2]) if by_day else (None, row[1])
+        values = row[-3:]
+        counts = merged.get(key)
+        if counts is None:
+            merged[key] = list(values)
+        else:
+            counts[0] += values[0]
+            counts[1] += values[1]
+            counts[2] += values[2]
+    return merged
+
+
+def access_daily_counts(
+    *, first_day: date, last_day: date, partner_id: int | None = None
+) -> list[DailyCount]:
+    """Requests, records read and refusals per partner per UTC day, first_day to last_day
+    inclusive, of one partner or (None) all: exact at the moment of the query.
+
+    The rolled-up days (AccessDaily: every event up to the roll-up's watermark) plus a
+    direct count of the tail above the watermark, walked on the primary key from it: what
+    arrived since the last roll-up (a minute's worth), whatever the range. The watermark is
+    read first and passed as a value, so that the planner sees how small the tail is; the
+    counts' statement reads it again in its own snapshot, and if a roll-up committed in
+    between (the days then hold events of the tail too) the counts are read again.
+    """
+    if connection.vendor != "postgresql":
+        return _daily_counts_direct(
+            since=datetime.combine(first_day, time.min, tzinfo=UTC),
+            until=datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC),
+            partner_id=partner_id,
+        )
+    merged = _access_counts(
+        first_day=first_day, last_day=last_day, partner_id=partner_id, by_day=True
+    )
+    return [
+        DailyCount(day, partner, *counts)
+        for (day, partner), counts in sorted(merged.items())
+        if day is not None
+    ]
+
+
+def access_partner_totals(
+    *, first_day: date, last_day: date, partner_id: int | None = None
+) -> dict[int, tuple[int, int, int]]:
+    """Requests, records read and refusals per partner over first_day to last_day
+    (inclusive, UTC days), exact as access_daily_counts's, summed by the database."""
+    if connection.vendor != "postgresql":
+        totals: dict[int, tuple[int, int, int]] = {}
+        for count in access_daily_counts(
+            first_day=first_day, last_day=last_day, partner_id=partner_id
+        ):
+            previous = totals.get(count.partner_id, (0, 0, 0))
+            totals[count.partner_id] = (
+                previous[0] + count.requests,
+                previous[1] + count.records,
+                previous[2] + count.refusals,
+            )
+        return totals
+    merged = _access_counts(
+        first_day=first_day, last_day=last_day, partner_id=partner_id, by_day=False
+    )
+    return {partner: (c[0], c[1], c[2]) for (_, partner), c in merged.items()}
+
+
+def _daily_counts_direct(
+    *, since: datetime, until: datetime, partner_id: int | None
+) -> list[DailyCount]:
+    """The quick start's (SQLite's) counts: every event counted, nothing rolled up."""
+    from django.db.models import Count, Sum
+    from django.db.models.functions import Coalesce, TruncDate
+
+    events = AccessEvent.objects.filter(time__gte=since, time__lt=until)
+    if partner_id is not None:
+        events = events.filter(partner_id=partner_id)
+    rows = (
+        events.annotate(day=TruncDate("time", tzinfo=UTC), who=Coalesce("partner_id", 0))
+        .values("day", "who")
+        .annotate(
+            requests=Count("id"),
+            records_read=Coalesce(Sum("records"), 0),
+            refused=Count("id", filter=Q(status__gte=400)),
+        )
+        .order_by("day", "who")
+    )
+    return [
+        DailyCount(row["day"], row["who"], row["requests"], row["records_read"], row["refused"])
+        for row in rows
+    ]
+
+
+STATUS_MIN, STATUS_MAX = 100, 599
+
+
+class AccessEventBrowseFilter(django_filters.FilterSet):
+    """The access-event browser's filters, as its shareable URLs carry them. Each is an
+    equality served by an (x, -id) index, or a time range (see access_events_browse)."""
+
+    partner = django_filters.CharFilter(method="filter_partner", max_length=64)
+    key = django_filters.CharFilter(field_name="key_prefix", max_length=16)
+    action = django_filters.CharFilter(max_length=48)
+    status = django_filters.NumberFilter(min_value=STATUS_MIN, max_value=STATUS_MAX)
+    target = django_filters.CharFilter(max_length=255)
+    since = UtcDateTimeFilter(field_name="time", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="time", lookup_expr="lt")
+    before = CursorFilter(field_name="id", lookup_expr="lt")
+
+    class Meta:
+        model = AccessEvent
+        fields = ["partner", "key", "action", "status", "target", "since", "until", "before"]
+
+    def filter_partner(
+        self, queryset: QuerySet[AccessEvent], name: str, value: str
+    ) -> QuerySet[AccessEvent]:
+        # By id, not by a join on the name: the (partner, -id) index then bounds the walk.
+        from partners.models import Partner
+
+        partner_id = Partner.objects.filter(name=value).values_list("id", flat=True).first()
+        return queryset.filter(partner_id=partner_id) if partner_id else queryset.none()
+
+
+def access_rollup_mark() -> int:
+    """The roll-up's watermark: every access event up to this id is in AccessDaily and
+    AccessHour."""
+    return AccessRollup.objects.filter(pk=1).values_list("last_id", flat=True).first() or 0
+
+
+def access_id_bounds(*, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
+    """Ids [low, high] holding every rolled-up access event (id <= the watermark `mark`
+    read first) with since <= time < until, from AccessHour; None if no rolled-up event
+    can be in the range. An event of an hour lies between its first and last id, and an
+    hour that starts at or after `until`, or ends before `since`, holds no event in range.
+    """
+    mark = access_rollup_mark()
+    if mark == 0:
+        return None
+    hours = AccessHour.objects.all()
+    if since is not None:
+        hours = hours.filter(hour__gt=since - timedelta(hours=1))
+    if until is not None:
+        hours = hours.filter(hour__lt=until)
+    bounds = hours.aggregate(low=Min("first_id"), high=Max("last_id"))
+    if bounds["low"] is None:
+        return None
+    return bounds["low"], min(bounds["high"], mark)
+
+
+def access_events_slices(
+    *, filters: AccessEventBrowseFilter, partner_id: int | None
+) -> list[QuerySet[AccessEvent]]:
+    """The events the (valid) filters select, of one partner or (None) every partner, as
+    querysets ordered newest first, each holding only ids below the previous one's: read
+    them in turn for the whole selection, newest first.
+
+    Every equality filter walks its (column, -id) index down from the `before` cursor. A
+    time range is also an id range: the events above the roll-up's watermark are few and
+    walked first; below the watermark, AccessHour bounds the ids the range can hold, so the
+    walk starts and stops within an hour of the range, never scanning the log from its top
+    nor sorting a time index's rows. The time filter itself is still applied exactly.
+    """
+    queryset = filters.qs
+    if partner_id is not None:
+        queryset = queryset.filter(partner_id=partner_id)
+    queryset = queryset.order_by("-id")
+    data = filters.form.cleaned_data
+    since, until = data.get("since"), data.get("until")
+    if since is None and until is None:
+        return [queryset]
+    mark = access_rollup_mark()
+    slices = [queryset.filter(id__gt=mark)]
+    bounds = access_id_bounds(since=since, until=until)
+    if bounds is not None:
+        low, high = bounds
+        slices.append(queryset.filter(id__gte=low, id__lte=min(high, mark)))
+    return slices
+
+
+def access_events_browse(
+    *, filters: AccessEventBrowseFilter, partner_id: int | None, limit: int
+) -> AccessPage:
+    """A page of `limit` events, newest first, keyset-paginated on id (`before` = the
+    previous page's next cursor); see access_events_slices for how each filter is served."""
+    events: list[AccessEvent] = []
+    for queryset in access_events_slices(filters=filters, partner_id=partner_id):
+        if len(events) > limit:
+            break
+        events += list(queryset.select_related("partner", "user")[: limit + 1 - len(events)])
+    more = len(events) > limit
+    events = events[:limit]
+    return AccessPage(events, events[-1].pk if more else None)
+
+
+def access_event_get(*, event_id: int, partner_id: int | None) -> AccessEvent | None:
+    """One access event, if it is one partner's (`partner_id`) or (None) anyone's."""
+    if not 0 < event_id < 2**63:
+        return None
+    events = AccessEvent.objects.select_related("partner", "user").filter(pk=event_id)
+    if partner_id is not None:
+        events = events.filter(partner_id=partner_id)
+    return events.first()
+
+
+def access_export_columns() -> dict[str, str]:
+    """An export's columns: name and the field it is read from (the partner and the user
+    by name), in order, id first."""
+    return {
+        "id": "id",
+        "time": "time",
+        "partner": "partner__name",
+        "key_prefix": "key_prefix",
+        "user": f"user__{get_user_model().USERNAME_FIELD}",
+        "actor": "actor",
+        "action": "action",
+        "target": "target",
+        "records": "records",
+        "status": "status",
+        "client_ip": "client_ip",
+        "detail": "detail",
+    }
+
+
+class UtcText(Func):
+    """A moment as UTC text with microseconds and Z, made by PostgreSQL."""
+
+    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    output_field = TextField()
+
+
+class HostText(Func):
+    function = "host"
+    output_field = TextField()
+
+
+def _export_expressions() -> dict[str, Any]:
+    """The export's columns as PostgreSQL writes them as text: no datetime, address or
+    JSON object is made in Python and turned back into text, per row."""
+    from django.db.models import F
+    from django.db.models.functions import Cast
+
+    fields = access_export_columns()
+    return {
+        **{name: F(field) for name, field in fields.items()},
+        "time": UtcText(F("time")),
+        "client_ip": HostText(F("client_ip")),
+        "detail": Cast(F("detail"), TextField()),
+    }
+
+
+def access_events_export(
+    *,
+    filters: AccessEventBrowseFilter,
+    partner_id: int | None,
+    chunk: int = 5000,
+    as_json: bool = False,
+) -> Iterator[Any]:
+    """Every event the (valid) filters select, newest first, read `chunk` rows at a time
+    by the browser's keyset walk: memory stays one chunk whatever the count, and no cursor
+    is held open between chunks (a slow reader keeps no snapshot or server state).
+
+    Each event is a tuple of access_export_columns()'s values, or with `as_json` one JSON
+    object's text with those keys. On PostgreSQL the database writes the times (UTC, Z),
+    addresses and JSON as text, which is most of an export's cost when Python does it.
+    """
+    from django.db.models import F
+    from django.db.models.functions import Cast, JSONObject
+
+    postgres = connection.vendor == "postgresql"
+    names = list(access_export_columns())
+    if postgres:
+        expressions = _export_expressions()
+        if as_json:
+            # The detail stays a JSON object inside the line, not a string of one.
+            line = Cast(JSONObject(**{**expressions, "detail": F("detail")}), TextField())
+            shape: Any = lambda qs: qs.values_list("id", line)  # noqa: E731
+        else:
+            shape = lambda qs: qs.annotate(  # noqa: E731
+                **{f"x_{name}": expression for name, expression in expressions.items()}
+            ).values_list(*[f"x_{name}" for name in names])
+    else:
+        fields = list(access_export_columns().values())
+        shape = lambda qs: qs.values_list(*fields)  # noqa: E731
+    for queryset in access_events_slices(filters=filters, partner_id=partner_id):
+        cursor = None
+        while True:
+            page = queryset if cursor is None else queryset.filter(id__lt=cursor)
+            rows = list(shape(page)[:chunk])
+            if as_json and postgres:
+                yield from (text for _, text in rows)
+            elif as_json:
+                for row in rows:
+                    item = dict(zip(names, row, strict=True))
+                    item["time"] = item["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    yield json.dumps(item, sort_keys=True, separators=(",", ":"))
+            else:
+                yield from rows
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1][0]
+
+
+# An export's CSV rows as PostgreSQL's COPY writes them, for the ids of one keyset chunk.
+# A cell a spreadsheet would run as a formula (text from callers: targets, user names)
+# starts with ' instead, as audit.web.views does for the rows Python writes.
+_EXPORT_CSV_SQL = """
+COPY (
+    SELECT e.id, to_char(e.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           p.name, e.key_prefix, {user}, {actor}, {action}, {target}, e.records, e.status,
+           host(e.client_ip), e.detail::text
+    FROM {events} e
+    LEFT JOIN {partners} p ON p.id = e.partner_id
+    LEFT JOIN {users} u ON u.id = e.user_id
+    WHERE e.id = ANY(%s)
+    ORDER BY e.id DESC
+) TO STDOUT WITH (FORMAT csv)
+"""
+
+
+def _formula_safe(column: str) -> str:
+    return f"CASE WHEN {column} ~ '^[-=+@\\t\\r]' THEN '''' || {column} ELSE {column} END"
+
+
+def access_events_export_csv(
+    *, filters: AccessEventBrowseFilter, partner_id: int | None, chunk: int = 5000
+) -> Iterator[bytes]:
+    """access_events_export's rows as CSV (no header), on PostgreSQL: each keyset chunk's
+    ids are read by the browser's walk, then its rows written by COPY, at COPY's rate."""
+    from partners.models import Partner
+
+    quote = connection.ops.quote_name
+    user_model = get_user_model()
+    sql = _EXPORT_CSV_SQL.format(
+        events=quote(AccessEvent._meta.db_table),
+        partners=quote(Partner._meta.db_table),
+        users=quote(user_model._meta.db_table),
+        user=_formula_safe(f"u.{quote(user_model.USERNAME_FIELD)}"),
+        actor=_formula_safe("e.actor"),
+        action=_formula_safe("e.action"),
+        target=_formula_safe("e.target"),
+    )
+    for queryset in access_events_slices(filters=filters, partner_id=partner_id):
+        cursor_id = None
+        while True:
+            page = queryset if cursor_id is None else queryset.filter(id__lt=cursor_id)
+            ids = list(page.values_list("id", flat=True)[:chunk])
+            if ids:
+                with connection.cursor() as cursor, cursor.copy(sql, [ids]) as copy:
+                    yield from (bytes(block) for block in copy)
+            if len(ids) < chunk:
+                break
+            cursor_id = ids[-1]
+
+
+def access_key_last_use(*, prefixes: Collection[str]) -> dict[str, datetime]:
+    """When each API key (by prefix) last appears in the access log: one probe of the
+    (key_prefix, -id) index per key."""
+    found = {}
+    for prefix in prefixes:
+        moment = (
+            AccessEvent.objects.filter(key_prefix=prefix)
+            .order_by("-id")
+            .values_list("time", flat=True)
+            .first()
+        )
+        if moment is not None:
+            found[prefix] = moment
+    return found
+
+
+def log_verify_latest() -> AccessEvent | None:
+    """The latest `log_verify` run's outcome, as its access event records it (status 200:
+    verified; 409: a divergence, named in its detail)."""
+    return AccessEvent.objects.filter(action="log.verify").order_by("-id").first()
+
+
+@dataclass(frozen=True)
+class CosignerState:
+    """A cosigner of the log and its latest cosignature (None: none yet)."""
+
+    name: str
+    kind: str  # "witness" or "partner"
+    last: Cosignature | None
+
+
+def cosigners_latest(
+    *, witnesses: Collection[str], partner_id: int | None = None
+) -> list[CosignerState]:
+    """The outside witnesses `witnesses` (as LOG_WITNESSES names them) and every partner
+    signing key that ever cosigned (of partner `partner_id` only, if given: which partners
+    witness the log is no business of another partner's auditor), each with its latest
+    cosignature: one probe each of the (witness, -checkpoint) and (signing_key,
+    -checkpoint) indexes."""
+    from partners.models import SigningKey
+
+    states = []
+    for witness in witnesses:
+        last = (
+            Cosignature.objects.filter(witness=witness)
+            .select_related("checkpoint")
+            .order_by("-checkpoint")
+            .first()
+        )
+        states.append(CosignerState(witness, "witness", last))
+    keys = (
+        SigningKey.objects.filter(Exists(Cosignature.objects.filter(signing_key=OuterRef("pk"))))
+        .select_related("partner")
+        .order_by("partner__name", "key_id")
+    )
+    if partner_id is not None:
+        keys = keys.filter(partner_id=partner_id)
+    for key in keys:
+        last = (
+            Cosignature.objects.filter(signing_key=key)
+            .select_related("checkpoint")
+            .order_by("-checkpoint")
+            .first()
+        )
+        states.append(CosignerState(f"{key.partner.name} {key.key_id[:16]}", "partner", last))
+    return states

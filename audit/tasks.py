@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from audit.actors import ACCESS_PERIOD_SEALER, CHECKPOINT_SIGNER, WITNESS_PUSHER
-from audit.services import access_period_seal, checkpoint_sign
+from audit.services import access_period_seal, access_rollup, checkpoint_sign
 from audit.witnesses import WitnessUnavailable, witness_push, witnesses_configured
 
 # Checkpoints
@@ -60,3 +60,10 @@ def access_period_seal_task() -> int | None:
         actor=ACCESS_PERIOD_SEALER, wait_seconds=settings.ACCESS_PERIOD_WAIT_SECONDS
     )
     return None if period is None else period.number
+
+
+@shared_task(name="audit.tasks.access_rollup_task", ignore_result=True)
+def access_rollup_task() -> int:
+    """Roll the settled access events into the overview's daily counts (beat, every
+    ACCESS_ROLLUP_SECONDS); returns the watermark reached."""
+    return access_rollup(wait_seconds=settings.ACCESS_PERIOD_WAIT_SECONDS)

@@ -174,6 +174,17 @@ CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "webhooks.tasks.webhooks_sweep_task",
     "schedule": WEBHOOK_SWEEP_INTERVAL,
 }
+# The access log's roll-up into daily counts per partner (audit.services.access_rollup),
+# which the auditors' overview reads: every ACCESS_ROLLUP_SECONDS by Celery beat. The
+# overview counts the events since the last roll-up directly, so it is exact whatever this is.
+ACCESS_ROLLUP_SECONDS = env.int("ACCESS_ROLLUP_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["access-rollup"] = {
+    "task": "audit.tasks.access_rollup_task",
+    "schedule": float(ACCESS_ROLLUP_SECONDS),
+}
+# How long a partner's auditor stays signed in to the auditors' pages with an API key (the
+# key is checked again on every request all the same).
+AUDITOR_KEY_SESSION_SECONDS = env.int("AUDITOR_KEY_SESSION_SECONDS", default=8 * 60 * 60)
 
 if REDIS_URL:
     CACHES = {

@@ -86,6 +86,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    # The auditors' pages (HTML, for people; the API above is for software).
+    path("audit/", include("audit.web.urls")),
 ]
 
 

@@ -582,3 +582,32 @@ def entry_variants_in_order_rows(*, chunk: int) -> Iterator[tuple[Any, ...]]:
                 return
             yield from rows
             after = (rows[-1][0], rows[-1][1])
+
+
+# A partner's own shared data, for the auditors' pages (audit.web), which decide who may
+# see it: an auditor of every partner, or the partner's own auditor.
+
+
+def lists_owned(*, partner: Partner) -> QuerySet[HashList]:
+    """The lists `partner` owns, by name."""
+    return HashList.objects.filter(owner=partner).select_related("group").order_by("name")
+
+
+def submissions_latest(*, partner: Partner, limit: int) -> list[Submission]:
+    """The `limit` latest submissions of `partner`, newest first (without their envelopes)."""
+    return list(
+        Submission.objects.filter(partner=partner)
+        .select_related("hash_list", "signing_key", "api_key")
+        .defer("envelope")
+        .order_by("-id")[:limit]
+    )
+
+
+def revocations_latest(*, partner: Partner, limit: int) -> list[Revocation]:
+    """The `limit` latest revocations `partner` signed, newest first (without envelopes)."""
+    return list(
+        Revocation.objects.filter(partner=partner)
+        .select_related("signing_key")
+        .defer("envelope")
+        .order_by("-id")[:limit]
+    )

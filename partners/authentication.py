@@ -57,6 +57,35 @@ def network_allowed(api_key: ApiKey, address: str | None) -> bool:
     return any(ip in ipaddress.ip_network(network) for network in api_key.allowed_networks)
 
 
+def apikey_refusal(api_key: ApiKey, address: str | None) -> str | None:
+    """Why `api_key` (its secret already checked) may not be used now from `address`, or
+    None: the one list of reasons, for the API and for the auditors' pages, which check a
+    signed-in key again on every request."""
+    if api_key.revoked_at is not None:
+        return "revoked"
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        return "expired"
+    if not api_key.partner.is_active:
+        return f"partner-{api_key.partner.status}"
+    if not network_allowed(api_key, address):
+        return "network-not-allowed"
+    return None
+
+
+def apikey_find(full_key: str) -> tuple[ApiKey | None, str, str]:
+    """The key whose secret is `full_key` (None if there is none), its prefix, and the
+    reason it was not found ("" when found): malformed-key, unknown-key, wrong-secret."""
+    prefix = apikey_prefix(full_key)
+    if prefix is None:
+        return None, "", "malformed-key"
+    api_key = ApiKey.objects.select_related("partner").filter(prefix=prefix).first()
+    if api_key is None:
+        return None, prefix, "unknown-key"
+    if not apikey_matches(full_key, api_key.digest):
+        return None, prefix, "wrong-secret"
+    return api_key, prefix, ""
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
@@ -71,23 +100,12 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         if len(header) != 2:
             raise _refuse(request, "malformed-header", "")
-        full_key = header[1].decode("latin-1")
-        prefix = apikey_prefix(full_key)
-        if prefix is None:
-            raise _refuse(request, "malformed-key", "")
-        api_key = ApiKey.objects.select_related("partner").filter(prefix=prefix).first()
+        api_key, prefix, reason = apikey_find(header[1].decode("latin-1"))
         if api_key is None:
-            raise _refuse(request, "unknown-key", prefix)
-        if not apikey_matches(full_key, api_key.digest):
-            raise _refuse(request, "wrong-secret", prefix)
-        if api_key.revoked_at is not None:
-            raise _refuse(request, "revoked", prefix)
-        if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
-            raise _refuse(request, "expired", prefix)
-        if not api_key.partner.is_active:
-            raise _refuse(request, f"partner-{api_key.partner.status}", prefix)
-        if not network_allowed(api_key, client_ip(request)):
-            raise _refuse(request, "network-not-allowed", prefix)
+            raise _refuse(request, reason, prefix)
+        refusal = apikey_refusal(api_key, client_ip(request))
+        if refusal is not None:
+            raise _refuse(request, refusal, prefix)
         return api_key.partner, api_key
 
     def authenticate_header(self, request: Request) -> str:
