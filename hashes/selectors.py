@@ -611,3 +611,39 @@ def revocations_latest(*, partner: Partner, limit: int) -> list[Revocation]:
         .defer("envelope")
         .order_by("-id")[:limit]
     )
+
+
+def feedback_given_latest(*, partner: Partner, limit: int) -> list[Feedback]:
+    """The `limit` latest verdicts `partner` signed, current or since changed, newest first
+    (without envelopes or notes: a note is its author's and the submitter's to read)."""
+    return list(
+        Feedback.objects.filter(partner=partner)
+        .select_related("entry__hash_list", "signing_key")
+        .only(*_FEEDBACK_SHOWN)
+        .order_by("-id")[:limit]
+    )
+
+
+def feedback_received_latest(*, partner: Partner, limit: int) -> list[Feedback]:
+    """The `limit` latest verdicts other partners signed on `partner`'s entries, newest first
+    (without envelopes or notes)."""
+    return list(
+        Feedback.objects.filter(entry__partner=partner)
+        .select_related("entry__hash_list", "partner", "signing_key")
+        .only(*_FEEDBACK_SHOWN, "partner__name")
+        .order_by("-id")[:limit]
+    )
+
+
+_FEEDBACK_SHOWN = (
+    "entry_id",
+    "entry__hash_list__name",
+    "partner_id",
+    "signing_key__key_id",
+    "verdict",
+    "reason",
+    "grade",
+    "current",
+    "log_index",
+    "created_at",
+)

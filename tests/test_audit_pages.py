@@ -844,3 +844,46 @@ def test_the_pages_load_every_asset_from_this_server(
         asset = Client().get(url)
         assert asset.status_code == 200, url
         assert ASSET_TYPES[url[url.rindex(".") :]] in asset["Content-Type"]
+
+
+@pytest.mark.django_db
+def test_a_partner_page_shows_the_verdicts_it_gave_and_received_without_notes(
+    alice: PartnerClient, bob: PartnerClient
+) -> None:
+    from hashes.models import HashList
+    from tests.factories import HashListFactory
+    from tests.test_feedback import given, submit_one
+
+    HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
+    entry = submit_one(alice, "ncii")
+    verdict = given(bob, entry, "false_positive", note="a benign meme, see ticket 4411")
+    client = _staff("auditor", permitted=True)
+
+    bobs = client.get("/audit/partners/bob")
+    assert bobs.status_code == 200
+    (shown,) = bobs.context["feedback_given"]
+    assert (shown.entry_id, shown.verdict, shown.reason, shown.log_index) == (
+        entry,
+        "false_positive",
+        "matched_benign_content",
+        verdict["log_indexes"][0],
+    )
+    assert bobs.context["feedback_received"] == []
+    alices = client.get("/audit/partners/alice")
+    assert [(v.entry_id, v.partner.name) for v in alices.context["feedback_received"]] == [
+        (entry, "bob")
+    ]
+    for page in (alices, bobs):
+        assert b"false_positive" in page.content
+        assert b"ticket 4411" not in page.content
+    # The page's access event counts the verdicts it showed among its records.
+    event = _latest_event()
+    assert event.action == "audit.web.partner"
+    assert (
+        event.records
+        == len(alices.context["keys"])
+        + len(alices.context["signing_keys"])
+        + len(alices.context["lists"])
+        + len(alices.context["submissions"])
+        + 1
+    )

@@ -62,7 +62,13 @@ from audit.web.access import (
     auditor_scope,
 )
 from audit.witnesses import witnesses_configured
-from hashes.selectors import lists_owned, revocations_latest, submissions_latest
+from hashes.selectors import (
+    feedback_given_latest,
+    feedback_received_latest,
+    lists_owned,
+    revocations_latest,
+    submissions_latest,
+)
 from partners.authentication import client_ip
 from partners.selectors import (
     api_keys_of,
@@ -548,10 +554,18 @@ class PartnerPage(AuditorPage):
         last_use = access_key_last_use(prefixes=[key.prefix for key in keys])
         submissions = submissions_latest(partner=partner, limit=SHOWN_LATEST)
         revocations = revocations_latest(partner=partner, limit=SHOWN_LATEST)
+        given = feedback_given_latest(partner=partner, limit=SHOWN_LATEST)
+        received = feedback_received_latest(partner=partner, limit=SHOWN_LATEST)
         signing_keys = signing_keys_of(partner=partner)
         lists = list(lists_owned(partner=partner))
         self.audit_records = (
-            len(keys) + len(signing_keys) + len(lists) + len(submissions) + len(revocations)
+            len(keys)
+            + len(signing_keys)
+            + len(lists)
+            + len(submissions)
+            + len(revocations)
+            + len(given)
+            + len(received)
         )
         return self.page(
             "audit/web/partner.html",
@@ -562,6 +576,8 @@ class PartnerPage(AuditorPage):
                 "lists": lists,
                 "submissions": submissions,
                 "revocations": revocations,
+                "feedback_given": given,
+                "feedback_received": received,
                 "shown_latest": SHOWN_LATEST,
                 "now": timezone.now(),
             },
