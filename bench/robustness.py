@@ -325,6 +325,7 @@ EVASIONS_SMALL = [
     "padded canvas 20% white",
     "crop 5% each side",
     "rotate -3",
+    "rotate -5 expand",
     "mirror",
 ]
 

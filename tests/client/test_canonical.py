@@ -198,7 +198,7 @@ angles = st.one_of(st.floats(-15, -2), st.floats(2, 15))
 def test_a_tilted_copy_is_found_with_its_angle(
     seed: int, degrees: float, expand: bool, fill: str, quality: int | None
 ) -> None:
-    copy = tilted(photo(seed, (480, 360)), degrees, expand=expand, fill=fill)
+    copy = tilted(shapes(seed, (480, 360)), degrees, expand=expand, fill=fill)
     if quality is not None:
         copy = jpeg_round_trip(copy, quality)
     pixels = np.asarray(copy)
