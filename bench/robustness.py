@@ -64,10 +64,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from consortium_client.canonical import canonical_image
 from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.imaging import pdq_dihedral_hashes, pdq_hash, working_image
-from consortium_client.variants import VARIANTS, image_variants
+from consortium_client.variants import VARIANTS, Transform, cropped, turned
 
 # Bump when an evasion, the canonicalisation or the variants change: cached hashes are keyed on it.
-VERSION = "2"
+VERSION = "4"
 REPOSITORY = Path(__file__).resolve().parent.parent
 DOCS = REPOSITORY / "docs" / "matching.md"
 BEGIN = "<!-- robustness table: written by bench/robustness.py --docs -->"
@@ -300,14 +300,70 @@ EVASIONS: dict[str, tuple[Evasion, int]] = {
     "rotate 3 + caption bar": (then(rotate(3, False), caption("top", 0.15, "white", "black")), 90),
     "watermark + resize 50%": (then(watermark, resize(0.5)), 90),
 }
+# A second set of evasions, with parameters off the grid of `CANDIDATES`, reported in a table
+# of their own: variants chosen on `EVASIONS` alone fit its exact parameters (after about ten
+# the harness's recall stops growing, and the rest would be chosen by their order), so
+# `--select` counts both.
+UNSEEN: dict[str, tuple[Evasion, int]] = {
+    "crop 3% each side": (crop(0.03, 0.03, 0.03, 0.03), 90),
+    "crop 7% each side": (crop(0.07, 0.07, 0.07, 0.07), 90),
+    "crop 8% top": (crop(0, 0.08, 0, 0), 90),
+    "crop 12% right": (crop(0, 0, 0.12, 0), 90),
+    "crop 6% bottom and left": (crop(0.06, 0, 0, 0.06), 90),
+    "crop 4% left, 9% bottom": (crop(0.04, 0, 0, 0.09), 90),
+    "rotate -2": (rotate(-2, False), 90),
+    "rotate 4": (rotate(4, False), 90),
+    "rotate -7": (rotate(-7, False), 90),
+    "rotate 2 expand": (rotate(2, True), 90),
+    "rotate -4 expand": (rotate(-4, True), 90),
+    "rotate 8 expand": (rotate(8, True), 90),
+    "rotate 4 + crop 5% each side": (then(rotate(4, False), crop(0.05, 0.05, 0.05, 0.05)), 90),
+}
 EVASIONS_SMALL = [
     "JPEG q30",
     "caption bar top 15% white",
     "padded canvas 20% white",
     "crop 5% each side",
     "rotate -3",
+    "rotate -5 expand",
     "mirror",
 ]
+
+
+# The candidate variants `--select` chooses from, on a grid of its own (the evasions' exact
+# parameters are partly on it, partly not: `UNSEEN` checks what is not). Every name of
+# `VARIANTS` is among them, with the same transform.
+def candidates() -> dict[str, Transform]:
+    found: dict[str, Transform] = {}
+    for share in (3, 5, 8, 10, 13, 16):
+        found[f"crop-centre-{share}"] = cropped(*[share / 100] * 4)
+    sides = {
+        "top": (0, 1, 0, 0),
+        "bottom": (0, 0, 0, 1),
+        "left": (1, 0, 0, 0),
+        "right": (0, 0, 1, 0),
+    }
+    corners = {
+        "top-left": (1, 1, 0, 0),
+        "top-right": (0, 1, 1, 0),
+        "bottom-left": (1, 0, 0, 1),
+        "bottom-right": (0, 0, 1, 1),
+    }
+    for share in (5, 10, 15):
+        for name, sides_cut in (sides | corners).items():
+            found[f"crop-{name}-{share}"] = cropped(*[share / 100 * cut for cut in sides_cut])
+    for degrees in (1.5, 3, 4.5, 6):
+        for sign, prefix in ((1, ""), (-1, "minus-")):
+            label = f"{degrees:g}"
+            found[f"rotate-{prefix}{label}"] = turned(sign * degrees)
+            found[f"rotate-{prefix}{label}-expand"] = turned(sign * degrees, expand=True)
+    missing = set(VARIANTS) - set(found)
+    if missing:
+        raise ValueError(f"VARIANTS not among the candidates: {sorted(missing)}")
+    return found
+
+
+CANDIDATES = candidates()
 
 
 # -- hashing -----------------------------------------------------------------------------------
@@ -333,7 +389,8 @@ class Stored:
 
     plain: str
     canon: str
-    variants: Hexes
+    # PDQ of every one of CANDIDATES (VARIANTS among them), by name.
+    candidates: dict[str, str]
     sixty_four: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -374,12 +431,17 @@ def stored_hashes(data: bytes) -> Stored:
     canonical = canonical_image(working)
     canon, _ = pdq_hash(canonical)
     clock = time.perf_counter()
-    variants = [pdq_hash(copy)[0] for _, copy in image_variants(canonical)]
+    variants = [pdq_hash(transform(working))[0] for transform in VARIANTS.values()]
     seconds["variants"] = time.perf_counter() - clock
     clock = time.perf_counter()
     sixty_four = sixty_four_bit(working)
     seconds["phash+dhash+ahash+whash"] = time.perf_counter() - clock
-    return Stored(plain, canon, variants, sixty_four, seconds)
+    known = dict(zip(VARIANTS, variants, strict=True))
+    pool = {
+        name: known.get(name) or pdq_hash(transform(working))[0]
+        for name, transform in CANDIDATES.items()
+    }
+    return Stored(plain, canon, pool, sixty_four, seconds)
 
 
 def load_original(path: Path) -> Image.Image:
@@ -396,7 +458,7 @@ def original_work(item: tuple[Path, list[str]]) -> tuple[Stored, dict[str, Query
     stored = stored_hashes(jpeg_bytes(original, 95))
     queries = {}
     for name in evasions:
-        edit, quality = EVASIONS[name]
+        edit, quality = (EVASIONS | UNSEEN)[name]
         queries[name] = query_hashes(jpeg_bytes(edit(original), quality))
     return stored, queries
 
@@ -436,7 +498,7 @@ def distances(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArr
 STORED = {
     "plain": lambda s: [s.plain],
     "canon": lambda s: [s.canon],
-    "variants": lambda s: s.variants,
+    "variants": lambda s: [s.candidates[name] for name in VARIANTS],
 }
 QUERY = {
     "plain": lambda q: [q.plain],
@@ -460,6 +522,8 @@ METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {
     ),
 }
 CHOSEN = "canonical + variants, dihedral query"
+# The chosen method without its variants: what `--select` adds variants to.
+CHOSEN_WITHOUT = "canonical, dihedral query"
 
 
 def hash_set(components: tuple[str, ...], table: dict, item: object) -> list[str]:
@@ -726,6 +790,7 @@ class Run:
     distractors: list[Query]
     distractor_sixty_four: list[dict[str, str]]
     evasions: list[str]
+    unseen: list[str]
     originals: list[str]
     tiled: list[str]
     seconds: float
@@ -801,6 +866,7 @@ def run(*, small: bool, jobs: int, descriptors: bool = False) -> Run:
     originals = ORIGINALS_SMALL if small else ORIGINALS
     tiled = TILED_SMALL if small else TILED
     evasions = EVASIONS_SMALL if small else list(EVASIONS)
+    unseen = [] if small else list(UNSEEN)
     missing = [p for p in [*originals, *tiled] if not (root / p).exists()]
     if missing:
         sys.exit(
@@ -811,7 +877,10 @@ def run(*, small: bool, jobs: int, descriptors: bool = False) -> Run:
     suffix = "small" if small else "full"
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         done = list(
-            pool.map(_original, [(root / p, f"original-{suffix}-{p}", evasions) for p in originals])
+            pool.map(
+                _original,
+                [(root / p, f"original-{suffix}-{p}", evasions + unseen) for p in originals],
+            )
         )
         tile_sets = list(pool.map(_tiled, [(root / p, f"tiles-{p}") for p in tiled]))
     result = Run(
@@ -820,6 +889,7 @@ def run(*, small: bool, jobs: int, descriptors: bool = False) -> Run:
         distractors=[query for tiles_ in tile_sets for query, _ in tiles_],
         distractor_sixty_four=[bits for tiles_ in tile_sets for _, bits in tiles_],
         evasions=evasions,
+        unseen=unseen,
         originals=originals,
         tiled=tiled,
         seconds=time.perf_counter() - started,
@@ -994,6 +1064,127 @@ def report(result: Run, methods: dict[str, MethodResult]) -> str:
     return "\n".join(lines)
 
 
+def unseen_report(result: Run) -> str:
+    """Recall of the chosen method, and of it without variants, on the second set of evasions
+    (parameters off the candidates' grid)."""
+    parts = {CHOSEN: METHODS[CHOSEN], "canonical, dihedral query": METHODS[CHOSEN_WITHOUT]}
+    methods = evaluate(result.stored, result.queries, result.distractors, result.unseen, parts)
+    rows = [
+        "| evasion (not on the candidates' grid) | " + " | ".join(parts) + " |",
+        "|---|" + "---:|" * len(parts),
+    ]
+    for evasion in result.unseen:
+        rows.append(
+            f"| {evasion} | "
+            + " | ".join(f"{methods[n].recall[evasion]:.2f}" for n in parts)
+            + " |"
+        )
+    rows.append(
+        "| **mean recall** | "
+        + " | ".join(f"**{methods[n].mean_recall:.3f}**" for n in parts)
+        + " |"
+    )
+    rows.append(
+        "| false matches (distractor, cross) | "
+        + " | ".join(f"{methods[n].distractor_false}, {methods[n].cross_false}" for n in parts)
+        + " |"
+    )
+    return "\n".join(rows)
+
+
+def variant_selection(result: Run, *, count: int, seed: int) -> tuple[list[str], str]:
+    """Greedy choice of `count` of CANDIDATES by the recall each adds to the chosen method
+    without variants over EVASIONS and UNSEEN, on a random half of the originals (`seed`),
+    then checked on the other half. A candidate that comes within the distance of any pair
+    that is not a copy (a distractor, or another original's edited copy) is never chosen.
+    Returns the chosen names and a table of each step."""
+    stored_parts, query_parts, radius = METHODS[CHOSEN_WITHOUT]
+    names = list(CANDIDATES)
+    originals = len(result.stored)
+    groups = {"evasions": result.evasions, "unseen": result.unseen}
+    # [original, evasion, candidate]: the edited copy's query hashes reach the candidate.
+    reach: dict[str, npt.NDArray[np.bool_]] = {}
+    base: dict[str, npt.NDArray[np.bool_]] = {}
+    margin = np.full(len(names), 10_000, dtype=np.int64)
+    distractor_rows = packed(
+        [h for d in result.distractors for h in hash_set(query_parts, QUERY, d)]
+    )
+    for group, evasions in groups.items():
+        reach[group] = np.zeros((originals, len(evasions), len(names)), dtype=bool)
+        base[group] = np.zeros((originals, len(evasions)), dtype=bool)
+    for i, stored in enumerate(result.stored):
+        own = packed(hash_set(stored_parts, STORED, stored))
+        pool = packed([stored.candidates[name] for name in names])
+        for group, evasions in groups.items():
+            for j, evasion in enumerate(evasions):
+                rows = packed(hash_set(query_parts, QUERY, result.queries[i][evasion]))
+                base[group][i, j] = distances(rows, own).min() <= radius
+                reach[group][i, j] = distances(rows, pool).min(axis=0) <= radius
+        others = packed(
+            [
+                h
+                for k, queries in enumerate(result.queries)
+                if k != i
+                for evasion in result.evasions
+                for h in hash_set(query_parts, QUERY, queries[evasion])
+            ]
+        )
+        nearest_other = np.minimum(
+            distances(distractor_rows, pool).min(axis=0), distances(others, pool).min(axis=0)
+        )
+        margin = np.minimum(margin, nearest_other)
+    order = np.random.default_rng(seed).permutation(originals)
+    halves = {"train": order[: originals // 2], "held-out": order[originals // 2 :]}
+
+    def recall(group: str, rows: npt.NDArray[np.int64], chosen: list[int]) -> float:
+        matched = base[group][rows].copy()
+        for candidate in chosen:
+            matched |= reach[group][rows][:, :, candidate]
+        return float(matched.mean()) if matched.size else 0.0
+
+    def chosen_on(rows: npt.NDArray[np.int64], chosen: list[int]) -> float:
+        # Both sets of evasions count: on the harness's own alone, the recall stops growing
+        # after about ten variants, and further ones would be chosen by their order alone.
+        both = len(result.evasions) + len(result.unseen)
+        return (
+            recall("evasions", rows, chosen) * len(result.evasions)
+            + recall("unseen", rows, chosen) * len(result.unseen)
+        ) / both
+
+    everyone = np.arange(originals)
+    allowed = [c for c in range(len(names)) if margin[c] > radius]
+    chosen: list[int] = []
+    lines = [
+        f"Greedy choice of variants (seed {seed}: {len(halves['train'])} originals to choose "
+        f"on, {len(halves['held-out'])} held out; {len(allowed)} of {len(names)} candidates "
+        f"never within {radius} of a pair that is not a copy). Recall of "
+        f"{CHOSEN_WITHOUT} plus the variants so far:\n",
+        "| step | variant added | nearest non-copy | evasions: train | held-out | all "
+        "| more evasions: train | held-out | all |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cells(chosen: list[int]) -> str:
+        return " | ".join(
+            f"{recall(group, rows, chosen):.3f}"
+            for group in groups
+            for rows in (halves["train"], halves["held-out"], everyone)
+        )
+
+    lines.append(f"| 0 | (none) | | {cells([])} |")
+    for step in range(1, count + 1):
+        best = max(
+            (c for c in allowed if c not in chosen),
+            key=lambda c: (chosen_on(halves["train"], [*chosen, c]), -c),
+        )
+        chosen.append(best)
+        lines.append(f"| {step} | {names[best]} | {margin[best]} | {cells(chosen)} |")
+    current = [names.index(name) for name in VARIANTS]
+    lines.append(f"| | all {len(allowed)} allowed candidates | | {cells(allowed)} |")
+    lines.append(f"| | `VARIANTS` ({len(VARIANTS)}) | {margin[current].min()} | {cells(current)} |")
+    return [names[c] for c in chosen], "\n".join(lines)
+
+
 def sweep_report(result: Run) -> str:
     """The chosen method at other PDQ distances: what a looser rule would buy, and cost."""
     rows = [
@@ -1082,6 +1273,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--docs", action="store_true")
     parser.add_argument(
+        "--select",
+        type=int,
+        metavar="N",
+        help="choose N variants greedily among the candidates (train and held-out halves)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the halves of --select")
+    parser.add_argument(
         "--no-descriptors",
         action="store_true",
         help="skip the local-descriptor methods (OpenCV ORB and AKAZE), the slowest part",
@@ -1089,12 +1287,20 @@ def main() -> None:
     arguments = parser.parse_args()
     descriptors = not arguments.no_descriptors
     result = run(small=arguments.small, jobs=arguments.jobs, descriptors=descriptors)
+    if arguments.select:
+        _, table = variant_selection(result, count=arguments.select, seed=arguments.seed)
+        print(table)
+        return
     methods = evaluate(result.stored, result.queries, result.distractors, result.evasions)
     sections = []
     if descriptors:
         methods |= evaluate_descriptors(result)
     sections.append(report(result, methods))
     sections.append("The chosen method at other distances:\n\n" + sweep_report(result))
+    if result.unseen:
+        sections.append(
+            "More evasions, with parameters off the candidates' grid:\n\n" + unseen_report(result)
+        )
     if descriptors:
         sections.append(
             "Local descriptors at other inlier thresholds:\n\n" + descriptor_sweep_report(result)

@@ -15,7 +15,7 @@ from consortium_client.commitments import commitment_check, commitment_of, salt_
 from consortium_client.dsse import SUBMISSION_PAYLOAD_TYPE, envelope_sign
 from consortium_client.imaging import image_hashes
 from consortium_client.strictjson import strict_json_dumps
-from consortium_client.variants import MAX_VARIANTS, VARIANTS
+from consortium_client.variants import MAX_VARIANTS, RETIRED_VARIANTS, VARIANTS
 from hashes.models import EntryVariant
 from hashes.services import entry_erase
 from tests.conftest import ADMIN, PartnerClient, pdq, problem, store_counts
@@ -155,6 +155,22 @@ def test_bad_variants_are_refused_and_nothing_is_stored(
     assert store_counts() == before
 
 
+def test_a_retired_variant_name_from_an_older_client_is_stored_and_matched(
+    alice, bob, shared_list
+) -> None:
+    # Variants an earlier client hashed, no longer chosen: its entries, and its submissions,
+    # stay valid.
+    assert not set(RETIRED_VARIANTS) & set(VARIANTS)
+    old = {RETIRED_VARIANTS[0]: pdq(), NAMES[0]: pdq()}
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq(), "variants": old}])
+    assert response.status_code == 201, response.content
+    entry_id = response.json()["entries"][0]["id"]
+    (result,) = match(bob, [("pdq", flip(old[RETIRED_VARIANTS[0]], 3))])
+    assert [(m["entry"], m["variant"], m["rule"]) for m in result["matches"]] == [
+        (entry_id, RETIRED_VARIANTS[0], "pdq-variant")
+    ]
+
+
 def test_variants_are_refused_on_an_entry_that_is_not_pdq(alice, shared_list) -> None:
     signed, opened = committed(["crop-centre-5"])
     before = store_counts()
@@ -233,9 +249,9 @@ def test_an_entry_reached_through_its_value_and_variants_is_listed_once(
     near = {name: flip(value, 1 + position) for position, name in enumerate(NAMES[:4])}
     entry_id = alice.submit("ncii", [{"algorithm": "pdq", "value": value, "variants": near}])
     entry_id = entry_id.json()["entries"][0]["id"]
-    (result,) = match(bob, [("pdq", flip(near["crop-centre-10"], 0))])
+    (result,) = match(bob, [("pdq", flip(near[NAMES[2]], 0))])
     assert [(m["entry"], m["variant"], m["rule"], m["distance"]) for m in result["matches"]] == [
-        (entry_id, "crop-centre-10", "pdq-variant", 0)
+        (entry_id, NAMES[2], "pdq-variant", 0)
     ]
     (result,) = match(bob, [("pdq", value)])
     assert [(m["entry"], m["variant"], m["rule"]) for m in result["matches"]] == [

@@ -100,8 +100,9 @@ class ImageHashes:
 
     `pdq_quality` is PDQ's 0-100 quality; hashes of images below ~50 match poorly (flat images).
     `pdq_dihedral` lists the PDQ hashes of the eight `DIHEDRAL_TRANSFORMS`, when asked for.
-    `pdq_canonical` is the PDQ hash of the image without its plain borders (`canonical`), and
-    `pdq_variants` the PDQ hashes of the `variants` of that image, by name, when asked for.
+    `pdq_canonical` is the PDQ hash of the canonical image (`canonical`: plain borders trimmed,
+    a tilt turned back), and `pdq_variants` the PDQ hashes of the `variants` of the image
+    itself, by name, when asked for.
     """
 
     values: dict[str, str]
@@ -128,9 +129,10 @@ def image_hashes(
 ) -> ImageHashes:
     """Hash the image in `data` with every image algorithm, or raise `ImageRejected`.
 
-    With `canonical`, also the PDQ hash of the image without plain borders
-    (`canonical.content_box`); with `variants`, the PDQ hashes of `variants.VARIANTS` of that
-    image (of the image itself without `canonical`).
+    With `canonical`, also the PDQ hash of the canonical image (`canonical.canonical_image`:
+    plain borders trimmed, a tilt turned back); with `variants`, the PDQ hashes of
+    `variants.VARIANTS` of the image itself (an evader crops or turns the whole picture, and
+    a photograph's plain sky or backdrop at an edge is part of it).
     """
     if len(data) > max_bytes:
         raise ImageRejected("too-large", f"image is {len(data)} bytes; the limit is {max_bytes}")
@@ -152,7 +154,7 @@ def image_hashes(
                 pdq_dihedral_hashes(base)[0] if canonical and dihedral else None
             ),
             pdq_variants=(
-                {name: pdq_hash(copy)[0] for name, copy in image_variants(base)}
+                {name: pdq_hash(copy)[0] for name, copy in image_variants(working)}
                 if variants
                 else None
             ),

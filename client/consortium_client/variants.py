@@ -20,7 +20,7 @@ from PIL import Image
 Transform = Callable[[Image.Image], Image.Image]
 
 
-def _crop(left: float, top: float, right: float, bottom: float) -> Transform:
+def cropped(left: float, top: float, right: float, bottom: float) -> Transform:
     """Remove the given shares of the width or height from each side."""
 
     def crop(image: Image.Image) -> Image.Image:
@@ -37,7 +37,7 @@ def _crop(left: float, top: float, right: float, bottom: float) -> Transform:
     return crop
 
 
-def _rotate(degrees: float, *, expand: bool = False) -> Transform:
+def turned(degrees: float, *, expand: bool = False) -> Transform:
     def rotate(image: Image.Image) -> Image.Image:
         # Black corners come in, as in most editors: without expansion the frame keeps its
         # size and loses the picture's corners; with it the frame grows to hold them all.
@@ -50,29 +50,48 @@ def _rotate(degrees: float, *, expand: bool = False) -> Transform:
 # entry weigh in the index like hundreds.
 MAX_VARIANTS = 32
 
-# Name -> transform, in a fixed order: the order variants are hashed and submitted in.
+# Name -> transform, in a fixed order: the order variants are hashed and submitted in. Chosen
+# by bench/robustness.py --select (docs/matching.md): greedily, by the recall each adds to the
+# canonical and dihedral hashes on half of the harness's originals, checked on the other half;
+# past these the recall stops growing. A name always means the same edit: a new edit gets a new
+# name, and a name no longer chosen moves to `RETIRED_VARIANTS`.
 VARIANTS: dict[str, Transform] = {
-    "crop-centre-5": _crop(0.05, 0.05, 0.05, 0.05),
-    "crop-centre-10": _crop(0.1, 0.1, 0.1, 0.1),
-    "crop-top-10": _crop(0, 0.1, 0, 0),
-    "crop-bottom-10": _crop(0, 0, 0, 0.1),
-    "crop-left-10": _crop(0.1, 0, 0, 0),
-    "crop-right-10": _crop(0, 0, 0.1, 0),
-    "crop-top-left-10": _crop(0.1, 0.1, 0, 0),
-    "crop-top-right-10": _crop(0, 0.1, 0.1, 0),
-    "crop-bottom-left-10": _crop(0.1, 0, 0, 0.1),
-    "crop-bottom-right-10": _crop(0, 0, 0.1, 0.1),
-    "crop-top-left-5": _crop(0.05, 0.05, 0, 0),
-    "crop-top-right-5": _crop(0, 0.05, 0.05, 0),
-    "crop-bottom-left-5": _crop(0.05, 0, 0, 0.05),
-    "crop-bottom-right-5": _crop(0, 0, 0.05, 0.05),
-    "rotate-3": _rotate(3),
-    "rotate-minus-3": _rotate(-3),
-    "rotate-6": _rotate(6),
-    "rotate-minus-6": _rotate(-6),
-    "rotate-3-expand": _rotate(3, expand=True),
-    "rotate-minus-3-expand": _rotate(-3, expand=True),
+    "crop-centre-5": cropped(0.05, 0.05, 0.05, 0.05),
+    "crop-centre-3": cropped(0.03, 0.03, 0.03, 0.03),
+    "crop-left-10": cropped(0.1, 0, 0, 0),
+    "crop-centre-8": cropped(0.08, 0.08, 0.08, 0.08),
+    "crop-centre-10": cropped(0.1, 0.1, 0.1, 0.1),
+    "crop-bottom-left-5": cropped(0.05, 0, 0, 0.05),
+    "rotate-4.5": turned(4.5),
+    "crop-top-10": cropped(0, 0.1, 0, 0),
+    "crop-right-10": cropped(0, 0, 0.1, 0),
+    "rotate-minus-3": turned(-3),
+    "rotate-3-expand": turned(3, expand=True),
+    "rotate-minus-4.5-expand": turned(-4.5, expand=True),
+    "rotate-1.5": turned(1.5),
+    "rotate-minus-6": turned(-6),
+    "crop-top-right-5": cropped(0, 0.05, 0.05, 0),
+    "rotate-1.5-expand": turned(1.5, expand=True),
+    "rotate-6-expand": turned(6, expand=True),
+    "rotate-3": turned(3),
 }
+
+# Names of variants an earlier client hashed and no longer does: still accepted from a
+# submitter (an older client) and kept by entries that carry them, never hashed. Until this
+# version every variant was an edit of the canonical image (borders trimmed), since then of the
+# image itself: the two differ only for an image whose edges are plain, and either is an
+# ordinary PDQ hash of the submitter's image.
+RETIRED_VARIANTS: tuple[str, ...] = (
+    "crop-bottom-10",
+    "crop-top-left-10",
+    "crop-top-right-10",
+    "crop-bottom-left-10",
+    "crop-bottom-right-10",
+    "crop-top-left-5",
+    "crop-bottom-right-5",
+    "rotate-6",
+    "rotate-minus-3-expand",
+)
 
 
 def image_variants(
@@ -87,7 +106,7 @@ def image_variants(
 # (`consortium_client.canonical`), beside the variants, when it differs from the entry's own.
 CANONICAL = "canonical"
 # Every name an entry's variant may have.
-VARIANT_NAMES: tuple[str, ...] = (CANONICAL, *VARIANTS)
+VARIANT_NAMES: tuple[str, ...] = (CANONICAL, *VARIANTS, *RETIRED_VARIANTS)
 
 
 def submitted_variants(

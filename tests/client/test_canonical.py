@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
-from consortium_client.canonical import Box, canonical_image, content_box
+from consortium_client.canonical import Box, canonical_image, content_box, tilt_found, tilt_undone
 from consortium_client.hashvalues import hamming_distance
 from consortium_client.imaging import image_hashes
 from consortium_client.variants import VARIANTS
@@ -154,3 +154,132 @@ def test_no_variants_or_canonical_hash_unless_asked() -> None:
     hashes = image_hashes(png(photo(3)))
     assert hashes.pdq_canonical is None
     assert hashes.pdq_variants is None
+
+
+# -- tilted copies -------------------------------------------------------------------------
+
+
+def shapes(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A picture with edges, as photographs have (ellipses on a gradient): turning and turning
+    back resamples it twice, which wipes out the fine grain `photo` is mostly made of."""
+    generator = np.random.default_rng(seed)
+    width, height = size
+    ramp = np.linspace(0, 255, width)[None, :] * 0.6 + np.linspace(0, 255, height)[:, None] * 0.4
+    base = np.stack([ramp, ramp[::-1, ::-1], np.full((height, width), 128.0)], axis=-1)
+    image = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(14):
+        x, y = generator.integers(0, width - 60), generator.integers(0, height - 60)
+        w, h = generator.integers(30, 160, 2)
+        colour = tuple(int(c) for c in generator.integers(0, 256, 3))
+        draw.ellipse([int(x), int(y), int(x + w), int(y + h)], fill=colour)
+    return image
+
+
+def tilted(
+    picture: Image.Image, degrees: float, *, expand: bool, fill: str = "black"
+) -> Image.Image:
+    return picture.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=expand, fillcolor=fill)
+
+
+# Under 2 degrees a turn within the frame leaves triangles a few pixels deep, which JPEG smears;
+# PDQ itself moves little there.
+angles = st.one_of(st.floats(-15, -2), st.floats(2, 15))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    degrees=angles,
+    expand=st.booleans(),
+    fill=st.sampled_from(["black", "white"]),
+    quality=st.sampled_from([None, 90]),
+)
+def test_a_tilted_copy_is_found_with_its_angle(
+    seed: int, degrees: float, expand: bool, fill: str, quality: int | None
+) -> None:
+    copy = tilted(shapes(seed, (480, 360)), degrees, expand=expand, fill=fill)
+    if quality is not None:
+        copy = jpeg_round_trip(copy, quality)
+    pixels = np.asarray(copy)
+    box = content_box(pixels)
+    tilt = tilt_found(pixels[box.top : box.bottom, box.left : box.right])
+    assert tilt is not None
+    assert abs(tilt.degrees - degrees) <= 0.5
+    assert tilt.expanded == expand
+    assert tilt.aspect == 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), degrees=st.one_of(st.floats(-15, -3), st.floats(3, 15)))
+def test_a_tilt_is_found_after_the_frame_is_squeezed_one_way(seed: int, degrees: float) -> None:
+    # The working image halves a side longer than 1024 pixels and keeps the other. The
+    # squeeze is measured from both kinds of corner, so none may abstain: a picture nowhere
+    # as dark as the fill (with one kind only, the tilt is found as if nothing was squeezed).
+    light = np.asarray(photo(seed, (480, 360))).astype(np.float64) * 0.6 + 100
+    copy = tilted(Image.fromarray(light.astype(np.uint8)), degrees, expand=True)
+    squeezed = np.asarray(copy.resize((copy.width // 2, copy.height), Image.Resampling.BOX))
+    box = content_box(squeezed)
+    tilt = tilt_found(squeezed[box.top : box.bottom, box.left : box.right])
+    assert tilt is not None
+    assert abs(tilt.degrees - degrees) <= 0.5
+    assert abs(tilt.aspect - 2) <= 0.1
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), quality=st.sampled_from([None, 30]))
+def test_a_photo_is_not_taken_for_a_tilted_copy(seed: int, quality: int | None) -> None:
+    picture = photo(seed)
+    if quality is not None:
+        picture = jpeg_round_trip(picture, quality)
+    assert tilt_found(np.asarray(picture)) is None
+
+
+def test_dark_or_round_corners_are_not_a_tilt() -> None:
+    picture = np.asarray(photo(5, (400, 400))).astype(np.float64)
+    ys, xs = np.mgrid[0:400, 0:400]
+    radius = np.hypot(ys - 199.5, xs - 199.5)
+    # A vignette darkening towards every corner, and a round picture on black.
+    vignette = picture * np.clip(1.4 - radius / 200, 0, 1)[:, :, None]
+    round_picture = picture * (radius <= 200)[:, :, None]
+    for pixels in (vignette, round_picture):
+        assert tilt_found(pixels.astype(np.uint8)) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), degrees=angles)
+def test_canonical_pdq_of_an_expanded_tilt_is_near_the_originals(seed: int, degrees: float) -> None:
+    picture = shapes(seed)
+    copy = tilted(picture, degrees, expand=True)
+    original = image_hashes(png(picture), canonical=True)
+    turned = image_hashes(png(copy), canonical=True)
+    assert turned.pdq_canonical is not None
+    assert hamming_distance(turned.pdq_canonical, original.values["pdq"]) <= 31
+    assert original.pdq_canonical == original.values["pdq"]
+
+
+def test_tilt_undone_of_a_tilt_within_the_frame_keeps_the_centre() -> None:
+    picture = photo(11, (640, 480))
+    copy = tilted(picture, 4, expand=False)
+    tilt = tilt_found(np.asarray(copy))
+    assert tilt is not None
+    assert not tilt.expanded
+    back = tilt_undone(copy, tilt)
+    # The largest centred box of the frame's shape a 4 degree turn keeps: about 92% a side.
+    assert 0.88 <= back.width / picture.width <= 0.95
+    assert abs(back.width / back.height - picture.width / picture.height) < 0.02
+    share = (1 - back.width / picture.width) / 2
+    centre = picture.crop(
+        (
+            round(picture.width * share),
+            round(picture.height * share),
+            round(picture.width * (1 - share)),
+            round(picture.height * (1 - share)),
+        )
+    )
+    assert (
+        hamming_distance(
+            image_hashes(png(back)).values["pdq"], image_hashes(png(centre)).values["pdq"]
+        )
+        <= 31
+    )

@@ -86,6 +86,7 @@ def test_plain_pdq_misses_what_the_chosen_method_catches(
     plain = methods["PDQ"].recall
     assert plain["caption bar top 15% white"] == 0
     assert plain["padded canvas 20% white"] == 0
+    assert plain["rotate -5 expand"] == 0
     assert plain["JPEG q30"] == 1
 
 
