@@ -41,9 +41,10 @@ import numpy as np
 from audit.selectors import log_entry_events_below, log_events_from, log_leaf, log_size
 from consortium_client import leaves
 from consortium_client.commitments import commitment_opens
-from consortium_client.hashvalues import ALGORITHMS
+from consortium_client.hashvalues import ALGORITHMS, VPDQ_MAX_FRAMES, vpdq_value_parse
 from consortium_client.index import ExactIndex, HammingIndex, index_for
 from consortium_client.variants import MAX_VARIANTS
+from consortium_client.vpdq import VideoShares
 from hashes.models import Entry, EntryVariant
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ Key = tuple[int, str]  # (list id, algorithm)
 # that the row names its entry and the leaf's variant without a table beside the index.
 VARIANT_SLOTS = 64
 assert MAX_VARIANTS <= VARIANT_SLOTS  # noqa: S101 - a position must fit in its slot
+# A video's frame in its list's frame index: entry id x FRAME_SLOTS + the frame's place in
+# the value, likewise.
+FRAME_SLOTS = 4096
+assert VPDQ_MAX_FRAMES <= FRAME_SLOTS  # noqa: S101 - a frame's place must fit in its slot
+# Stored frames kept per query frame and list: a frame that hundreds of videos share (a
+# studio's logo) cannot make one query cost more; the answer says `truncated` when cut.
+FRAME_HITS = 1000
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,33 @@ class IndexHit:
     distance: int
     list_id: int
     algorithm: str
-    value: str  # of the row that matched: the entry's own value or its variant's
+    # Of the row that matched: the entry's own value or its variant's; for a video, the
+    # SHA-256 (hex) of its value, which the index keeps instead of the value.
+    value: str
     variant: str | None = None  # the variant's name, or None for the entry's own value
+    shares: VideoShares | None = None  # for a video: its frames matched each way
+
+
+class VideoRule(NamedTuple):
+    """A list's vPDQ rule (HashList's video settings; consortium_client.vpdq)."""
+
+    frame_distance: int
+    quality_floor: int
+    query_share: int
+    stored_share: int
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """What the index keeps of a video entry beside its frames' hashes: their qualities in
+    the value's order (a frame's place is its row's), and the SHA-256 of the value."""
+
+    qualities: np.ndarray
+    digest: str
+
+
+def value_digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass
@@ -214,6 +247,10 @@ class MatchIndexes:
         # variants, their names by position (a revocation drops them all).
         self.variants_by_list: dict[int, Index] = {}
         self.variant_names: dict[int, tuple[str, ...]] = {}
+        # Per list, its videos' frames (PDQ), by FRAME_SLOTS row id; per video entry, what
+        # else the rule needs.
+        self.frames_by_list: dict[int, Index] = {}
+        self.videos: dict[int, StoredVideo] = {}
         self.position = -1  # index of the last log event applied
         self.position_digest: bytes | None = None
         self.loaded = False
@@ -282,6 +319,78 @@ class MatchIndexes:
                 ]
             return results
 
+    def search_videos(
+        self, *, values: list[str], rules: dict[int, VideoRule], limit: int
+    ) -> list[IndexResult]:
+        """For each vpdq value, the nearest `limit` videos (by distance, then id) of the lists
+        in `rules` that match it under each list's rule; lists not named are never read.
+        Each query frame of at least the list's quality floor is looked up in the list's
+        frame index (never a scan of its videos); a video reached by some frame is then
+        judged by the shares of frames matched each way."""
+        with self._lock:
+            results = []
+            for value in values:
+                frames = vpdq_value_parse(value)
+                found: list[tuple[int, int, int, VideoShares]] = []
+                truncated = False
+                for list_id, rule in sorted(rules.items()):
+                    index = self.frames_by_list.get(list_id)
+                    if index is None or not len(index):
+                        continue
+                    asked = [frame.pdq for frame in frames if frame.quality >= rule.quality_floor]
+                    if not asked:
+                        continue
+                    cut, shares = self._video_shares(index, asked, rule)
+                    truncated |= cut
+                    for entry_id, share in shares.items():
+                        if share.matches(query_share=rule.query_share, stored_share=rule.stored_share):
+                            found.append((share.distance, entry_id, list_id, share))
+                found.sort(key=lambda hit: (hit[0], hit[1]))
+                results.append(
+                    IndexResult(
+                        hits=[
+                            IndexHit(
+                                entry_id,
+                                distance,
+                                list_id,
+                                "vpdq",
+                                self.videos[entry_id].digest,
+                                shares=share,
+                            )
+                            for distance, entry_id, list_id, share in found[:limit]
+                        ],
+                        truncated=truncated or len(found) > limit,
+                    )
+                )
+            return results
+
+    def _video_shares(
+        self, index: Index, asked: list[str], rule: VideoRule
+    ) -> tuple[bool, dict[int, VideoShares]]:
+        """Whether a query frame reached more than FRAME_HITS rows, and the shares of each
+        video that some query frame reached."""
+        before = index.candidates_examined
+        searched = index.search_batch(asked, rule.frame_distance, FRAME_HITS + 1)
+        self.candidates_examined += index.candidates_examined - before
+        truncated = False
+        query_hits: dict[int, set[int]] = defaultdict(set)
+        stored_hits: dict[int, set[int]] = defaultdict(set)
+        for position, matches in enumerate(searched):
+            if len(matches) > FRAME_HITS:
+                truncated = True
+            for row_id, _ in matches[:FRAME_HITS]:
+                entry_id, place = divmod(row_id, FRAME_SLOTS)
+                if self.videos[entry_id].qualities[place] >= rule.quality_floor:
+                    query_hits[entry_id].add(position)
+                    stored_hits[entry_id].add(place)
+        shares = {}
+        for entry_id, matched in query_hits.items():
+            compared = int(np.count_nonzero(self.videos[entry_id].qualities >= rule.quality_floor))
+            shares[entry_id] = VideoShares(
+                len(matched), len(asked), len(stored_hits[entry_id]), compared
+            )
+        return truncated, shares
+
     def _search_into(
         self,
         found: list[list[tuple[int, int, int, int, int]]],
@@ -344,6 +453,32 @@ class MatchIndexes:
             [value for _, _, value in found],
         )
 
+    def _videos_add(self, list_id: int, entry_ids: list[int], values: list[str]) -> None:
+        """Index the frames of the videos `entry_ids` (values from rows that opened their
+        leaves' commitments) in their list's frame index."""
+        rows: list[int] = []
+        hashes: list[str] = []
+        for entry_id, value in zip(entry_ids, values, strict=True):
+            frames = vpdq_value_parse(value)
+            self.videos[entry_id] = StoredVideo(
+                np.array([frame.quality for frame in frames], np.uint8), value_digest(value)
+            )
+            rows += [entry_id * FRAME_SLOTS + place for place in range(len(frames))]
+            hashes += [frame.pdq for frame in frames]
+        if rows:
+            if list_id not in self.frames_by_list:
+                self.frames_by_list[list_id] = index_for("pdq")
+            self.frames_by_list[list_id].add(rows, hashes)
+
+    def _videos_end(self, list_id: int, entry_ids: Iterable[int]) -> None:
+        rows = []
+        for entry_id in entry_ids:
+            video = self.videos.pop(entry_id, None)
+            if video is not None:
+                rows += [entry_id * FRAME_SLOTS + place for place in range(len(video.qualities))]
+        if rows and list_id in self.frames_by_list:
+            self.frames_by_list[list_id].remove(rows)
+
     def _variant_index(self, list_id: int) -> Index:
         if list_id not in self.variants_by_list:
             self.variants_by_list[list_id] = index_for("pdq")
@@ -378,6 +513,7 @@ class MatchIndexes:
         variant_ids: dict[int, list[int]] = defaultdict(list)
         variant_values: dict[int, list[str]] = defaultdict(list)
         revoked_by_list: dict[int, list[int]] = defaultdict(list)
+        video_adds: dict[int, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
         for index, list_id, leaf in log_entry_events_below(size=size, chunk=LOAD_CHUNK):
             event = leaf_fields(leaf)
             if event.type == leaves.ENTRY_ADDED:
@@ -391,6 +527,10 @@ class MatchIndexes:
                         mine.append(variant_pending)
                     variant_pending = next(variant_rows, None)
                 if entry is None:
+                    continue
+                if ALGORITHMS[entry.algorithm].frames:
+                    video_adds[entry.list_id][0].append(entry.entry_id)
+                    video_adds[entry.list_id][1].append(entry.value)
                     continue
                 key = (entry.list_id, entry.algorithm)
                 ids[key].append(entry.entry_id)
@@ -419,6 +559,10 @@ class MatchIndexes:
             self._index(list_id, algorithm).add(id_array[live], hashes.reshape(-1, width)[live])
         for list_id, row_ids in variant_ids.items():
             self._variant_index(list_id).add(row_ids, variant_values[list_id])
+        ended_set = set(revoked)
+        for list_id, (video_ids, videos) in video_adds.items():
+            live = [(i, v) for i, v in zip(video_ids, videos, strict=True) if i not in ended_set]
+            self._videos_add(list_id, [i for i, _ in live], [v for _, v in live])
         for list_id, ended_ids in revoked_by_list.items():
             self._variants_end(list_id, ended_ids)
         self.position = size - 1
@@ -471,6 +615,7 @@ class MatchIndexes:
                 for index_of_list in self.by_list.get(list_id, {}).values():
                     index_of_list.remove([event.entry])
                 self._variants_end(list_id, [event.entry])
+                self._videos_end(list_id, [event.entry])
         self._apply(adds)
         if rows:
             self.position = rows[-1][0]
@@ -479,7 +624,9 @@ class MatchIndexes:
 
     def _apply(self, adds: dict[Key, tuple[list[int], list[str]]]) -> None:
         for (list_id, algorithm), (ids, values) in adds.items():
-            if ids:
+            if ids and ALGORITHMS[algorithm].frames:
+                self._videos_add(list_id, ids, values)
+            elif ids:
                 self._index(list_id, algorithm).add(ids, values)
 
     def memory_bytes(self) -> dict[str, int]:
@@ -491,6 +638,9 @@ class MatchIndexes:
                     totals[algorithm] += index.memory_bytes()
             for variants in self.variants_by_list.values():
                 totals["pdq"] += variants.memory_bytes()
+            for frames in self.frames_by_list.values():
+                totals["vpdq"] += frames.memory_bytes()
+            totals["vpdq"] += sum(video.qualities.nbytes + 64 for video in self.videos.values())
             return totals
 
 

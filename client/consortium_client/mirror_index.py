@@ -42,7 +42,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from consortium_client.hashvalues import ALGORITHMS, HashValueError, algorithm_get, hash_value_parse
+from consortium_client.hashvalues import (
+    ALGORITHMS,
+    SINGLE_ALGORITHMS,
+    HashValueError,
+    algorithm_get,
+    hash_value_parse,
+)
 from consortium_client.index import ExactIndex, HammingIndex, hashes_pack
 from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
 
@@ -58,7 +64,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # row `entry * VARIANT_SLOTS + position` names the entry and the variant of its leaf.
 VARIANTS_KEY = "pdq-variants"
 VARIANT_SLOTS = 64
-SNAPSHOT_NAMES: tuple[str, ...] = (*ALGORITHMS, VARIANTS_KEY)
+# A video (vpdq) is a set of frames, not one row: the mirror matches videos by their frames
+# (`_video_matches`), not through a snapshot.
+SNAPSHOT_NAMES: tuple[str, ...] = (*SINGLE_ALGORITHMS, VARIANTS_KEY)
 
 
 def _width(name: str) -> int:

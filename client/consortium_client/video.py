@@ -19,9 +19,9 @@ Limits, cheapest first; every refusal is a `VideoRejected` with a stable `reason
 3. the frame size (`max_pixels`) as the stream declares it, and again for every frame;
 4. the duration: decoding stops with a refusal at the first frame past `max_duration`
    seconds, whatever the container claims; and at most `max_frames` frames are decoded;
-5. decoding: a file FFmpeg cannot read, or in which no frame decodes, is refused. A file cut
-   short is refused when FFmpeg reports the cut; one cut at a packet boundary is
-   indistinguishable from a shorter video and is hashed as such.
+5. decoding: a file FFmpeg cannot read, or in which no frame decodes, is refused; so is one
+   whose frames stop well before the length its container declares (cut short). A
+   container that declares no length (MPEG-TS) cut between packets reads as a shorter video.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import hashlib
 import os
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import av.error
@@ -39,6 +38,7 @@ import numpy as np
 import pdqhash
 
 from consortium_client.hashvalues import VPDQ_MAX_FRAMES, VideoFrame, vpdq_value_format
+from consortium_client.sniffing import SNIFF_BYTES, video_container
 
 WORKING_SIDE = 1024
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -46,7 +46,10 @@ DEFAULT_MAX_DURATION = float(VPDQ_MAX_FRAMES)  # seconds: a vpdq value's cap at 
 DEFAULT_MAX_PIXELS = 8192 * 4320
 DEFAULT_MAX_FRAMES = VPDQ_MAX_FRAMES * 120  # decoded, not sampled: an hour at 120 fps
 SECONDS_PER_FRAME = 1.0
-_SNIFF_BYTES = 4096
+# A file whose frames stop before this share of its declared length (less a second) was cut
+# short. Not every container declares a length (MPEG-TS does not): one cut between packets
+# there reads as a shorter video.
+TRUNCATED_SHARE = 0.9
 
 
 class VideoRejected(ValueError):
@@ -75,34 +78,6 @@ class VideoHashes:
     duration: float
 
 
-def video_container(head: bytes) -> str | None:
-    """FFmpeg's demuxer name for a file starting with `head`, or None if it is not a video
-    container we hash."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return "mov,mp4,m4a,3gp,3g2,mj2"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska,webm"
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "avi"
-    if head.startswith(b"FLV\x01"):
-        return "flv"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return "asf"
-    if head.startswith(b"\x00\x00\x01\xba"):
-        return "mpeg"
-    if len(head) >= 377 and all(head[i] == 0x47 for i in (0, 188, 376)):
-        return "mpegts"
-    return None
-
-
-def is_video(path: Path) -> bool:
-    """Whether the file's first bytes are those of a video container we hash."""
-    with open(path, "rb") as file:
-        return video_container(file.read(_SNIFF_BYTES)) is not None
-
-
 def video_file_hashes(
     path: str | os.PathLike[str],
     *,
@@ -120,7 +95,7 @@ def video_file_hashes(
         raise VideoRejected("too-large", f"the file is {size} bytes; the limit is {max_bytes}")
     md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     with open(path, "rb") as file:
-        head = file.read(_SNIFF_BYTES)
+        head = file.read(SNIFF_BYTES)
         container = video_container(head)
         if container is None:
             raise VideoRejected("not-a-video", "not a video file we hash (by its content)")
@@ -210,6 +185,13 @@ def _vpdq_frames(
             sampled.append((round(elapsed, 3), _frame_pdq(frame)))
         if not sampled:
             raise VideoRejected("no-frames", "no frame of the video could be decoded")
+        declared = _declared_seconds(source, stream)
+        if declared is not None and last < declared * TRUNCATED_SHARE - 1.0:
+            raise VideoRejected(
+                "truncated",
+                f"the video ends early: frames stop at {last:.1f} s of the {declared:.1f} s "
+                "its container declares",
+            )
         return sampled, width, height, last
 
 
@@ -222,6 +204,15 @@ def _decoded(source: av.container.InputContainer, stream: av.VideoStream) -> Ite
         truncated = "end of file" in str(exc).lower() or "truncat" in str(exc).lower()
         reason = "truncated" if truncated else "corrupt"
         raise VideoRejected(reason, f"the video cannot be decoded: {_why(exc)}") from exc
+
+
+def _declared_seconds(source: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """How long the video stream says it is (else the container), if it says."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if source.duration is not None:
+        return source.duration / av.time_base
+    return None
 
 
 def _seconds(frame: av.VideoFrame, time_base: Fraction | None) -> float:
@@ -247,4 +238,6 @@ def _frame_pdq(frame: av.VideoFrame) -> VideoFrame:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return str(exc.strerror).lower()
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
