@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.services import checkpoint_sign
 from consortium_client import cli
 from consortium_client.hashvalues import VideoFrame, vpdq_value_format, vpdq_value_parse
 from consortium_client.keys import private_key_load, public_key_pem
@@ -123,6 +124,24 @@ def test_a_video_submitted_with_the_cli_matches_its_edited_copies_and_not_anothe
     assert [m["entry"] for m in results[4]["matches"]] == [stored["md5"].pk]
     assert results[4]["matches"][0]["query_share"] is None
     assert results[5]["matches"] == []
+
+    # The partner's own mirror matches the same videos with the same rule (its defaults).
+    checkpoint_sign()
+    mirror = tmp_path / "mirror.db"
+    assert cli.main(["--url", live_server.url, "--api-key", api_key, "--mirror", str(mirror), "sync"]) == 0
+    capsys.readouterr()
+    for name in COPIES:
+        assert cli.main(["--mirror", str(mirror), "match", "--json", str(videos[name])]) == 1
+        (found,) = json.loads(capsys.readouterr().out)["matches"]
+        assert (found["entry"], found["rule"]) == (stored["vpdq"].pk, "vpdq"), name
+        assert min(found["query_share"], found["stored_share"]) >= 0.8
+    assert cli.main(["--mirror", str(mirror), "match", str(videos["original"])]) == 1
+    lines = capsys.readouterr().out
+    assert f"match md5 distance 0 list videos entry {stored['md5'].pk}" in lines
+    assert f"match vpdq distance 0 list videos entry {stored['vpdq'].pk}" in lines
+    assert "frames 100% of the query, 100% stored rule vpdq" in lines
+    assert cli.main(["--mirror", str(mirror), "match", str(videos["different"])]) == 0
+    assert capsys.readouterr().out == f"{videos['different']}: no match\n"
 
 
 def test_the_servers_shares_are_the_rules_on_every_pair_of_frames(
