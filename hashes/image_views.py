@@ -305,8 +305,7 @@ class MatchView(ConsortiumView):
         frames = sum(query.value.count(",") + 1 for query in queries if query.algorithm == "vpdq")
         if frames > settings.MATCH_MAX_FRAMES:
             raise MalformedRequest(
-                f"the videos hold {frames} frames; at most {settings.MATCH_MAX_FRAMES} per "
-                "request",
+                f"the videos hold {frames} frames; at most {settings.MATCH_MAX_FRAMES} per request",
                 pointer="/hashes",
             )
         return queries
@@ -314,9 +313,7 @@ class MatchView(ConsortiumView):
 
 def _query_cost(queries: list[HashQuery]) -> int:
     """Hashes matched: one per hash, one per frame of a video."""
-    return sum(
-        query.value.count(",") + 1 if query.algorithm == "vpdq" else 1 for query in queries
-    )
+    return sum(query.value.count(",") + 1 if query.algorithm == "vpdq" else 1 for query in queries)
 
 
 def _limit(data: Any) -> int:

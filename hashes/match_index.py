@@ -343,7 +343,9 @@ class MatchIndexes:
                     cut, shares = self._video_shares(index, asked, rule)
                     truncated |= cut
                     for entry_id, share in shares.items():
-                        if share.matches(query_share=rule.query_share, stored_share=rule.stored_share):
+                        if share.matches(
+                            query_share=rule.query_share, stored_share=rule.stored_share
+                        ):
                             found.append((share.distance, entry_id, list_id, share))
                 found.sort(key=lambda hit: (hit[0], hit[1]))
                 results.append(
@@ -561,8 +563,8 @@ class MatchIndexes:
             self._variant_index(list_id).add(row_ids, variant_values[list_id])
         ended_set = set(revoked)
         for list_id, (video_ids, videos) in video_adds.items():
-            live = [(i, v) for i, v in zip(video_ids, videos, strict=True) if i not in ended_set]
-            self._videos_add(list_id, [i for i, _ in live], [v for _, v in live])
+            kept = [(i, v) for i, v in zip(video_ids, videos, strict=True) if i not in ended_set]
+            self._videos_add(list_id, [i for i, _ in kept], [v for _, v in kept])
         for list_id, ended_ids in revoked_by_list.items():
             self._variants_end(list_id, ended_ids)
         self.position = size - 1

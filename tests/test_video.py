@@ -114,7 +114,11 @@ def test_a_video_submitted_with_the_cli_matches_its_edited_copies_and_not_anothe
     )
     for name, result in zip(COPIES, results, strict=False):
         (found,) = result["matches"]
-        assert (found["entry"], found["rule"], found["list"]) == (stored["vpdq"].pk, "vpdq", "videos")
+        assert (found["entry"], found["rule"], found["list"]) == (
+            stored["vpdq"].pk,
+            "vpdq",
+            "videos",
+        )
         assert found["query_share"] >= 0.8, name
         assert found["stored_share"] >= 0.8, name
         weaker = min(found["query_share"], found["stored_share"])
@@ -128,7 +132,10 @@ def test_a_video_submitted_with_the_cli_matches_its_edited_copies_and_not_anothe
     # The partner's own mirror matches the same videos with the same rule (its defaults).
     checkpoint_sign()
     mirror = tmp_path / "mirror.db"
-    assert cli.main(["--url", live_server.url, "--api-key", api_key, "--mirror", str(mirror), "sync"]) == 0
+    assert (
+        cli.main(["--url", live_server.url, "--api-key", api_key, "--mirror", str(mirror), "sync"])
+        == 0
+    )
     capsys.readouterr()
     for name in COPIES:
         assert cli.main(["--mirror", str(mirror), "match", "--json", str(videos[name])]) == 1
@@ -147,7 +154,9 @@ def test_a_video_submitted_with_the_cli_matches_its_edited_copies_and_not_anothe
 def test_the_servers_shares_are_the_rules_on_every_pair_of_frames(
     alice, bob, shared_list, hashed
 ) -> None:
-    (entry_id,) = submit(alice, "ncii", [{"algorithm": "vpdq", "value": hashed["original"].values["vpdq"]}])
+    (entry_id,) = submit(
+        alice, "ncii", [{"algorithm": "vpdq", "value": hashed["original"].values["vpdq"]}]
+    )
     stored = vpdq_value_parse(hashed["original"].values["vpdq"])
     for name in (*COPIES, "different"):
         query = vpdq_value_parse(hashed[name].values["vpdq"])
@@ -211,9 +220,7 @@ def test_a_video_in_a_list_the_caller_cannot_see_does_not_match_and_leaves_no_tr
         with CaptureQueriesContext(connection) as queries:
             response = match_response(alice, [query])
         assert response.status_code == 200
-        measured.append(
-            (len(queries), match_indexes.candidates_examined - examined, response)
-        )
+        measured.append((len(queries), match_indexes.candidates_examined - examined, response))
     assert len({(queries, examined) for queries, examined, _ in measured}) == 1
     bodies = [json.loads(response.content)["results"] for _, _, response in measured]
     for body in bodies:

@@ -36,9 +36,7 @@ def video_write(
     square that moves across it."""
     rng = np.random.default_rng(seed)
     width, height = size
-    scenes = [
-        _texture(rng, width * 2, height * 2) for _ in range(-(-seconds // scene_seconds))
-    ]
+    scenes = [_texture(rng, width * 2, height * 2) for _ in range(-(-seconds // scene_seconds))]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height

@@ -51,8 +51,8 @@ from consortium_client.hashvalues import (
     vpdq_value_parse,
 )
 from consortium_client.index import ExactIndex, HammingIndex, hashes_pack
-from consortium_client.vpdq import VideoShares, video_shares
 from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
+from consortium_client.vpdq import VideoShares, video_shares
 
 Index = HammingIndex | ExactIndex
 Ints = npt.NDArray[np.int64]

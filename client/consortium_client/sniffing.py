@@ -41,5 +41,3 @@ def is_video(path: Path) -> bool:
     """Whether the file's first bytes are those of a video container we hash."""
     with open(path, "rb") as file:
         return video_container(file.read(SNIFF_BYTES)) is not None
-
-

@@ -185,17 +185,19 @@ def _vpdq_frames(
             sampled.append((round(elapsed, 3), _frame_pdq(frame)))
         if not sampled:
             raise VideoRejected("no-frames", "no frame of the video could be decoded")
-        declared = _declared_seconds(source, stream)
-        if declared is not None and last < declared * TRUNCATED_SHARE - 1.0:
+        length = _declared_seconds(source, stream)
+        if length is not None and last < length * TRUNCATED_SHARE - 1.0:
             raise VideoRejected(
                 "truncated",
-                f"the video ends early: frames stop at {last:.1f} s of the {declared:.1f} s "
+                f"the video ends early: frames stop at {last:.1f} s of the {length:.1f} s "
                 "its container declares",
             )
         return sampled, width, height, last
 
 
-def _decoded(source: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+def _decoded(
+    source: av.container.InputContainer, stream: av.VideoStream
+) -> Iterator[av.VideoFrame]:
     try:
         yield from source.decode(stream)
     except av.error.EOFError as exc:

@@ -50,7 +50,9 @@ class VideoShares:
     def distance(self) -> int:
         """100 less the weaker share in whole percent (rounded down): 0 when every frame
         matched both ways, 100 when none did. A caller thresholds it like a hash distance."""
-        weaker = min(self.query_matched * self.stored_compared, self.stored_matched * self.query_compared)
+        weaker = min(
+            self.query_matched * self.stored_compared, self.stored_matched * self.query_compared
+        )
         product = self.query_compared * self.stored_compared
         if not product:
             return 100

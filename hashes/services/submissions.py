@@ -307,4 +307,6 @@ def _md5s(drafts: list[EntryDraft]) -> list[str]:
     """The MD5s of the drafts' values, as the entries' indexes key on them (a vpdq value is
     too long for a B-tree row): a lookup by MD5(value) uses the index, one by value would
     not. Equal MD5s of different values are told apart by the value compared after."""
-    return sorted({hashlib.md5(d.value.encode(), usedforsecurity=False).hexdigest() for d in drafts})
+    return sorted(
+        {hashlib.md5(d.value.encode(), usedforsecurity=False).hexdigest() for d in drafts}
+    )
