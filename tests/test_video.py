@@ -322,3 +322,32 @@ def test_a_match_request_over_the_frame_cap_is_refused(bob, shared_list, setting
     response = match_response(bob, [("vpdq", vpdq_value_format(frames))])
     assert (response.status_code, problem(response)) == (400, "malformed-request")
     assert "6 frames" in json.loads(response.content)["detail"]
+
+
+def test_videos_planted_around_a_query_are_capped_nearest_first_and_marked_truncated(
+    make_partner, bob, shared_list, hashed, monkeypatch
+) -> None:
+    planter = make_partner("planter")
+    original = vpdq_value_parse(hashed["original"].values["vpdq"])
+    # Five copies of the original, each with one more frame of its own: all match it.
+    planted = [
+        vpdq_value_format([*original, VideoFrame(f"{(copy + 1) << 200:064x}", 90)])
+        for copy in range(5)
+    ]
+    ids = submit(planter, "ncii", [{"algorithm": "vpdq", "value": v} for v in planted])
+    query = vpdq(hashed["original"])
+    response = match_response(bob, [query])
+    body = json.loads(response.content)["results"][0]
+    assert [m["entry"] for m in body["matches"]] == ids
+    assert body["truncated"] is False
+    limited = bob.post(
+        "/api/v1/match",
+        json.dumps({"hashes": [{"algorithm": "vpdq", "value": query[1]}], "limit": 2}).encode(),
+    )
+    body = json.loads(limited.content)["results"][0]
+    assert ([m["entry"] for m in body["matches"]], body["truncated"]) == (ids[:2], True)
+    # Each query frame keeps at most FRAME_HITS stored frames: past it, the answer says so.
+    monkeypatch.setattr("hashes.match_index.FRAME_HITS", 3)
+    body = match(bob, [query])[0]
+    assert body["truncated"] is True
+    assert len(body["matches"]) <= 5
