@@ -184,7 +184,8 @@ def _files(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def radii_parse(options: Sequence[str]) -> dict[str, int]:
-    """`--radius N` (every perceptual algorithm) or `--radius ALGORITHM=N`, repeatable."""
+    """`--radius N` (every perceptual hash; a video's frame distance only as `vpdq=N`) or
+    `--radius ALGORITHM=N`, repeatable."""
     radii: dict[str, int] = {}
     for option in options:
         name, _, number = option.rpartition("=")
@@ -193,7 +194,8 @@ def radii_parse(options: Sequence[str]) -> dict[str, int]:
         except ValueError as exc:
             raise click.BadParameter(f"{option!r}: expected N or ALGORITHM=N") from exc
         if not name:
-            radii.update({n: radius for n, spec in ALGORITHMS.items() if spec.perceptual})
+            hashes = [n for n, spec in ALGORITHMS.items() if spec.perceptual and not spec.frames]
+            radii.update(dict.fromkeys(hashes, radius))
         elif name in ALGORITHMS:
             radii[name] = radius
         else:
@@ -287,8 +289,9 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
     "--radius",
     "radius_options",
     multiple=True,
-    help="Search within N bits: N for every perceptual algorithm, or ALGORITHM=N. "
-    "Default: each algorithm's default distance (pdq 31, 64-bit hashes 10).",
+    help="Search within N bits: N for every perceptual hash, or ALGORITHM=N (vpdq=N: a "
+    "video's frame distance). Default: each algorithm's default distance (pdq 31, phash 4, "
+    "dhash 3, ahash and whash 0, vpdq frames 31).",
 )
 @click.option(
     "--limit",
