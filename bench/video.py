@@ -53,7 +53,7 @@ from hashes.match_index import MatchIndexes, VideoRule  # noqa: E402
 from tests.videos import video_transcode, video_write  # noqa: E402
 
 SIZE = (640, 360)
-print = functools.partial(print, flush=True)  # noqa: A001 - a long run shows each part as it ends
+print = functools.partial(print, flush=True)
 COPIES: dict[str, dict[str, object]] = {
     "mpeg4 300k": {"codec": "mpeg4", "bit_rate": 300_000},
     "vp9 150k": {"codec": "libvpx-vp9", "bit_rate": 150_000, "container_format": "webm"},
