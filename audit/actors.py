@@ -64,3 +64,6 @@ CHECKPOINT_SIGNER = Actor.system("checkpoint-signer")
 ACCESS_PERIOD_SEALER = Actor.system("access_period_seal")
 # The pusher of checkpoints to outside witnesses (audit.witnesses, witness_push_task).
 WITNESS_PUSHER = Actor.system("witness-push")
+# The follower that delivers webhooks (webhooks.services.subscription_follow); each of its
+# access events names the partner whose subscription it delivered to.
+WEBHOOK_DELIVERER = Actor.system("webhook-deliverer")

@@ -17,9 +17,78 @@ def admin_actor(request: HttpRequest) -> Actor:
     return Actor.for_user(cast(User, request.user), client_ip=request.META.get("REMOTE_ADDR"))
 
 
-class AuditedAdmin(admin.ModelAdmin):
+# Ids of the rows a list page showed, kept in its access event (a page holds at most
+# list_per_page rows, 100 by default).
+SHOWN_IDS_MAX = 200
+
+
+class AdminReadsAudited(admin.ModelAdmin):
+    """Writes an access event for every admin page that shows rows: a list page (how many
+    rows, which ids, with its filters), an object's page, its history, and an action's
+    confirmation page listing the rows it would act on.
+
+    A ModelAdmin mixin rather than a middleware: the view knows which rows it rendered, a
+    middleware would only see a URL. The event is written when the view returns, before the
+    page is sent; a page that fails to render afterwards is still recorded as read.
+    """
+
+    def _read(
+        self, request: HttpRequest, verb: str, target: str, rows: list[Any], **detail: Any
+    ) -> None:
+        ids = [row.pk for row in rows[:SHOWN_IDS_MAX]]
+        access_event_record(
+            actor=admin_actor(request),
+            action=f"admin.{self.opts.model_name}.{verb}",
+            status=200,
+            target=target,
+            records=len(rows),
+            detail={"page": request.get_full_path()[:500], "ids": ids, **detail},
+        )
+
+    @staticmethod
+    def _context(response: Any) -> dict[str, Any] | None:
+        if response.status_code != 200:
+            return None
+        return getattr(response, "context_data", None)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        context = self._context(response)
+        if context is None:
+            return response
+        if "cl" in context:
+            # The page's rows, fetched here once; the template reuses the fetched list.
+            rows = list(context["cl"].result_list)
+            self._read(request, "list", self.opts.label_lower, rows)
+        elif "entries" in context:
+            # An action's confirmation page (revoke, erase) lists the selected rows.
+            rows = list(context["entries"])
+            self._read(request, "confirm", self.opts.label_lower, rows)
+        return response
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> Any:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        context = self._context(response)
+        original = context.get("original") if context else None
+        if original is not None:
+            self._read(request, "view", f"{self.opts.label_lower}:{original.pk}", [original])
+        return response
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
+        response = super().history_view(request, object_id, extra_context)
+        context = self._context(response)
+        obj = context.get("object") if context else None
+        if obj is not None:
+            self._read(request, "history", f"{self.opts.label_lower}:{obj.pk}", [obj])
+        return response
+
+
+class AuditedAdmin(AdminReadsAudited):
     """Writes an access event for every admin change, inside the admin's transaction (the
-    admin's change views are atomic, and these hooks run in them)."""
+    admin's change views are atomic, and these hooks run in them), and for every page
+    that shows rows."""
 
     def _access(self, request: HttpRequest, obj: Model, verb: str, message: Any) -> None:
         access_event_record(
@@ -44,7 +113,7 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(AdminReadsAudited):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

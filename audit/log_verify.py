@@ -15,7 +15,10 @@ speaks of with it, each read as a stream ordered by the key the log names it by:
   fetched one chunk of leaves at a time, each envelope verified once however many entries
   share it);
 - sealed access periods: each `access_period_sealed` leaf against its row, and the access
-  events of its range re-hashed to its count and root.
+  events of its range re-hashed to its count and root;
+- feedback (by its event's log index): each `entry_feedback` leaf against its verdict's row
+  and signed envelope, each `entry_confirmed` against its entry's confirmation, each
+  `entry_quarantine_resolved` against its resolution's row.
 
 Everything runs in one REPEATABLE READ, READ ONLY transaction, so concurrent writers are
 neither seen half-way nor blocked. Memory is bounded by the chunk size, one tile per tree
@@ -70,7 +73,12 @@ from consortium_client.notes import (
     signature_parse,
 )
 from consortium_client.strictjson import StrictJsonError, strict_json_loads
-from consortium_client.verify import VerificationError, verify_checkpoint, verify_revocation
+from consortium_client.verify import (
+    VerificationError,
+    verify_checkpoint,
+    verify_feedback,
+    verify_revocation,
+)
 from hashes import selectors as hashes_selectors
 from hashes.selectors import EntryVerifyRow
 from partners.models import Partner
@@ -98,9 +106,17 @@ PAYLOAD_TYPES = {1: SUBMISSION_V1_PAYLOAD_TYPE, 2: SUBMISSION_PAYLOAD_TYPE}
 CHUNK = 5000
 # Tiles are 8 KiB each: fetched a few at a time, so that a stream holds about 128 KiB.
 TILE_CHUNK = 16
-LIST_SCOPED = (leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED)
+LIST_SCOPED = (
+    leaves.ENTRY_ADDED,
+    leaves.ENTRY_REVOKED,
+    leaves.ENTRY_ERASED,
+    leaves.ENTRY_FEEDBACK,
+    *leaves.ENTRY_HOLD_TYPES,
+)
 # Events whose row names the partner the leaf names (the feed and the admin filter on it).
 PARTNER_NAMED = (
+    leaves.ENTRY_FEEDBACK,
+    *leaves.ENTRY_HOLD_TYPES,
     leaves.SIGNING_KEY_REGISTERED,
     leaves.SIGNING_KEY_REVOKED,
     leaves.PARTNER_SUSPENDED,
@@ -136,6 +152,7 @@ class LogVerifyReport:
     submissions: int = 0
     revocations: int = 0
     erasures: int = 0
+    feedback: int = 0
     periods: int = 0
     access_events: int = 0
     seconds: float = 0.0
@@ -154,6 +171,7 @@ class LogVerifyReport:
             + ", "
             f"{self.entries} entries, {self.submissions} submissions, "
             f"{self.revocations} revocations, {self.erasures} erasures, "
+            f"{self.feedback} verdicts, "
             f"{self.periods} access periods ({self.access_events} access events)"
         )
 
@@ -387,6 +405,11 @@ class _Verifier:
         self.revoked = _Stream(hashes_selectors.entries_revoked_in_log_order(chunk=chunk))
         self.erased = _Stream(hashes_selectors.entries_erased_in_log_order(chunk=chunk))
         self.periods = _Stream(AccessPeriod.objects.order_by("number").iterator(chunk))
+        self.feedback = _Stream(hashes_selectors.feedback_in_log_order(chunk=chunk))
+        self.confirmed = _Stream(hashes_selectors.entries_confirmed_in_log_order(chunk=chunk))
+        self.resolutions = _Stream(
+            hashes_selectors.quarantine_resolutions_in_log_order(chunk=chunk)
+        )
         self.submission: _SignedGroup | None = None
         self.revocation: _SignedGroup | None = None
 
@@ -543,6 +566,12 @@ class _Verifier:
                 self._key_registered(index, document)
             elif event_type == leaves.ACCESS_PERIOD_SEALED:
                 self._period_sealed(index, document)
+            elif event_type == leaves.ENTRY_FEEDBACK:
+                self._feedback(index, raw, document)
+            elif event_type == leaves.ENTRY_CONFIRMED:
+                self._confirmed(index, document)
+            elif event_type == leaves.ENTRY_QUARANTINE_RESOLVED:
+                self._resolved(index, document)
 
     def _root(self) -> bytes:
         """The root of the tree of the leaves read so far."""
@@ -1239,6 +1268,78 @@ class _Verifier:
             raise Divergence("audit_logevent", f"index {index}", "key id is not its public key's")
         self.keys[key] = (partner, raw)
 
+    # Feedback, review and quarantine
+
+    def _feedback(self, index: int, raw: bytes, leaf: dict[str, Any]) -> None:
+        row = self.feedback.head
+        if row is None or row["log_index"] != index:
+            found = "none" if row is None else f"feedback {row['id']} at {row['log_index']}"
+            raise Divergence(
+                "hashes_feedback", f"log_index {index}", "no verdict for this leaf", index, found
+            )
+        self.feedback.take()
+        where = f"id {row['id']}"
+        for column, expected, found_value in (
+            ("entry", leaf.get("entry"), row["entry_id"]),
+            ("partner", leaf.get("partner"), self.partners.get(row["partner_id"])),
+            ("verdict", leaf.get("verdict"), row["verdict"]),
+            ("reason", leaf.get("reason"), row["reason"]),
+            ("grade", leaf.get("grade"), row["grade"] or None),
+            ("envelope_sha256", leaf.get("envelope"), row["envelope_sha256"]),
+            ("signing key", leaf.get("key"), row["signing_key__key_id"]),
+        ):
+            if expected != found_value:
+                raise Divergence(
+                    "hashes_feedback", where, f"{column} differs from the leaf at index {index}"
+                )
+        public_key = self._signing_key("hashes_feedback", where, leaf, row)
+        envelope = self._envelope_bytes("hashes_feedback", where, row)
+        try:
+            verify_feedback(raw, envelope, public_key)
+        except VerificationError as exc:
+            raise Divergence("hashes_feedback", where, str(exc)) from None
+        self.report.feedback += 1
+
+    def _confirmed(self, index: int, leaf: dict[str, Any]) -> None:
+        head = self.confirmed.head
+        if head is None or head[0] != index:
+            raise Divergence(
+                "hashes_entry",
+                f"id {leaf.get('entry')}",
+                f"no entry has confirmed_log_index {index}, the entry_confirmed leaf there",
+            )
+        _, entry_id, grade = self.confirmed.take()
+        if leaf.get("entry") != entry_id or leaf.get("grade") != (grade or None):
+            raise Divergence(
+                "hashes_entry", f"id {entry_id}", f"the confirmation at {index} differs"
+            )
+
+    def _resolved(self, index: int, leaf: dict[str, Any]) -> None:
+        head = self.resolutions.head
+        if head is None or head[0] != index:
+            raise Divergence(
+                "hashes_quarantineresolution",
+                f"log_index {index}",
+                "no resolution for the entry_quarantine_resolved leaf there",
+            )
+        _, entry_id, outcome, resolved_by, reason = self.resolutions.take()
+        if (
+            leaf.get("entry"),
+            leaf.get("resolution"),
+            leaf.get("resolved_by"),
+            leaf.get("reason"),
+        ) != (
+            entry_id,
+            outcome,
+            resolved_by,
+            reason,
+        ):
+            raise Divergence(
+                "hashes_quarantineresolution",
+                f"log_index {index}",
+                "entry, resolution, author or reason differs from the leaf",
+            )
+
     # Access periods
 
     def _period_sealed(self, index: int, leaf: dict[str, Any]) -> None:
@@ -1345,6 +1446,17 @@ class _Verifier:
         if self.periods.head is not None:
             number = self.periods.head.number
             raise Divergence("audit_accessperiod", f"number {number}", "no leaf seals it")
+        if self.feedback.head is not None:
+            verdict = self.feedback.head
+            raise Divergence(
+                "hashes_feedback", f"id {verdict['id']}", "no entry_feedback leaf names it"
+            )
+        for stream, table in (
+            (self.confirmed, "hashes_entry"),
+            (self.resolutions, "hashes_quarantineresolution"),
+        ):
+            if stream.head is not None:
+                raise Divergence(table, f"log index {stream.head[0]}", "names no event")
         orphan = hashes_selectors.submission_without_entries_first()
         if orphan is not None:
             raise Divergence("hashes_submission", f"id {orphan}", "no entry and no leaf names it")

@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit.actors import CHECKPOINT_SIGNER, Actor
 from audit.models import AccessEvent, AccessPeriod, Checkpoint, Cosignature, LogEvent, LogHead
 from audit.selectors import access_period_event_fields, log_size
+from audit.signals import log_appended
 from audit.tree import tree_extend, tree_root
 from consortium.bulk import rows_insert
 from consortium.errors import InvalidCosignature, UnknownCheckpoint, WrongCosignerName
@@ -132,6 +133,7 @@ def log_append(*, drafts: Sequence[EventDraft]) -> list[LogEvent]:
     # tiles of every committed size are committed with it, and no two writers extend them
     # at once. Hashes exactly the leaf bytes stored.
     tree_extend(old_size=first, leaves=[row[5] for row in rows])
+    log_appended.send(sender=LogEvent, size=size)
     # The stored events, as a query would return them (cheaper than LogEvent(**fields)).
     return [LogEvent.from_db(connection.alias, LOG_EVENT_COLUMNS, row) for row in rows]
 

@@ -1,8 +1,8 @@
 """Who may see which log event: one registry, by event type, used by every read of the log
 (the feed, log/entries, entry bundles, inclusion proofs).
 
-- List-scoped events (an entry added, revoked or erased) are visible to the partners who
-  see the list.
+- List-scoped events (an entry added, revoked or erased, feedback on it, its confirmation,
+  quarantine and the quarantine's resolution) are visible to the partners who see the list.
 - Events about signing keys and partners, and sealed access periods, are visible to every
   active partner (a suspended partner's keys do not authenticate at all).
 - Any other type is visible to nobody until a rule here names its audience: a new event
@@ -20,7 +20,13 @@ from django.db.models import Q
 
 from consortium_client import leaves
 
-LIST_SCOPED = (leaves.ENTRY_ADDED, leaves.ENTRY_REVOKED, leaves.ENTRY_ERASED)
+LIST_SCOPED = (
+    leaves.ENTRY_ADDED,
+    leaves.ENTRY_REVOKED,
+    leaves.ENTRY_ERASED,
+    leaves.ENTRY_FEEDBACK,
+    *leaves.ENTRY_HOLD_TYPES,
+)
 
 
 def _every_partner(event_type: str) -> bool:

@@ -15,13 +15,15 @@ memory against the raw hash bytes.
 Usage::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium SECRET_KEY=x \\
-    ALLOWED_HOSTS=testserver .venv/bin/python bench/match_api.py [--entries 1000000]
+    ALLOWED_HOSTS=testserver .venv/bin/python bench/match_api.py [--entries 1000000] \\
+        [--batches 100] [--keep | --reuse]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,8 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_feed import (
+    bench_database,
     bench_start,
     database_reset,
+    django_start,
     feed_fill,
     partners_create,
 )
@@ -90,24 +94,42 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the database a run with --keep left (same --entries), instead of filling "
+        "a new one; implies --keep",
+    )
     args = parser.parse_args()
-    db = bench_start()
+    if args.reuse:
+        args.keep = True
+        db = bench_database(os.environ["DATABASE_URL"])
+        django_start(db)
+    else:
+        db = bench_start()
 
     from django.db import connection
     from django.test import Client
 
     from audit.actors import Actor
+    from audit.selectors import log_size
     from hashes.match_index import match_indexes
     from hashes.models import Entry, HashList
     from partners import services
     from partners.models import Partner
 
-    setup = partners_create()
-    start = time.perf_counter()
-    feed_fill(setup, args.entries)
-    print(
-        f"database {db.name}: {args.entries:,} PDQ entries in {time.perf_counter() - start:.0f} s"
-    )
+    if args.reuse:
+        if log_size() != args.entries:
+            sys.exit(f"{db.name} holds {log_size():,} log events, not --entries {args.entries:,}")
+        print(f"database {db.name}: reused, {args.entries:,} PDQ entries")
+    else:
+        setup = partners_create()
+        start = time.perf_counter()
+        feed_fill(setup, args.entries)
+        print(
+            f"database {db.name}: {args.entries:,} PDQ entries in "
+            f"{time.perf_counter() - start:.0f} s"
+        )
     with connection.cursor() as cursor:  # statistics, as a live database has them
         cursor.execute("ANALYZE audit_logevent, hashes_entry, hashes_submission")
     reader = Partner.objects.get(name="bench-reader")

@@ -16,6 +16,11 @@ The indexes are built in turn (one at a time, so that their memory is measured a
 - FAISS ``IndexBinaryMultiHash(256, 16, 16)``: 16 tables of 16 bits, with ``nflip = 1`` so
   that by pigeonhole (31 // 16 = 1) it too finds every value within 31 bits; one thread.
 
+Data sets (``--data``): ``uniform`` random values; ``clustered`` values crowded around a few
+hundred centres (templated or featureless images); ``variants`` the rows image entries bring,
+each entry's value and its 20 submitted variants (simulated as random neighbours of the
+entry's value, ``VARIANT_FLIPS`` bits away; sizes then count stored rows, 21 per entry).
+
 For each: build time (adding every row, from the packed array in memory), memory (resident
 set growth across the build; ours also prints what its ``memory_breakdown`` counts), latency
 of single queries (one per call, median and p99 over all queries after a warm-up) and recall
@@ -26,7 +31,8 @@ again.
 
 Usage::
 
-    PYTHONPATH=client python bench/match_index.py [--sizes 1000000,10000000] [--queries 200]
+    PYTHONPATH=client python bench/match_index.py [--sizes 1000000,10000000] [--queries 200] \\
+        [--data uniform,clustered,variants] [--flat-only]
 """
 
 from __future__ import annotations
@@ -61,6 +67,14 @@ CHANGE_BATCH = 100
 # mostly beyond the radius: the multi-index gathers them all before verifying.
 CLUSTERS = 300
 CLUSTER_SPREAD = 16
+# The variants data set: stored rows as image entries bring them, each entry's own value and
+# the 20 variant values its client submits beside it (consortium_client.variants: crops and
+# small rotations). They are simulated, as independent random neighbours of the entry's
+# value at VARIANT_FLIPS bits: a 5-10% crop or a 3-6 degree rotation moves a PDQ hash beyond
+# the default distance of 31 on nearly every photograph (docs/matching.md, the robustness
+# table: PDQ alone matches none of those edits), yet nearer than an unrelated picture (128).
+VARIANTS_PER_ENTRY = 20
+VARIANT_FLIPS = (32, 96)
 
 
 @dataclass
@@ -114,20 +128,51 @@ def clustered_make(
     return values
 
 
+def bits_flip_between(
+    rng: np.random.Generator, values: npt.NDArray[np.uint8], low: int, high: int
+) -> npt.NDArray[np.uint8]:
+    """Each row of `values` with `low` to `high` distinct random bits flipped (uniformly many),
+    in blocks that bound the (block, 256) temporaries."""
+    flipped = np.empty_like(values)
+    block = 1 << 18
+    for start in range(0, len(values), block):
+        part = values[start : start + block]
+        bits = np.unpackbits(part, axis=1)
+        counts = rng.integers(low, high + 1, size=len(part))
+        positions = np.argsort(rng.random((len(part), BITS)), axis=1)
+        chosen = np.arange(BITS)[None, :] < counts[:, None]
+        rows = np.broadcast_to(np.arange(len(part))[:, None], positions.shape)
+        bits[rows[chosen], positions[chosen]] ^= 1
+        flipped[start : start + block] = np.packbits(bits, axis=1)
+    return flipped
+
+
+def variants_make(
+    rng: np.random.Generator, entries: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
+    """VARIANTS_PER_ENTRY rows per entry, each VARIANT_FLIPS bits from its entry's value."""
+    rows = np.repeat(entries, VARIANTS_PER_ENTRY, axis=0)
+    return bits_flip_between(rng, rows, *VARIANT_FLIPS)
+
+
 def database_make(
-    size: int, queries: int, planted: int, seed: int, clustered: bool = False
+    size: int, queries: int, planted: int, seed: int, data: str = "uniform"
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], list[Matches]]:
-    """Random values (or values around CLUSTERS random centres), and queries (random, or near a
-    centre) each planted `planted` times at 0..RADIUS bits."""
+    """Random values (or values around CLUSTERS random centres, or entries with their
+    variants), and queries (random, or near a centre) each planted `planted` times at
+    0..RADIUS bits. With variants, `size` counts stored rows (an entry and its variants are
+    1 + VARIANTS_PER_ENTRY rows), the entries' values come first, and queries are planted
+    near entries, whose variants are made from the planted values."""
     rng = np.random.default_rng(seed)
-    if clustered:
+    entries = size // (1 + VARIANTS_PER_ENTRY) if data == "variants" else size
+    if data == "clustered":
         centres = rng.integers(0, 256, size=(CLUSTERS, BITS // 8), dtype=np.uint8)
         database = clustered_make(rng, size, centres)
         query_values = clustered_make(rng, queries, centres)
     else:
-        database = rng.integers(0, 256, size=(size, BITS // 8), dtype=np.uint8)
+        database = rng.integers(0, 256, size=(entries, BITS // 8), dtype=np.uint8)
         query_values = rng.integers(0, 256, size=(queries, BITS // 8), dtype=np.uint8)
-    rows = rng.choice(size, size=(queries, planted), replace=False)
+    rows = rng.choice(entries, size=(queries, planted), replace=False)
     truth: list[Matches] = []
     for query, query_rows in zip(query_values, rows, strict=True):
         expected = set()
@@ -139,6 +184,8 @@ def database_make(
             database[row] = value
             expected.add((int(row), flips))
         truth.append(expected)
+    if data == "variants":
+        database = np.concatenate([database, variants_make(rng, database)])
     return database, query_values, truth
 
 
@@ -253,8 +300,15 @@ def report(
     size: int, data: str, results: list[Result], truth: list[Matches], breakdown: dict[str, int]
 ) -> None:
     ours, flat = results[0], results[1]
+    described = data
+    if data == "variants":
+        entries = size // (1 + VARIANTS_PER_ENTRY)
+        described = (
+            f"variants: {entries:,} entries, each with {VARIANTS_PER_ENTRY} variants"
+            f" {VARIANT_FLIPS[0]}-{VARIANT_FLIPS[1]} bits away"
+        )
     print(
-        f"\n{size:,} PDQ values ({data}), {len(truth)} queries,"
+        f"\n{size:,} PDQ values ({described}), {len(truth)} queries,"
         f" {sum(map(len, truth))} planted matches (0..{RADIUS} bits), radius {RADIUS} inclusive"
     )
     print(
@@ -290,7 +344,11 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--data", default="uniform,clustered", help="uniform, clustered or both")
+    parser.add_argument(
+        "--data",
+        default="uniform,clustered,variants",
+        help="comma-separated: uniform, clustered, variants",
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--planted", type=int, default=3)
     parser.add_argument("--seed", type=int, default=20240601)
@@ -302,7 +360,7 @@ def main() -> None:
     for size in (int(s) for s in arguments.sizes.split(",")):
         for data in arguments.data.split(","):
             database, queries, truth = database_make(
-                size, arguments.queries, arguments.planted, arguments.seed, data == "clustered"
+                size, arguments.queries, arguments.planted, arguments.seed, data
             )
             breakdown: dict[str, int] = {}
             notes: list[str] = []
@@ -339,7 +397,7 @@ def main() -> None:
                         queries,
                     )
                 )
-            report(size, data, results, truth, breakdown)
+            report(len(database), data, results, truth, breakdown)
             print(*notes, sep="\n")
             del database
             gc.collect()

@@ -58,12 +58,18 @@ class BeforeIndexes:
 
 def before_match_hashes(*, partner: Any, queries: list[Any], limit: int, indexes: Any) -> Any:
     """The replaced `match_hashes`, verbatim but for its index (`indexes`, which nothing
-    changes while the benchmark runs) and `limit`, which it did not have and ignores. The
-    refresh is the server's: the same one log query per match as before."""
+    changes while the benchmark runs), `limit`, which it did not have and ignores, and the
+    entries it reports, now in the shape the view renders (`EntryShown`). The refresh is the
+    server's: the same one log query per match as before."""
     from hashes.match_index import match_indexes
     from hashes.matching import EntryMatch, QueryResult
     from hashes.models import Entry
-    from hashes.selectors import entries_visible, entries_with_provenance, lists_visible
+    from hashes.selectors import (
+        EntryShown,
+        entries_visible,
+        entries_with_provenance,
+        lists_visible,
+    )
 
     match_indexes.refresh()
     hash_lists = {hash_list.pk: hash_list for hash_list in lists_visible(partner=partner)}
@@ -93,9 +99,9 @@ def before_match_hashes(*, partner: Any, queries: list[Any], limit: int, indexes
         radius = hash_lists[entry.hash_list_id].match_distance(entry.algorithm)
         for position, distance in candidates[entry.pk]:
             if distance <= radius:
-                results[position].matches.append(EntryMatch(entry, distance))
+                results[position].matches.append(EntryMatch(EntryShown.of(entry), distance))
     for result in results:
-        result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
+        result.matches.sort(key=lambda match: (match.distance, match.entry.id))
     return results
 
 

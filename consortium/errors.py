@@ -96,7 +96,14 @@ UnknownRevocation = _error(
     "unknown-revocation", "No such signed revocation is visible to this partner", 404
 )
 UnknownAccessPeriod = _error("unknown-access-period", "No such access period is sealed", 404)
-NotEntrySubmitter = _error("not-entry-submitter", "Only the entry's submitter may revoke it", 403)
+NotEntrySubmitter = _error(
+    "not-entry-submitter", "Only the entry's submitter may revoke it or resolve its quarantine", 403
+)
+FeedbackOnOwnEntry = _error(
+    "feedback-on-own-entry", "A partner cannot give feedback on its own entry", 403
+)
+UnknownGrade = _error("unknown-grade", "The grade is not on the list's grade scale", 400)
+EntryNotQuarantined = _error("entry-not-quarantined", "The entry is not quarantined", 409)
 EntryErased = _error("entry-erased", "The entry was erased", 409)
 EntryAlreadyRevoked = _error("entry-already-revoked", "The entry is already revoked", 409)
 NonceReused = _error(
@@ -120,6 +127,17 @@ InvalidCosignature = _error(
 )
 WrongCosignerName = _error(
     "wrong-cosigner-name", "A cosignature must carry the calling partner's name", 400
+)
+# Webhooks.
+UnknownWebhook = _error("unknown-webhook", "No such webhook subscription of this partner", 404)
+WebhookUrlRefused = _error(
+    "webhook-url-refused", "The webhook URL is not a target the server may request", 400
+)
+UnknownWebhookEventType = _error(
+    "unknown-webhook-event-type", "The webhook event type is not one the server sends", 400
+)
+TooManyWebhooks = _error(
+    "too-many-webhooks", "The partner has as many webhook subscriptions as allowed", 409
 )
 ImageMissing = _error("image-missing", "No image was sent", 400)
 ImageTooLarge = _error("image-too-large", "The image is too large", 413)

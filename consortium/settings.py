@@ -55,7 +55,8 @@ LOG_WITNESS_RETRIES = env.int("LOG_WITNESS_RETRIES", default=5)
 LOG_WITNESS_ALLOW_LOCAL_HTTP = env.bool("LOG_WITNESS_ALLOW_LOCAL_HTTP", default=False)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin on a site that asks staff for a second factor (staff.sites).
+    "staff.apps.ConsortiumAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -69,6 +70,11 @@ INSTALLED_APPS = [
     "partners",
     "hashes",
     "audit",
+    # Two-factor authentication for staff: TOTP devices, and recovery codes (staff.models).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "staff",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -81,7 +87,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): did this session log in with a second factor?
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Ends staff sessions idle or older than the limits below (needs messages for the notice).
+    "staff.middleware.StaffSessionExpiryMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -137,6 +147,34 @@ CELERY_BEAT_SCHEDULE["access-period-seal"] = {
     "schedule": float(ACCESS_PERIOD_SECONDS),
 }
 
+# Webhooks (webhooks/, docs/webhooks.md). Deliveries go only to public addresses: a URL
+# whose host resolves to a private, loopback, link-local, multicast, reserved or unspecified
+# address is refused, unless the host (a name, compared exactly, or an IP network) is in
+# WEBHOOK_ALLOWED_HOSTS; those hosts may also be plain http. Comma-separated.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+# The whole answer, headers and body, must arrive within this many seconds.
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
+# Bytes of a receiver's answer read at most; the rest is not read.
+WEBHOOK_RESPONSE_MAX_BYTES = env.int("WEBHOOK_RESPONSE_MAX_BYTES", default=64 * 1024)
+# Retry n waits min(BASE * 4^(n-1), MAX) seconds, times a random factor in [0.75, 1.25];
+# after MAX_ATTEMPTS failures of one message the subscription is disabled. The defaults
+# (10 s, 4 h, 12) give up after about a day.
+WEBHOOK_RETRY_BASE = env.float("WEBHOOK_RETRY_BASE", default=10.0)
+WEBHOOK_RETRY_MAX = env.float("WEBHOOK_RETRY_MAX", default=4 * 3600.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
+# Subscriptions per partner.
+WEBHOOK_MAX_PER_PARTNER = env.int("WEBHOOK_MAX_PER_PARTNER", default=20)
+# Messages one follower task delivers before it queues itself again (fairness between
+# subscriptions on a busy log).
+WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", default=200)
+# The safety net: every WEBHOOK_SWEEP_INTERVAL seconds beat wakes every follower behind.
+WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=60.0)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.tasks.webhooks_sweep_task",
+    "schedule": WEBHOOK_SWEEP_INTERVAL,
+}
+
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -168,6 +206,20 @@ SUBMISSION_MAX_ENTRIES = env.int("SUBMISSION_MAX_ENTRIES", default=10_000)
 ENVELOPE_MAX_AGE = env.int("ENVELOPE_MAX_AGE", default=24 * 60 * 60)
 ENVELOPE_MAX_SKEW = env.int("ENVELOPE_MAX_SKEW", default=5 * 60)
 FEED_PAGE_MAX = 10_000
+
+# Staff sessions (the admin, the auditor pages) end after this long without a request, and
+# this long after login whatever happens (staff.middleware); the cookie lives no longer.
+STAFF_SESSION_IDLE_SECONDS = env.int("STAFF_SESSION_IDLE_SECONDS", default=30 * 60)
+STAFF_SESSION_MAX_SECONDS = env.int("STAFF_SESSION_MAX_SECONDS", default=8 * 60 * 60)
+SESSION_COOKIE_AGE = STAFF_SESSION_MAX_SECONDS
+# No script reads the session cookie, and no other site's page sends it along with a POST.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The name authenticator apps show beside a staff user's TOTP codes.
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="Consortium")
+# A staff user's TOTP key is never shown again after enrolment.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True

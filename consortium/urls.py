@@ -16,6 +16,7 @@ from consortium.health import healthz
 from hashes import image_views
 from hashes import views as hashes_views
 from partners import views as partners_views
+from webhooks import views as webhooks_views
 
 api_v1 = [
     path("me", partners_views.MeView.as_view(), name="me"),
@@ -27,6 +28,16 @@ api_v1 = [
         name="submission-envelope",
     ),
     path("entries/<int:entry_id>", hashes_views.EntryDetailView.as_view(), name="entry"),
+    path(
+        "entries/<int:entry_id>/feedback",
+        hashes_views.FeedbackView.as_view(),
+        name="entry-feedback",
+    ),
+    path(
+        "entries/<int:entry_id>/quarantine/resolution",
+        hashes_views.QuarantineResolutionView.as_view(),
+        name="entry-quarantine-resolution",
+    ),
     path("revocations", hashes_views.RevocationsView.as_view(), name="revocations"),
     path(
         "revocations/<int:revocation_id>/envelope",
@@ -55,6 +66,18 @@ api_v1 = [
     path("log/cosignatures", audit_views.CosignaturesView.as_view(), name="log-cosignatures"),
     # C2SP tlog-tiles: <prefix>/checkpoint, <prefix>/tile/<L>/<N>[.p/<W>], .../tile/entries/...
     path("log/tile/<path:tile_path>", audit_views.LogTileView.as_view(), name="log-tile"),
+    path("webhooks", webhooks_views.WebhooksView.as_view(), name="webhooks"),
+    path("webhooks/<int:webhook_id>", webhooks_views.WebhookDetailView.as_view(), name="webhook"),
+    path(
+        "webhooks/<int:webhook_id>/deliveries",
+        webhooks_views.WebhookDeliveriesView.as_view(),
+        name="webhook-deliveries",
+    ),
+    path(
+        "webhooks/<int:webhook_id>/test",
+        webhooks_views.WebhookTestView.as_view(),
+        name="webhook-test",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from consortium_client.vpdq import VideoShares
 from hashes.match_index import IndexHit, MatchIndexes, VideoRule, match_indexes, value_digest
-from hashes.models import Entry, EntryVariant, HashList
-from hashes.selectors import entries_for_match, entries_visible, lists_visible
+from hashes.models import EntryVariant, HashList
+from hashes.selectors import EntryShown, entries_for_match, lists_visible
 from partners.models import Partner
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,12 @@ class HashQuery:
 
 @dataclass(frozen=True)
 class EntryMatch:
-    entry: Entry
+    entry: EntryShown
     distance: int
     variant: str | None = None  # the entry's variant that matched; None for its own value
     rule: str = "pdq"
     shares: VideoShares | None = None  # for a video: its frames matched each way
+    pending: bool = False  # awaiting review (only found when the match asked for pending)
 
 
 def match_rule(query: HashQuery, variant: str | None) -> str:
@@ -69,6 +70,7 @@ def match_hashes(
     queries: list[HashQuery],
     limit: int,
     indexes: MatchIndexes = match_indexes,
+    include_pending: bool = False,
 ) -> list[QueryResult]:
     """The nearest `limit` active entries (by distance, then id) visible to `partner` within
     their list's radius of each query; `truncated` when more were within reach.
@@ -77,7 +79,8 @@ def match_hashes(
     whose list, algorithm or value differs from its log leaf never matches (and is logged),
     and a row cannot bring back an entry the log revoked, because the index never holds it.
     The row's status is checked again only to honour a revocation that committed after the
-    index was refreshed.
+    index was refreshed. Entries awaiting their list's review match only if `include_pending`
+    (and then say so); quarantined entries never match.
     """
     indexes.refresh()
     hash_lists = list(lists_visible(partner=partner))
@@ -94,6 +97,7 @@ def match_hashes(
                 values=[queries[p].value for p in positions],
                 rules={hash_list.pk: video_rule(hash_list) for hash_list in hash_lists},
                 limit=limit,
+                include_pending=include_pending,
             )
             for position, index_result in zip(positions, videos, strict=True):
                 results[position].truncated = index_result.truncated
@@ -107,6 +111,7 @@ def match_hashes(
             radii=radii,
             limit=limit,
             variant_lists={hash_list.pk for hash_list in hash_lists if hash_list.match_variants},
+            include_pending=include_pending,
         )
         for position, index_result in zip(positions, searched, strict=True):
             results[position].truncated = index_result.truncated
@@ -115,22 +120,22 @@ def match_hashes(
     if not found:
         return results
     entries = entries_for_match(
-        entries_visible(partner=partner, list_ids=[hash_list.pk for hash_list in hash_lists])
-        .filter(pk__in=list(found), status=Entry.Status.ACTIVE)
-        .order_by("pk")
+        list_ids=[hash_list.pk for hash_list in hash_lists], ids=sorted(found)
     )
     variant_values = _variant_values(
         [entry_id for entry_id, hits in found.items() if any(h.variant for _, h in hits)]
     )
     for entry in entries:
-        for position, hit in found[entry.pk]:
+        for position, hit in found[entry.id]:
             if _row_matches_log(entry, hit, variant_values):
                 rule = match_rule(results[position].query, hit.variant)
                 results[position].matches.append(
-                    EntryMatch(entry, hit.distance, hit.variant, rule, hit.shares)
+                    EntryMatch(
+                        entry, hit.distance, hit.variant, rule, hit.shares, pending=hit.pending
+                    )
                 )
     for result in results:
-        result.matches.sort(key=lambda match: (match.distance, match.entry.pk))
+        result.matches.sort(key=lambda match: (match.distance, match.entry.id))
     return results
 
 
@@ -145,19 +150,19 @@ def _variant_values(entry_ids: list[int]) -> dict[tuple[int, str], str | None]:
 
 
 def _row_matches_log(
-    entry: Entry, hit: IndexHit, variant_values: dict[tuple[int, str], str | None]
+    entry: EntryShown, hit: IndexHit, variant_values: dict[tuple[int, str], str | None]
 ) -> bool:
     """Whether the entry row (and the variant row that matched) still says what its log
     leaf says. A row that does not was changed outside the application; it is left out
     rather than shown with data the log contradicts, and reported, so that an operator
     looks at the table."""
-    value = entry.value if hit.variant is None else variant_values.get((entry.pk, hit.variant))
+    value = entry.value if hit.variant is None else variant_values.get((entry.id, hit.variant))
     if hit.algorithm == "vpdq" and value is not None:
         value = value_digest(value)  # the index keeps a video's digest, not its frames
     if (entry.hash_list_id, entry.algorithm, value) == (hit.list_id, hit.algorithm, hit.value):
         return True
     # The values stay out of the server's log: they may be erased later, its lines may not.
-    logger.error("entry %s differs from its log leaf; left out of a match", entry.pk)
+    logger.error("entry %s differs from its log leaf; left out of a match", entry.id)
     return False
 
 

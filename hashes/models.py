@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -8,6 +10,7 @@ from django.db.models import F, Q
 from django.db.models.functions import MD5
 from django.utils import timezone
 
+from consortium_client.feedback import REASON_CODES, VERDICTS, feedback_status
 from consortium_client.hashvalues import ALGORITHMS
 from consortium_client.vpdq import QUALITY_FLOOR as VPDQ_QUALITY_FLOOR
 from consortium_client.vpdq import QUERY_SHARE as VPDQ_QUERY_SHARE
@@ -66,6 +69,36 @@ class HashList(models.Model):
         validators=[MaxValueValidator(100)],
         help_text="Video frames of lower PDQ quality (0-100) are left out on both sides.",
     )
+    review_required = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="New entries stay pending (fed as pending, never matched by default) until "
+        "the review policy confirms them.",
+    )
+    reviews_needed = models.PositiveSmallIntegerField(
+        default=1,
+        db_default=1,
+        help_text="How many distinct partners' agree verdicts confirm a pending entry (only "
+        "the designated reviewers' count when there are any).",
+    )
+    reviewers = models.ManyToManyField(
+        Partner,
+        blank=True,
+        related_name="reviewed_lists",
+        help_text="Designated reviewer partners; empty means every partner who sees the list.",
+    )
+    grades = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='The grade scale an agree verdict may carry, e.g. ["a", "b", "c"]; empty for '
+        "no grades.",
+    )
+    quarantine_after = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Quarantine an entry (it stops matching) at this many distinct partners' "
+        "false_positive verdicts; empty for never.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -90,6 +123,30 @@ class HashList(models.Model):
             match_distances_clean(self.match_distances)
         except ValueError as exc:
             raise ValidationError({"match_distances": str(exc)}) from exc
+        try:
+            grades_clean(self.grades)
+        except ValueError as exc:
+            raise ValidationError({"grades": str(exc)}) from exc
+        if self.reviews_needed < 1:
+            raise ValidationError({"reviews_needed": "at least one review confirms an entry"})
+        if self.quarantine_after is not None and self.quarantine_after < 1:
+            raise ValidationError({"quarantine_after": "at least 1, or empty for never"})
+
+
+GRADE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+MAX_GRADES = 16
+
+
+def grades_clean(grades: object) -> list[str]:
+    """A list's grade scale: up to 16 distinct codes (lowercase letters, digits, _ . -)."""
+    if not isinstance(grades, list) or len(grades) > MAX_GRADES:
+        raise ValueError(f"grades must be a list of at most {MAX_GRADES} codes")
+    for grade in grades:
+        if not isinstance(grade, str) or not GRADE_PATTERN.fullmatch(grade):
+            raise ValueError(f"{grade!r} is not a grade code (a-z, 0-9, _ . -; 1 to 32)")
+    if len(set(grades)) != len(grades):
+        raise ValueError("each grade is named once")
+    return grades
 
 
 def match_distances_clean(distances: object) -> dict[str, int]:
@@ -248,6 +305,28 @@ class Entry(models.Model):
     erased_at = models.DateTimeField(null=True)
     erased_log_index = models.BigIntegerField(null=True, help_text="Index of the erasure.")
     erasure_reason = models.TextField(blank=True)
+    # Review and quarantine (hashes.services.feedback): whether the entry may match.
+    review = models.CharField(  # noqa: DJ001 - NULL: the list needed no review
+        max_length=16,
+        choices=[("pending", "pending"), ("confirmed", "confirmed")],
+        null=True,
+        blank=True,
+        help_text="pending until the list's review policy confirms it; NULL if none applied",
+    )
+    grade = models.CharField(max_length=32, blank=True, default="", db_default="")
+    confirmed_log_index = models.BigIntegerField(null=True, blank=True)
+    quarantined_log_index = models.BigIntegerField(
+        null=True, blank=True, help_text="Index of the quarantine in force; NULL when none."
+    )
+    quarantine_reason = models.CharField(max_length=32, blank=True, default="", db_default="")
+    quarantine_resolved_log_index = models.BigIntegerField(
+        null=True, blank=True, help_text="Index of the last resolution of a quarantine."
+    )
+    # Current verdicts, counted in the transaction that changes them (one row per match).
+    # Database defaults too: rows written outside the ORM (bulk COPY, fixtures) start at 0.
+    agree_count = models.PositiveIntegerField(default=0, db_default=0)
+    disagree_count = models.PositiveIntegerField(default=0, db_default=0)
+    false_positive_count = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "entries"
@@ -283,6 +362,18 @@ class Entry(models.Model):
     def log_index(self) -> int:
         return self.pk
 
+    @property
+    def quarantined(self) -> bool:
+        return self.quarantined_log_index is not None
+
+    @property
+    def feedback_status(self) -> str | None:
+        return feedback_status(
+            agree=self.agree_count,
+            negative=self.disagree_count + self.false_positive_count,
+            review=self.review,
+        )
+
 
 class EntryVariant(models.Model):
     """A variant of a PDQ entry: the PDQ hash of a named edit of the submitter's image (a
@@ -313,3 +404,67 @@ class EntryVariant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of entry {self.entry_id}"
+
+
+class Feedback(SignedStatement):
+    """One partner's signed verdict on an entry, as received; `current` marks the verdict in
+    force (one per partner and entry). A changed verdict is a new row, the old one kept with
+    `current` False: the history, each verdict also a log event (`log_index`)."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="feedback")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="+")
+    entry = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="feedback")
+    envelope = models.BinaryField()
+    envelope_sha256 = models.CharField(max_length=64)
+    verdict = models.CharField(max_length=16, choices=[(v, v) for v in VERDICTS])
+    reason = models.CharField(max_length=32, choices=[(r, r) for r in REASON_CODES])
+    grade = models.CharField(max_length=32, blank=True)
+    note = models.TextField(blank=True, help_text="signed; never in the log")
+    current = models.BooleanField(default=True)
+    log_index = models.BigIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "envelope_sha256"], name="feedback_once_per_envelope"
+            ),
+            models.UniqueConstraint(fields=["partner", "nonce"], name="feedback_once_per_nonce"),
+            models.UniqueConstraint(
+                fields=["entry", "partner"],
+                condition=Q(current=True),
+                name="feedback_one_current_per_partner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on entry {self.entry_id} by {self.partner_id}"
+
+
+class QuarantineResolution(models.Model):
+    """How a quarantine ended: restored by the entry's submitter or an administrator, or the
+    entry revoked. Its log event is `log_index`."""
+
+    class Outcome(models.TextChoices):
+        RESTORED = "restored"
+        REVOKED = "revoked"
+
+    entry = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="resolutions")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    administrator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolved_by = models.CharField(
+        max_length=200, help_text="as the log names it: a partner, admin:<user> or command:<name>"
+    )
+    reason = models.TextField()
+    log_index = models.BigIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.outcome} entry {self.entry_id}"

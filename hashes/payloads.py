@@ -22,6 +22,7 @@ from consortium.errors import (
     UnknownAlgorithm,
     UnknownVariant,
 )
+from consortium_client import feedback
 from consortium_client.commitments import (
     CommitmentError,
     commitment_check,
@@ -401,3 +402,47 @@ def revocation_payload_parse(payload: dict[str, Any]) -> RevocationPayload:
             f"reason must be text of 1 to {MAX_REASON} characters", pointer="/reason"
         )
     return RevocationPayload(ids, reason.strip())
+
+
+@dataclass(frozen=True)
+class FeedbackPayload:
+    entry_id: int
+    verdict: str
+    reason: str
+    note: str
+    grade: str
+
+
+def feedback_payload_parse(payload: dict[str, Any]) -> FeedbackPayload:
+    """A verdict on one entry: `entry`, `verdict`, a `reason` code the verdict allows, and
+    optionally a `note` (capped) and, on an agree, a `grade` (checked against the list's
+    scale by the service, which knows the list)."""
+    unknown = sorted(set(payload) - _FEEDBACK_FIELDS)
+    if unknown:
+        raise InvalidPayload(f"unknown field {unknown[0]!r}", pointer=f"/{unknown[0]}")
+    entry_id = payload.get("entry")
+    if not isinstance(entry_id, int) or isinstance(entry_id, bool) or entry_id < 0:
+        raise InvalidPayload("entry is the entry's id, a non-negative integer", pointer="/entry")
+    verdict = payload.get("verdict")
+    if verdict not in feedback.VERDICTS:
+        raise InvalidPayload(
+            f"verdict must be one of {', '.join(feedback.VERDICTS)}", pointer="/verdict"
+        )
+    reason = payload.get("reason")
+    if reason not in feedback.REASONS[verdict]:
+        raise InvalidPayload(
+            f"a {verdict} verdict takes a reason of {', '.join(feedback.REASONS[verdict])}",
+            pointer="/reason",
+        )
+    note = payload.get("note", "")
+    if not isinstance(note, str) or len(note) > feedback.NOTE_MAX:
+        raise InvalidPayload(
+            f"note must be text of at most {feedback.NOTE_MAX} characters", pointer="/note"
+        )
+    grade = payload.get("grade")
+    if grade is not None and (verdict != feedback.AGREE or not isinstance(grade, str)):
+        raise InvalidPayload("only an agree verdict carries a grade, as text", pointer="/grade")
+    return FeedbackPayload(entry_id, verdict, reason, note, grade or "")
+
+
+_FEEDBACK_FIELDS = frozenset({"entry", "verdict", "reason", "note", "grade", "timestamp", "nonce"})

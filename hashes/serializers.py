@@ -8,6 +8,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from hashes.models import Entry
+from hashes.selectors import EntryShown
 
 
 class EnvelopeSerializer(serializers.Serializer):
@@ -65,6 +66,10 @@ class FeedEventSerializer(serializers.Serializer):
             "partner_reactivated",
             "entry_erased",
             "access_period_sealed",
+            "entry_feedback",
+            "entry_confirmed",
+            "entry_quarantined",
+            "entry_quarantine_resolved",
         ]
     )
     time = serializers.CharField()
@@ -85,6 +90,31 @@ class FeedEventSerializer(serializers.Serializer):
         required=False,
         help_text="entry_added of a pdq entry with variants: [{name, commitment}]",
     )
+    review = serializers.CharField(
+        required=False, help_text="entry_added: pending, when the list requires review"
+    )
+    verdict = serializers.CharField(required=False, help_text="entry_feedback")
+    grade = serializers.CharField(
+        required=False, allow_null=True, help_text="entry_feedback, entry_confirmed"
+    )
+    status = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="entry_feedback: the entry's status after it (confirmed, disputed, pending)",
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="entry_feedback: current verdicts after it, {agree, disagree, false_positive}",
+    )
+    confirmed_by = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="entry_confirmed"
+    )
+    false_positives = serializers.IntegerField(required=False, help_text="entry_quarantined")
+    resolution = serializers.CharField(
+        required=False, help_text="entry_quarantine_resolved: restored or revoked"
+    )
+    resolved_by = serializers.CharField(required=False, help_text="entry_quarantine_resolved")
 
 
 class FeedValueSerializer(serializers.Serializer):
@@ -108,6 +138,23 @@ class FeedPageSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class FeedbackSummarySerializer(serializers.Serializer):
+    """What partners' current verdicts on an entry add up to (docs/api.md, the status rule)."""
+
+    agree = serializers.IntegerField()
+    disagree = serializers.IntegerField()
+    false_positive = serializers.IntegerField()
+    status = serializers.CharField(
+        allow_null=True, help_text="confirmed, disputed, pending, or null"
+    )
+    review = serializers.CharField(
+        allow_null=True,
+        help_text="pending or confirmed when the list required review; null otherwise",
+    )
+    grade = serializers.CharField(allow_null=True, help_text="the confirming reviewer's grade")
+    quarantined = serializers.BooleanField(help_text="held out of matching until resolved")
+
+
 class EntryProvenanceSerializer(serializers.Serializer):
     """What every view that shows an entry shows: its hash, status and who vouches for it."""
 
@@ -129,6 +176,7 @@ class EntryProvenanceSerializer(serializers.Serializer):
     envelope_sha256 = serializers.CharField()
     log_index = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+    feedback = FeedbackSummarySerializer()
 
 
 def quality_is_low(quality: int | None) -> bool:
@@ -137,8 +185,13 @@ def quality_is_low(quality: int | None) -> bool:
 
 def entry_provenance(entry: Entry) -> dict[str, Any]:
     """The EntryProvenanceSerializer fields of `entry` (loaded with entries_with_provenance)."""
+    return shown_provenance(EntryShown.of(entry))
+
+
+def shown_provenance(entry: EntryShown) -> dict[str, Any]:
+    """The EntryProvenanceSerializer fields of an entry as a selector shows it."""
     return {
-        "list": entry.hash_list.name,
+        "list": entry.list_name,
         "algorithm": entry.algorithm,
         "commitment": entry.commitment,
         "value": entry.value,
@@ -148,10 +201,23 @@ def entry_provenance(entry: Entry) -> dict[str, Any]:
         "status": entry.status,
         "quality": entry.quality,
         "low_quality": quality_is_low(entry.quality),
-        "partner": entry.partner.name,
-        "signing_key": entry.submission.signing_key.key_id,
+        "partner": entry.partner_name,
+        "signing_key": entry.signing_key,
         "submission": entry.submission_id,
-        "envelope_sha256": entry.submission.envelope_sha256,
-        "log_index": entry.log_index,
+        "envelope_sha256": entry.envelope_sha256,
+        "log_index": entry.id,  # an entry's id is the log index of its entry_added event
         "created_at": entry.created_at,
+        "feedback": feedback_summary(entry),
+    }
+
+
+def feedback_summary(entry: Entry | EntryShown) -> dict[str, Any]:
+    return {
+        "agree": entry.agree_count,
+        "disagree": entry.disagree_count,
+        "false_positive": entry.false_positive_count,
+        "status": entry.feedback_status,
+        "review": entry.review,
+        "grade": entry.grade or None,
+        "quarantined": entry.quarantined,
     }

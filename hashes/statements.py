@@ -1,6 +1,6 @@
 """Signed statements: the one path every partner-signed document takes to take effect.
 
-Submissions and revocations (and, later, feedback and cosignatures) are DSSE envelopes signed
+Submissions, revocations and feedback (and, later, cosignatures) are DSSE envelopes signed
 by a partner. Each is opened the same way: verified against the partner's active signing keys,
 its `timestamp` and `nonce` read from the signed payload, de-duplicated by what was signed, and
 only then handed to its kind, which adds its own payload rules and stores it.
@@ -32,11 +32,11 @@ from django.utils import timezone
 from audit.actors import Actor
 from consortium.errors import InvalidSignature, NonceReused, StaleEnvelope
 from hashes.envelopes import envelope_open
-from hashes.models import Revocation, Submission
+from hashes.models import Feedback, Revocation, Submission
 from hashes.payloads import statement_header_parse
 from partners.models import Partner, SigningKey
 
-Stored = TypeVar("Stored", Submission, Revocation)
+Stored = TypeVar("Stored", Submission, Revocation, Feedback)
 Result = TypeVar("Result")
 
 

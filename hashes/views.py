@@ -24,10 +24,12 @@ from hashes.models import Entry
 from hashes.serializers import (
     EntryProvenanceSerializer,
     EnvelopeSerializer,
+    FeedbackSummarySerializer,
     FeedPageSerializer,
     SubmissionRequestSerializer,
     VariantSerializer,
     entry_provenance,
+    feedback_summary,
 )
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -206,10 +208,23 @@ class EntryDetailView(ConsortiumView):
             log_index = serializers.IntegerField()
             revoked_at = serializers.DateTimeField()
 
+        class VerdictOut(serializers.Serializer):
+            partner = serializers.CharField()
+            verdict = serializers.CharField()
+            reason = serializers.CharField()
+            grade = serializers.CharField(allow_null=True)
+            note = serializers.CharField(
+                allow_null=True,
+                help_text="shown to the entry's submitter and the verdict's author; null to others",
+            )
+            log_index = serializers.IntegerField(help_text="its entry_feedback event")
+            created_at = serializers.DateTimeField()
+
         id = serializers.IntegerField()
         note = serializers.CharField()
         revocation = RevocationOut(allow_null=True)
         variants = VariantSerializer(many=True, help_text="empty for an entry without variants")
+        verdicts = VerdictOut(many=True, help_text="each partner's current verdict, by log index")
 
     @extend_schema(operation_id="entry", responses=OutputSerializer)
     def get(self, request: Request, entry_id: int) -> Response:
@@ -231,9 +246,115 @@ class EntryDetailView(ConsortiumView):
             "variants": list(
                 entry.variants.order_by("position").values("name", "commitment", "value", "salt")
             ),
+            "verdicts": [
+                {
+                    "partner": verdict.partner.name,
+                    "verdict": verdict.verdict,
+                    "reason": verdict.reason,
+                    "grade": verdict.grade or None,
+                    "note": verdict.note
+                    if self.partner.pk in (entry.partner_id, verdict.partner_id)
+                    else None,
+                    "log_index": verdict.log_index,
+                    "created_at": verdict.created_at,
+                }
+                for verdict in selectors.entry_verdicts(entry=entry)
+            ],
             **entry_provenance(entry),
         }
         return Response(self.OutputSerializer(data).data)
+
+
+class FeedbackView(ConsortiumView):
+    audit_action = "feedback.create"
+    required_scope = "read"
+
+    @extend_schema_serializer(component_name="FeedbackResult")
+    class OutputSerializer(serializers.Serializer):
+        feedback = serializers.IntegerField()
+        entry = serializers.IntegerField()
+        verdict = serializers.CharField()
+        reason = serializers.CharField()
+        log_index = serializers.IntegerField(help_text="its entry_feedback event")
+        log_indexes = serializers.ListField(
+            child=serializers.IntegerField(),
+            help_text="log indexes this verdict appended: entry_feedback, then entry_confirmed "
+            "or entry_quarantined if it confirmed or quarantined the entry",
+        )
+        summary = FeedbackSummarySerializer(help_text="the entry's feedback after this verdict")
+
+    @extend_schema(
+        operation_id="feedback_create",
+        request=EnvelopeSerializer,
+        responses={201: OutputSerializer, 200: OpenApiResponse(OutputSerializer, "a replay")},
+        description="A DSSE envelope of type application/vnd.consortium.feedback.v1+json: "
+        "{entry, verdict, reason, note?, grade?, timestamp, nonce}, where `entry` is this path's "
+        "entry, `verdict` agree, disagree or false_positive and `reason` a code the verdict "
+        "allows (docs/formats.md). One current verdict per partner and entry: a new one replaces "
+        "it, the old one stays in the history and the log. Refused for an entry this partner "
+        "cannot see (unknown-entry, as for a missing one), its own entry "
+        "(feedback-on-own-entry), a revoked or erased entry, a grade not on the list's scale "
+        "(unknown-grade). Takes effect once, like a submission: the same signed payload again "
+        "returns the same result with status 200.",
+    )
+    def post(self, request: Request, entry_id: int) -> Response:
+        result = services.feedback_create(
+            actor=self.actor(), entry_id=entry_id, envelope=self.body()
+        )
+        self.access_recorded = True
+        feedback = result.feedback
+        body = {
+            "feedback": feedback.pk,
+            "entry": feedback.entry_id,
+            "verdict": feedback.verdict,
+            "reason": feedback.reason,
+            "log_index": feedback.log_index,
+            "log_indexes": result.log_indexes,
+            "summary": feedback_summary(result.entry),
+        }
+        return Response(body, status=200 if result.replayed else 201)
+
+
+class QuarantineResolutionView(ConsortiumView):
+    audit_action = "quarantine.resolve"
+    required_scope = "submit"
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(help_text="why it may match again; every partner reads it")
+
+    @extend_schema_serializer(component_name="QuarantineResolution")
+    class OutputSerializer(serializers.Serializer):
+        entry = serializers.IntegerField()
+        resolution = serializers.CharField(help_text="restored")
+        resolved_by = serializers.CharField()
+        reason = serializers.CharField()
+        log_index = serializers.IntegerField(help_text="its entry_quarantine_resolved event")
+
+    @extend_schema(
+        operation_id="quarantine_restore",
+        request=InputSerializer,
+        responses={201: OutputSerializer},
+        description="The entry's submitter restores its quarantined entry (it matches again), "
+        "with a reason, as an entry_quarantine_resolved event. To end it the other way, revoke "
+        "the entry. Refused for another partner's entry (not-entry-submitter), one this "
+        "partner cannot see (unknown-entry) and one not quarantined (entry-not-quarantined).",
+    )
+    def post(self, request: Request, entry_id: int) -> Response:
+        data = request.data if isinstance(request.data, dict) else {}
+        reason = data.get("reason")
+        if not isinstance(reason, str):
+            raise MalformedRequest("reason must be text", pointer="/reason")
+        result = services.quarantine_restore(actor=self.actor(), entry_id=entry_id, reason=reason)
+        self.access_recorded = True
+        resolution = result.resolution
+        body = {
+            "entry": result.entry.pk,
+            "resolution": resolution.outcome,
+            "resolved_by": resolution.resolved_by,
+            "reason": resolution.reason,
+            "log_index": resolution.log_index,
+        }
+        return Response(body, status=201)
 
 
 class RevocationsView(ConsortiumView):

@@ -187,6 +187,21 @@ def assert_refusal_audited(*, action: str, status: int, slug: str, partner: Part
     assert event.detail["problem"] == slug
 
 
+def staff_login(client: Client, user: Any) -> None:
+    """Log `user` in as the admin's login does after a password and a TOTP code: a session
+    verified by the user's TOTP device (made here if it has none)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user).first() or TOTPDevice.objects.create(
+        user=user, name="authenticator", confirmed=True
+    )
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
 def problem(response: Any) -> str:
     """The stable slug of a problem+json response."""
     assert response["Content-Type"] == "application/problem+json", response.content
@@ -245,6 +260,19 @@ def log_events_append(count: int, *, list_id: int | None = None) -> None:
     ]
     with transaction.atomic():
         log_append(drafts=drafts)
+
+
+@pytest.fixture
+def browser(live_server: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A headless chromium on the live server (tests/browser.py); fails, not skips, when
+    chromium is not installed."""
+    from tests.browser import browser_open
+
+    opened = browser_open(live_server.url, request.node.name)
+    try:
+        yield opened
+    finally:
+        opened.driver.quit()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from audit.services import (
 from audit.tasks import access_period_seal_task
 from consortium_client import leaves
 from consortium_client.accesslog import AccessLogError, access_period_verify
-from tests.conftest import PartnerClient, partner_client, problem
+from tests.conftest import PartnerClient, partner_client, problem, staff_login
 from tests.test_log import _in_thread
 
 WRITER = Actor.command("tests")
@@ -441,7 +441,7 @@ def test_sealed_periods_are_shown_read_only_in_admin(client) -> None:
     _record(1)
     period = access_period_seal(actor=ACCESS_PERIOD_SEALER)
     assert period is not None
-    client.force_login(User.objects.create_superuser("admin", "admin@example.org", None))
+    staff_login(client, User.objects.create_superuser("admin", "admin@example.org", None))
 
     listing = client.get("/admin/audit/accessperiod/")
     detail = client.get(f"/admin/audit/accessperiod/{period.number}/change/")

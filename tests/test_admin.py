@@ -6,20 +6,22 @@ from __future__ import annotations
 import html
 import json
 import re
+import secrets
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import Client
 
 from audit.models import AccessEvent, LogEvent
 from consortium_client.keys import key_generate, public_key_pem
-from hashes.models import Entry, HashList, Revocation
+from hashes.models import Entry, EntryVariant, HashList, Revocation
+from hashes.services import entry_erase
 from partners import services
 from partners.apikeys import apikey_digest
 from partners.models import ApiKey, Partner, SigningKey
-from tests.conftest import ADMIN, PartnerClient, pdq, problem
+from tests.conftest import ADMIN, PartnerClient, pdq, problem, staff_login
 from tests.factories import SharingGroupFactory
 
 ACTOR = "admin:admin"
@@ -27,13 +29,13 @@ ACTOR = "admin:admin"
 
 @pytest.fixture
 def admin_user(db: None) -> User:
-    """A superuser without a password: force_login needs none, and hashing one is slow."""
+    """A superuser without a password: staff_login needs none, and hashing one is slow."""
     return User.objects.create_superuser("admin", "admin@example.org", None)
 
 
 @pytest.fixture
 def admin(client: Client, admin_user: User) -> Client:
-    client.force_login(admin_user)
+    staff_login(client, admin_user)
     return client
 
 
@@ -289,6 +291,78 @@ def test_entries_cannot_be_edited_or_deleted_in_admin(admin, alice, shared_list)
     assert Entry.objects.get().value != "0" * 64
 
 
+@pytest.fixture
+def staff(client: Client, db: None) -> Client:
+    """A staff user who may view entries and their variants, and nothing more."""
+    user = User.objects.create_user("staff", "staff@example.org", None, is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="hashes", codename__in=["view_entry", "view_entryvariant"]
+        )
+    )
+    staff_login(client, user)
+    return client
+
+
+def test_entry_admin_shows_its_variants_read_only(staff, alice, shared_list) -> None:
+    variants = {"canonical": secrets.token_hex(32), "rotate-3": secrets.token_hex(32)}
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq(), "variants": variants}])
+    assert response.status_code == 201, response.content
+    entry_id = response.json()["entries"][0]["id"]
+    rows = list(EntryVariant.objects.filter(entry_id=entry_id).order_by("position"))
+
+    page = staff.get(f"/admin/hashes/entry/{entry_id}/change/")
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    shown = [(row.name, row.commitment, row.value) for row in rows]
+    assert [name for name, _, _ in shown] == ["canonical", "rotate-3"]
+    for name, commitment, value in shown:
+        assert name in content
+        assert commitment in content
+        assert value in content
+    # Shown, never offered for editing: no form field for a variant, and a post is refused.
+    # (Django renders a view-only inline with its formset's hidden keys, but no field.)
+    fields = set(re.findall(r'name="variants-\d+-([^"]*)"', content))
+    assert fields <= {"id", "entry"}
+    before = [(row.name, row.value, row.salt, row.commitment) for row in rows]
+    posted = staff.post(
+        f"/admin/hashes/entry/{entry_id}/change/",
+        {
+            "variants-TOTAL_FORMS": "1",
+            "variants-INITIAL_FORMS": "1",
+            "variants-0-id": str(rows[0].pk),
+            "variants-0-entry": str(entry_id),
+            "variants-0-value": "0" * 64,
+            "variants-0-DELETE": "on",
+        },
+    )
+    assert posted.status_code == 403
+    after = EntryVariant.objects.filter(entry_id=entry_id).order_by("position")
+    assert [(row.name, row.value, row.salt, row.commitment) for row in after] == before
+
+
+def test_entry_admin_shows_no_variant_value_once_erased(staff, alice, shared_list) -> None:
+    variants = {"canonical": secrets.token_hex(32), "rotate-3": secrets.token_hex(32)}
+    response = alice.submit("ncii", [{"algorithm": "pdq", "value": pdq(), "variants": variants}])
+    assert response.status_code == 201, response.content
+    entry_id = response.json()["entries"][0]["id"]
+    page = staff.get(f"/admin/hashes/entry/{entry_id}/change/").content.decode()
+    assert all(value in page for value in variants.values())  # shown until the erasure
+
+    entry_erase(actor=ADMIN, entry_id=entry_id, reason="the person's request")
+    page = staff.get(f"/admin/hashes/entry/{entry_id}/change/").content.decode()
+
+    for value in variants.values():
+        assert value not in page
+        assert value.upper() not in page
+    assert page.count("(erased)") == len(variants)
+    # The names and commitments stay: the leaf commits to them, the values are gone.
+    for row in EntryVariant.objects.filter(entry_id=entry_id):
+        assert row.name in page
+        assert row.commitment in page
+
+
 # Every change is audited -------------------------------------------------------------------
 
 
@@ -341,6 +415,7 @@ def _add_list(admin: Client, alice: PartnerClient) -> Any:
             "visibility": "all",
             "contributors": "members",
             **VIDEO_RULE_FIELDS,
+            "reviews_needed": 1,
             "created_at_0": "2026-01-01",
             "created_at_1": "00:00:00",
         },
@@ -359,6 +434,7 @@ def _change_list(admin: Client, alice: PartnerClient) -> Any:
             "visibility": "all",
             "contributors": "owner",
             **VIDEO_RULE_FIELDS,
+            "reviews_needed": 1,
             "created_at_0": "2026-01-01",
             "created_at_1": "00:00:00",
         },

@@ -39,6 +39,10 @@ ENDPOINTS = [
     Endpoint(
         "get", "/api/v1/submissions/{submission}/envelope", "read", "submission.envelope.read"
     ),
+    Endpoint("post", "/api/v1/entries/{entry}/feedback", "read", "feedback.create"),
+    Endpoint(
+        "post", "/api/v1/entries/{entry}/quarantine/resolution", "submit", "quarantine.resolve"
+    ),
     Endpoint("post", "/api/v1/revocations", "submit", "revocation.create"),
     Endpoint(
         "get", "/api/v1/revocations/{revocation}/envelope", "read", "revocation.envelope.read"
@@ -55,6 +59,11 @@ ENDPOINTS = [
     Endpoint("post", "/api/v1/log/cosignatures", "read", "log.cosignature.add"),
     Endpoint("get", "/api/v1/log/tile/tile/0/000.p/1", "read", "log.tile.read"),
     Endpoint("get", "/api/v1/log/tile/tile/entries/000.p/1", "read", "log.tile.read"),
+    Endpoint("get", "/api/v1/webhooks", "read", "webhooks.list"),
+    Endpoint("post", "/api/v1/webhooks", "read", "webhook.create"),
+    Endpoint("get", "/api/v1/webhooks/1", "read", "webhook.read"),
+    Endpoint("get", "/api/v1/webhooks/1/deliveries", "read", "webhook.deliveries.read"),
+    Endpoint("post", "/api/v1/webhooks/1/test", "read", "webhook.test"),
 ]
 
 

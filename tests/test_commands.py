@@ -19,6 +19,7 @@ from consortium_client.keys import key_generate, key_id, private_key_pem, public
 from hashes.models import HashList
 from partners.apikeys import apikey_digest
 from partners.models import ApiKey, Partner, SharingGroup, SigningKey
+from tests.authenticator import totp_code
 from tests.conftest import PartnerClient, problem
 from tests.factories import PartnerFactory, SharingGroupFactory
 
@@ -363,6 +364,18 @@ def test_demo_setup_makes_a_working_demo_and_can_run_again(db, settings, tmp_pat
     assert HashList.objects.get(name="demo").owner == demo
     assert SigningKey.objects.filter(partner=demo).count() == 1
     assert (tmp_path / "signing-key.pem").stat().st_mode & 0o077 == 0
+    # The demo administrator's password and second factor are printed once, and work.
+    (password,) = re.findall(r"username admin, password (\S+)", first)
+    assert re.findall(r"otpauth://\S+", second) == []
+    assert "staff_totp_enroll admin" in second
+    (uri,) = re.findall(r"otpauth://\S+", first)
+    client = Client()
+    response = client.post(
+        "/admin/login/",
+        {"username": "admin", "password": password, "otp_token": totp_code(uri), "next": "/admin/"},
+    )
+    assert response.status_code == 302, response.content.decode()[-1500:]
+    assert client.get("/admin/").status_code == 200
 
 
 def test_demo_setup_refuses_outside_the_quick_start(db, tmp_path: Path) -> None:

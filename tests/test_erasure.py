@@ -24,7 +24,7 @@ from consortium_client.dsse import SUBMISSION_V1_PAYLOAD_TYPE, envelope_sign
 from consortium_client.mirror_index import MirrorMatcher
 from consortium_client.mirror_sync import Mirror, sync
 from hashes.models import Entry, Submission
-from tests.conftest import PartnerClient, problem, store_counts
+from tests.conftest import PartnerClient, problem, staff_login, store_counts
 
 
 def _submit_md5(client: PartnerClient, *values: str) -> list[int]:
@@ -260,7 +260,7 @@ def test_erase_needs_a_reason(alice, shared_list) -> None:
 
 def test_admin_erase_action_asks_for_a_reason_then_erases(client: Client, alice, shared_list):
     admin_user = User.objects.create_superuser("admin", "admin@example.org", None)
-    client.force_login(admin_user)
+    staff_login(client, admin_user)
     value = secrets.token_hex(16)
     (entry_id,) = _submit_md5(alice, value)
     data = {"action": "erase", "_selected_action": [str(entry_id)], "index": "0"}

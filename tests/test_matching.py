@@ -8,6 +8,7 @@ import random
 import secrets
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 from django.db import connection
@@ -357,3 +358,72 @@ def test_match_work_is_the_same_for_a_hash_in_a_hidden_list_as_for_an_absent_one
     assert {len(response.content) for _, _, response in measured} == {len(measured[0][2].content)}
     # bob, who may see the list, gets the match, so the hash really is there.
     assert len(match(bob, [(algorithm, query_hidden)])[0]["matches"]) == 1
+
+
+def _strict(schema: Any) -> Any:
+    """An OpenAPI 3.0 schema as a JSON Schema that refuses what it does not describe: no
+    property beyond those listed, and `nullable` as a type that admits null."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("type") == "object" and "properties" in schema:
+        strict["additionalProperties"] = False
+    if schema.get("nullable"):
+        if "type" in strict:
+            strict["type"] = [strict["type"], "null"]
+        else:
+            strict = {"anyOf": [strict, {"type": "null"}]}
+    return strict
+
+
+def test_a_match_answer_is_exactly_what_the_schema_describes_and_shows_entries_as_read(
+    alice, bob, shared_list
+) -> None:
+    value = secrets.token_hex(32)
+    variant = secrets.token_hex(32)
+    entry = {
+        "algorithm": "pdq",
+        "value": value,
+        "labels": ["ncii", "verified"],
+        "quality": 40,
+        "variants": {"rotate-3": variant},
+    }
+    (entry_id,) = submit(alice, "ncii", [entry])
+    (md5_id,) = submit(alice, "ncii", [{"algorithm": "md5", "value": secrets.token_hex(16)}])
+    asked = [("pdq", flip(value, 3)), ("pdq", flip(variant, 2)), ("pdq", secrets.token_hex(32))]
+    body = json.dumps({"hashes": [{"algorithm": a, "value": v} for a, v in asked]}).encode()
+
+    response = bob.post("/api/v1/match", body)
+
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    answer = json.loads(response.content)
+    schema = json.loads(bob.http.get("/api/v1/schema/", {"format": "json"}).content)
+    path = schema["paths"]["/api/v1/match"]["post"]["responses"]["200"]
+    document = {
+        "components": {"schemas": _strict(schema["components"]["schemas"])},
+        **path["content"]["application/json"]["schema"],
+    }
+    validator = jsonschema.Draft202012Validator(document)
+    validator.validate(answer)
+    doctored = json.loads(response.content)
+    doctored["results"][0]["matches"][0]["undocumented"] = 1
+    assert not validator.is_valid(doctored)  # the check would see a field the schema lacks
+    results = answer["results"]
+    assert [[(m["entry"], m["variant"], m["rule"]) for m in r["matches"]] for r in results] == [
+        [(entry_id, None, "pdq")],
+        [(entry_id, "rotate-3", "pdq-variant")],
+        [],
+    ]
+    # Each match shows its entry exactly as the entry's own page does.
+    shown = json.loads(bob.get(f"/api/v1/entries/{entry_id}").content)
+    for result in results[:2]:
+        (found,) = result["matches"]
+        for field, shown_value in shown.items():
+            if field not in {"id", "note", "revocation", "variants", "verdicts"}:
+                assert found[field] == shown_value, field
+    assert results[0]["matches"][0]["labels"] == ["ncii", "verified"]
+    assert results[0]["matches"][0]["low_quality"] is True
+    assert md5_id != entry_id

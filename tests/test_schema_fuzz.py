@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from consortium.wsgi import application
@@ -175,7 +176,9 @@ def _hostile_requests(operation: Any, headers: dict[str, str]) -> Callable[[], N
     def hostile_requests(case: schemathesis.Case, data: st.DataObject) -> None:
         if "application/json" in media_types:
             mangle = data.draw(st.sampled_from(sorted(JSON_MANGLERS)))
-            case.body = JSON_MANGLERS[mangle](case.body, data)
+            # An optional body (a PATCH's) may be drawn absent: mangle an empty object then.
+            body = {} if isinstance(case.body, NotSet) else case.body
+            case.body = JSON_MANGLERS[mangle](body, data)
             case.media_type = "application/json"
         elif "multipart/form-data" in media_types:
             case.body, case.media_type = _multipart(data.draw(MULTIPART_BODIES))

@@ -23,9 +23,10 @@ from consortium_client.vpdq import video_shares
 from hashes.match_index import match_indexes
 from hashes.models import Entry, HashList
 from partners import services
-from tests.conftest import ADMIN, PartnerClient, problem, store_counts
+from tests.conftest import ADMIN, PartnerClient, partner_client, problem, store_counts
 from tests.factories import HashListFactory, PartnerFactory
 from tests.test_erasure import _tables_holding
+from tests.test_feedback import given
 from tests.videos import video_transcode, video_write
 
 
@@ -351,3 +352,124 @@ def test_videos_planted_around_a_query_are_capped_nearest_first_and_marked_trunc
     body = match(bob, [query])[0]
     assert body["truncated"] is True
     assert len(body["matches"]) <= 5
+
+
+# Review and quarantine -------------------------------------------------------------------
+
+
+def match_found(
+    client: PartnerClient, query: tuple[str, str], **options: Any
+) -> list[tuple[int, bool]]:
+    """(entry, pending) of each match of one video, with `options` (include_pending)."""
+    body = {"hashes": [{"algorithm": query[0], "value": query[1]}], **options}
+    response = client.post("/api/v1/match", json.dumps(body).encode())
+    assert response.status_code == 200, response.content
+    return [
+        (m["entry"], m["pending"]) for m in json.loads(response.content)["results"][0]["matches"]
+    ]
+
+
+def shown(matches: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a match says of how each video matched (not its feedback, which changes)."""
+    keys = ("entry", "distance", "rule", "query_share", "stored_share", "pending")
+    return [tuple(m[key] for key in keys) for m in matches]
+
+
+def test_a_quarantined_video_stops_matching_until_restored_and_a_revoked_one_leaves(
+    alice, bob, shared_list, hashed
+) -> None:
+    shared_list.quarantine_after = 1
+    shared_list.save()
+    original, different = hashed["original"].values["vpdq"], hashed["different"].values["vpdq"]
+    video, other = submit(
+        alice, "ncii", [{"algorithm": "vpdq", "value": v} for v in (original, different)]
+    )
+    copy = vpdq(hashed["mpeg4-small-trimmed"])
+    before = shown(match(bob, [copy])[0]["matches"])
+    assert [(m[0], m[-1]) for m in before] == [(video, False)]
+
+    assert given(bob, video, "false_positive")["summary"]["quarantined"] is True
+    assert match_found(bob, copy) == []
+    # Its frames left the index (the match's row check would hide it anyway) and are parked.
+    assert match_indexes.videos.keys() == {other}
+    assert len(match_indexes.parked[video].frames) == len(vpdq_value_parse(original))
+    assert match_found(bob, copy, include_pending=True) == []
+    # The other video of the list still matches: only the quarantined one's frames left.
+    assert match_found(bob, vpdq(hashed["different"])) == [(other, False)]
+    match_indexes.reset()  # a fresh process parks it too
+    assert match_found(bob, copy, include_pending=True) == []
+    assert match_indexes.videos.keys() == {other}
+
+    path = f"/api/v1/entries/{video}/quarantine/resolution"
+    restored = alice.post(path, json.dumps({"reason": "checked again: it is abusive"}).encode())
+    assert restored.status_code == 201, restored.content
+    # The same entry, distance and shares as before its quarantine.
+    assert shown(match(bob, [copy])[0]["matches"]) == before
+    match_indexes.reset()
+    assert shown(match(bob, [copy])[0]["matches"]) == before
+
+    # Quarantined again, then revoked: it stays out, in this process and a fresh one.
+    given(bob, video, "false_positive", reason="low_quality_hash")
+    assert match_found(bob, copy) == []
+    assert alice.revoke([video]).status_code == 201
+    assert match_found(bob, copy, include_pending=True) == []
+    assert match_indexes.videos.keys() == {other}
+    assert video not in match_indexes.parked
+    match_indexes.reset()
+    assert match_found(bob, copy, include_pending=True) == []
+    assert match_found(bob, vpdq(hashed["different"])) == [(other, False)]
+
+
+def test_a_pending_video_matches_only_when_asked_until_confirmed(
+    alice, bob, shared_list, hashed
+) -> None:
+    carol = partner_client("carol")
+    shared_list.review_required = True
+    shared_list.quarantine_after = 1
+    shared_list.save()
+    shared_list.reviewers.set([bob.partner])
+    original, different = hashed["original"].values["vpdq"], hashed["different"].values["vpdq"]
+    copy, near_other = vpdq(hashed["mpeg4-small-trimmed"]), vpdq(hashed["different"])
+    # The index is loaded first: the videos below reach it as it catches up with the log.
+    assert match_found(carol, copy, include_pending=True) == []
+    video, other = submit(
+        alice, "ncii", [{"algorithm": "vpdq", "value": v} for v in (original, different)]
+    )
+
+    assert match_found(carol, copy) == []
+    asked = carol.post(
+        "/api/v1/match",
+        json.dumps(
+            {"hashes": [{"algorithm": "vpdq", "value": copy[1]}], "include_pending": True}
+        ).encode(),
+    )
+    (found,) = json.loads(asked.content)["results"][0]["matches"]
+    assert (found["entry"], found["pending"], found["rule"]) == (video, True, "vpdq")
+    expected = video_shares(vpdq_value_parse(copy[1]), vpdq_value_parse(original))
+    assert (found["query_share"], found["stored_share"]) == (
+        expected.query_share,
+        expected.stored_share,
+    )
+    match_indexes.reset()  # a fresh process holds it pending too
+    assert match_found(carol, copy) == []
+    assert match_found(carol, copy, include_pending=True) == [(video, True)]
+
+    # A pending video quarantined is out even when pending entries are asked for; restored,
+    # it is pending again.
+    given(carol, other, "false_positive")
+    assert match_found(carol, near_other, include_pending=True) == []
+    path = f"/api/v1/entries/{other}/quarantine/resolution"
+    assert alice.post(path, json.dumps({"reason": "fine"}).encode()).status_code == 201
+    assert match_found(carol, near_other) == []
+    assert match_found(carol, near_other, include_pending=True) == [(other, True)]
+
+    # carol is no designated reviewer; bob's agree confirms it.
+    given(carol, video, "agree")
+    assert match_found(carol, copy) == []
+    assert given(bob, video, "agree")["summary"]["review"] == "confirmed"
+    assert match_found(carol, copy) == [(video, False)]
+    assert match_found(carol, copy, include_pending=True) == [(video, False)]
+    match_indexes.reset()
+    assert match_found(carol, copy) == [(video, False)]
+    assert match_found(carol, near_other) == []
+    assert match_found(carol, near_other, include_pending=True) == [(other, True)]

@@ -43,6 +43,7 @@ from consortium_client.config import (
     data_dir,
 )
 from consortium_client.dsse import EnvelopeError
+from consortium_client.feedback import REASON_CODES, VERDICTS
 from consortium_client.hashfiles import ALGORITHM_NAMES, FileHashed, files_hash, files_walk
 from consortium_client.hashvalues import HashValueError, algorithm_get, hash_value_parse
 from consortium_client.keys import key_generate, key_id, private_key_pem, public_key_pem
@@ -484,6 +485,47 @@ def revoke(config: Config, entries: tuple[int, ...], key: Path | None, reason: s
 
     envelope = revocation_envelope(list(entries), reason, private_key(config, key))
     click.echo(json.dumps(api_client(config).post_envelope("revocations", envelope)))
+
+
+@consortium.command()
+@click.argument("entry", type=int)
+@click.argument("verdict", type=click.Choice(VERDICTS))
+@click.option(
+    "--reason",
+    required=True,
+    type=click.Choice(REASON_CODES),
+    help="a reason code the verdict allows (agree: confirmed_abusive, confirmed_label; "
+    "disagree: not_abusive, wrong_label, wrong_category, low_quality_hash; false_positive: "
+    "matched_benign_content, not_abusive, low_quality_hash)",
+)
+@click.option("--note", help="for the submitter and the administrators; never in the log")
+@click.option("--grade", help="with agree: a grade from the list's scale")
+@click.option("--key", type=_FILE, help="your private signing key (default: signing_key)")
+@click.pass_obj
+def feedback(
+    config: Config,
+    entry: int,
+    verdict: str,
+    reason: str,
+    note: str | None,
+    grade: str | None,
+    key: Path | None,
+) -> None:
+    """Sign and send your VERDICT on another partner's ENTRY (it replaces your previous one)."""
+    from consortium_client.feedback import feedback_envelope
+
+    try:
+        envelope = feedback_envelope(
+            entry=entry,
+            verdict=verdict,
+            reason=reason,
+            note=note,
+            grade=grade,
+            private_key=private_key(config, key),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    click.echo(json.dumps(api_client(config).post_envelope(f"entries/{entry}/feedback", envelope)))
 
 
 # --- what is in force ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ SUBMISSION_PAYLOAD_TYPE = "application/vnd.consortium.submission.v2+json"
 # Version 1 signed the values themselves; such envelopes are stored as legacy, never accepted.
 SUBMISSION_V1_PAYLOAD_TYPE = "application/vnd.consortium.submission.v1+json"
 REVOCATION_PAYLOAD_TYPE = "application/vnd.consortium.revocation.v1+json"
+FEEDBACK_PAYLOAD_TYPE = "application/vnd.consortium.feedback.v1+json"
 
 
 class EnvelopeError(ValueError):

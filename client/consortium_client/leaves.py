@@ -31,6 +31,10 @@ PARTNER_SUSPENDED = "partner_suspended"
 PARTNER_REACTIVATED = "partner_reactivated"
 ENTRY_ERASED = "entry_erased"
 ACCESS_PERIOD_SEALED = "access_period_sealed"
+ENTRY_FEEDBACK = "entry_feedback"
+ENTRY_CONFIRMED = "entry_confirmed"
+ENTRY_QUARANTINED = "entry_quarantined"
+ENTRY_QUARANTINE_RESOLVED = "entry_quarantine_resolved"
 
 EVENT_TYPES = (
     ENTRY_ADDED,
@@ -41,7 +45,14 @@ EVENT_TYPES = (
     PARTNER_REACTIVATED,
     ENTRY_ERASED,
     ACCESS_PERIOD_SEALED,
+    ENTRY_FEEDBACK,
+    ENTRY_CONFIRMED,
+    ENTRY_QUARANTINED,
+    ENTRY_QUARANTINE_RESOLVED,
 )
+# Events about one entry that change whether it matches, besides ending it: each names the
+# entry (`entry`) and its list (`list`), like a tombstone.
+ENTRY_HOLD_TYPES = (ENTRY_CONFIRMED, ENTRY_QUARANTINED, ENTRY_QUARANTINE_RESOLVED)
 
 
 def leaf_encode(

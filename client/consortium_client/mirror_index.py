@@ -1,9 +1,11 @@
 """Matching against the verified mirror, with the index code the server matches with.
 
-What matches is every `active` entry of the mirror (`consortium_client.mirror_store`): sync
-marks an entry `revoked` or `erased` when its tombstone or erasure arrives, and such an entry
-never matches. Per-list distances are not in the feed, so each algorithm is searched at its
-default distance (`hashvalues.ALGORITHMS`) unless the caller gives another.
+What matches is every `active` entry of the mirror (`consortium_client.mirror_store`) that is
+neither awaiting its list's review nor quarantined: sync marks an entry `revoked` or `erased`
+when its tombstone or erasure arrives, and such an entry never matches; a `pending` or
+quarantined one matches again once its confirmation or restoration is synced. Per-list
+distances are not in the feed, so each algorithm is searched at its default distance
+(`hashvalues.ALGORITHMS`) unless the caller gives another.
 
 Loading without replaying the feed: `index_snapshots` holds, per algorithm, the active
 entries' ids and hashes as of the mirror's `cursor`, as two blobs (`ids`: int64 little-endian;
@@ -12,7 +14,8 @@ reads them with `np.frombuffer` and hands them to the index in one piece
 (`HammingIndex.from_packed`): no row is parsed, and a 1M-entry PDQ snapshot is ~40 MB read in
 one query. A snapshot older than the cursor is brought forward from `entries`: entry ids are
 log indexes, so the entries added since are those with an id above the snapshot's cursor, and
-the entries that ended since are those whose `ended_index` is above it.
+the entries that ended since are those whose `ended_index` is above it, and those held back or
+let go since (confirmed, quarantined, restored) those whose `held_index` is above it.
 
 Two ways to hold an index, both exact (`consortium_client.index`):
 - `tables=True` (serve-match, many queries): multi-index hashing tables, built once (about a
@@ -117,23 +120,39 @@ def _snapshot_stored(connection: sqlite3.Connection, algorithm: str) -> Snapshot
     return None if row is None else Snapshot.from_blobs(algorithm, row[0], row[1], row[2])
 
 
+# An entry that may match: active, not awaiting review, not quarantined (alias `e`).
+MATCHABLE = "e.status = 'active' AND e.review IS NOT 'pending' AND e.quarantined = 0"
+
+
 def _active_after(
-    connection: sqlite3.Connection, algorithm: str, after: int
+    connection: sqlite3.Connection, algorithm: str, after: int, *, held_upto: int | None = None
 ) -> tuple[Ints, npt.NDArray[np.uint8]]:
-    """Active entries of `algorithm` with an id above `after`, by id (for VARIANTS_KEY, the
-    variants of such pdq entries, by row)."""
+    """Matchable entries of `algorithm` with an id above `after`, by id (for VARIANTS_KEY, the
+    variants of such pdq entries, by row). With `held_upto`: instead, the matchable entries
+    with an id up to `after` whose hold changed after it (up to `held_upto`): those let go."""
+    if held_upto is None:
+        where, params = "e.id > ?", [after]
+    else:
+        where, params = (
+            "e.id <= ? AND e.held_index > ? AND e.held_index <= ?",
+            [
+                after,
+                after,
+                held_upto,
+            ],
+        )
     if algorithm == VARIANTS_KEY:
         rows = connection.execute(
             f"SELECT v.entry * {VARIANT_SLOTS} + v.position, v.value FROM variants v "  # noqa: S608
-            "JOIN entries e ON e.id = v.entry WHERE e.status = 'active' AND v.entry > ? "
+            f"JOIN entries e ON e.id = v.entry WHERE {MATCHABLE} AND {where} "
             "AND v.value IS NOT NULL ORDER BY v.entry, v.position",
-            [after],
+            params,
         ).fetchall()
     else:
         rows = connection.execute(
-            "SELECT id, value FROM entries WHERE algorithm = ? AND status = 'active' AND id > ? "
-            "ORDER BY id",
-            [algorithm, after],
+            f"SELECT e.id, e.value FROM entries e WHERE e.algorithm = ? AND {MATCHABLE} "  # noqa: S608
+            f"AND {where} ORDER BY e.id",
+            [algorithm, *params],
         ).fetchall()
     width = _width(algorithm)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
@@ -147,19 +166,23 @@ def _active_after(
 
 
 def _ended_between(connection: sqlite3.Connection, algorithm: str, after: int, upto: int) -> Ints:
-    """Ids of entries of `algorithm` added by `after` whose end came after it (up to `upto`)."""
+    """Ids of entries of `algorithm` added by `after` whose end, or a change of whose hold,
+    came after it (up to `upto`): what an index as of `after` must drop (those let go are
+    then added back by `_active_after(..., held_upto=upto)`)."""
+    changed = (
+        "((e.ended_index > ? AND e.ended_index <= ?) OR (e.held_index > ? AND e.held_index <= ?))"
+    )
+    params = [after, upto, after, upto, after]
     if algorithm == VARIANTS_KEY:
         rows = connection.execute(
             f"SELECT v.entry * {VARIANT_SLOTS} + v.position FROM variants v "  # noqa: S608
-            "JOIN entries e ON e.id = v.entry "
-            "WHERE e.ended_index > ? AND e.ended_index <= ? AND e.id <= ?",
-            [after, upto, after],
+            f"JOIN entries e ON e.id = v.entry WHERE {changed} AND e.id <= ?",
+            params,
         ).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     rows = connection.execute(
-        "SELECT id FROM entries WHERE ended_index > ? AND ended_index <= ? "
-        "AND id <= ? AND algorithm = ?",
-        [after, upto, after, algorithm],
+        f"SELECT e.id FROM entries e WHERE {changed} AND e.id <= ? AND e.algorithm = ?",  # noqa: S608
+        [*params, algorithm],
     ).fetchall()
     return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
@@ -176,13 +199,16 @@ def _snapshot_compute(
         return Snapshot(algorithm, cursor, ids, hashes)
     ended = _ended_between(connection, algorithm, stored.cursor, cursor)
     keep = ~np.isin(stored.ids, ended)
-    added_ids, added_hashes = _active_after(connection, algorithm, stored.cursor)
-    return Snapshot(
-        algorithm,
-        cursor,
-        np.concatenate([stored.ids[keep], added_ids]),
-        np.concatenate([stored.hashes[keep], added_hashes]),
+    let_go_ids, let_go_hashes = _active_after(
+        connection, algorithm, stored.cursor, held_upto=cursor
     )
+    added_ids, added_hashes = _active_after(connection, algorithm, stored.cursor)
+    ids = np.concatenate([stored.ids[keep], let_go_ids, added_ids])
+    hashes = np.concatenate([stored.hashes[keep], let_go_hashes, added_hashes])
+    if len(let_go_ids):  # entries let go are older than the snapshot: keep id order
+        order = np.argsort(ids, kind="stable")
+        ids, hashes = ids[order], hashes[order]
+    return Snapshot(algorithm, cursor, ids, hashes)
 
 
 def _snapshots_write(connection: sqlite3.Connection, snapshots: Sequence[Snapshot]) -> None:
@@ -522,8 +548,8 @@ class MirrorMatcher:
         details: dict[int, MirrorMatch] = {}
         # One bound parameter however many ids: a JSON array, read by json_each.
         rows = connection.execute(
-            "SELECT id, list, algorithm, labels, quality, partner, key, submission, envelope "
-            "FROM entries WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
+            "SELECT id, list, algorithm, labels, quality, partner, key, submission, envelope "  # noqa: S608
+            f"FROM entries e WHERE {MATCHABLE} AND id IN (SELECT value FROM json_each(?))",
             [json.dumps(ids)],
         ).fetchall()
         for row in rows:
@@ -580,6 +606,13 @@ class MirrorMatcher:
                     name,
                     _ended_between(connection, name, self.cursor, cursor),
                     *_active_after(connection, name, self.cursor),
+                )
+                for name in SNAPSHOT_NAMES
+            ] + [
+                (
+                    name,
+                    np.empty(0, dtype=np.int64),
+                    *_active_after(connection, name, self.cursor, held_upto=cursor),
                 )
                 for name in SNAPSHOT_NAMES
             ]

@@ -15,7 +15,12 @@ Tables:
   NULL once erased) and its state: `active`, `revoked` or `erased`, with the index and the
   reason of the event that ended it. Ended entries stay: the mirror keeps why they stopped.
   An entry whose value was erased before the mirror first read it is `erased` with no
-  `ended_index` until the sync reaches its `entry_erased` event.
+  `ended_index` until the sync reaches its `entry_erased` event. `review` is `pending` for an
+  entry of a list that requires review until its `entry_confirmed` event (then `confirmed`;
+  NULL when no review applied), `quarantined` is 1 from its `entry_quarantined` event to its
+  `entry_quarantine_resolved` event, and `held_index` is the index of the last of those
+  events: an entry matches only while `active`, not `pending` and not quarantined.
+  `feedback_status` is the status the entry's latest `entry_feedback` event gave it.
 - `variants`: the variants of a pdq entry (PDQ hashes of named edits of the submitter's
   image), by the entry and their position in its leaf, each with what opens its commitment
   (NULL once the entry is erased). They match while their entry is `active`.
@@ -31,7 +36,10 @@ Tables:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 SCHEMA_VERSION = 1
@@ -98,8 +106,61 @@ CREATE TABLE IF NOT EXISTS index_snapshots (
 """
 
 
+# Columns added to `entries` for review and quarantine; a mirror made before them gains them
+# on open (its synced events predate both, so the defaults are right for every row).
+HOLD_COLUMNS = (
+    ("review", "TEXT"),
+    ("quarantined", "INTEGER NOT NULL DEFAULT 0"),
+    ("held_index", "INTEGER"),
+    ("feedback_status", "TEXT"),
+)
+
+
+def _hold_columns_add(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(entries)")}
+    for name, declaration in HOLD_COLUMNS:
+        if name not in present:
+            connection.execute(f"ALTER TABLE entries ADD COLUMN {name} {declaration}")
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS entries_held ON entries (held_index) "
+        "WHERE held_index IS NOT NULL"
+    )
+
+
 class MirrorStoreError(Exception):
     """A file that is not a mirror this version can use."""
+
+
+def _mirror_create(path: Path) -> None:
+    """Make a new, empty mirror at `path` whole or not at all.
+
+    The file is built under a temporary name beside `path` and linked into place only once its
+    tables and schema version are in it: a process killed while making it leaves no file at `path`
+    that looks like a mirror but lacks its tables. The temporary file is the owner's alone
+    (mkstemp's 0600), as the mirror then is.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".new", dir=path.parent
+    )
+    os.close(descriptor)
+    try:
+        connection = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+            _hold_columns_add(connection)
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)]
+            )
+        finally:
+            # The last connection to close checkpoints the WAL into the file and removes it.
+            connection.close()
+        # link, not rename: a mirror another process made meanwhile is never replaced.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
@@ -109,8 +170,10 @@ def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connecti
     sync step is one transaction. WAL lets `match` read while `sync` writes.
     """
     path = Path(path)
-    if not create and not path.exists():
-        raise MirrorStoreError(f"no mirror at {path}: run 'consortium sync' first")
+    if not path.exists():
+        if not create:
+            raise MirrorStoreError(f"no mirror at {path}: run 'consortium sync' first")
+        _mirror_create(path)
     connection = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
@@ -118,6 +181,7 @@ def mirror_connect(path: str | Path, *, create: bool = True) -> sqlite3.Connecti
         # An erased value must leave the partner's disk too, not linger in a freed page.
         connection.execute("PRAGMA secure_delete=ON")
         connection.executescript(SCHEMA)
+        _hold_columns_add(connection)
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             connection.execute(

@@ -23,7 +23,12 @@ The server is trusted for nothing but the bytes it sends. One sync:
    leaf's `key`, registered to the entry's submitter and not revoked before the tombstone,
    and names the leaf's entry. A tombstone with neither key nor envelope must name an
    administrator (`revoked_by` `admin:<user>`): the administrator's act, taken as such.
-5. Applies the page (events, entries, keys, revocations, erasures, cursor) in ONE SQLite
+5. Applies review and quarantine: an `entry_added` leaf with `"review": "pending"` adds a
+   pending entry, `entry_confirmed` confirms it, `entry_quarantined` and
+   `entry_quarantine_resolved` hold it back and restore it (or not, when it was revoked);
+   `entry_feedback` sets the entry's feedback status. These leaves are verified as every
+   leaf is (in the checkpoint's tree); a verdict's envelope is committed to by its SHA-256.
+6. Applies the page (events, entries, keys, revocations, erasures, cursor) in ONE SQLite
    transaction, and with the last page of a sync the index snapshots `match` loads
    (`mirror_index.snapshot_refresh`), so a `match` right after a sync never rebuilds. A
    process killed at any point leaves the mirror as it was before the page or after it,
@@ -583,6 +588,8 @@ def _apply_page(
                     counts.revoked += 1
                 else:
                     counts.erased += 1
+        elif kind in leaves.ENTRY_HOLD_TYPES or kind == leaves.ENTRY_FEEDBACK:
+            _entry_hold(db, index, document)
         elif kind == leaves.SIGNING_KEY_REGISTERED:
             _key_register(db, index, document)
         elif kind == leaves.SIGNING_KEY_REVOKED:
@@ -622,8 +629,8 @@ def _entry_add(
     labels = document.get("labels")
     applier.db.execute(
         "INSERT INTO entries (id, list, algorithm, value, salt, commitment, labels, partner, "
-        "key, envelope, submission, quality, status) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "key, envelope, submission, quality, status, review) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             index,
             document.get("list"),
@@ -638,6 +645,7 @@ def _entry_add(
             document.get("submission"),
             document.get("quality"),
             "active" if value is not None else "erased",
+            "pending" if document.get("review") == "pending" else None,
         ],
     )
     if variants:
@@ -702,6 +710,33 @@ def _entry_end(applier: _Applier, index: int, leaf: bytes, document: dict[str, A
         )
         db.execute("UPDATE variants SET value = NULL, salt = NULL WHERE entry = ?", [entry_id])
     return True
+
+
+def _entry_hold(db: sqlite3.Connection, index: int, document: dict[str, Any]) -> None:
+    """Apply a verdict, confirmation, quarantine or resolution to the entry it names, if the
+    mirror holds it (an entry added while its list was hidden has no row: the event is kept)."""
+    entry_id, kind = document.get("entry"), document["type"]
+    row = db.execute("SELECT list, review FROM entries WHERE id = ?", [entry_id]).fetchone()
+    if row is None:
+        return
+    if row[0] != document.get("list"):
+        raise SyncError(f"event {index}: it names entry {entry_id} of another list")
+    if kind == leaves.ENTRY_FEEDBACK:
+        status = document.get("status")
+        if status is not None and not isinstance(status, str):
+            raise SyncError(f"event {index}: the feedback status is not text")
+        db.execute("UPDATE entries SET feedback_status = ? WHERE id = ?", [status, entry_id])
+        return
+    if kind == leaves.ENTRY_CONFIRMED:
+        change = "review = 'confirmed'"
+    elif kind == leaves.ENTRY_QUARANTINED:
+        change = "quarantined = 1"
+    else:
+        change = "quarantined = 0"
+    db.execute(
+        f"UPDATE entries SET {change}, held_index = ? WHERE id = ?",  # noqa: S608 - fixed text
+        [index, entry_id],
+    )
 
 
 def _key_register(db: sqlite3.Connection, index: int, document: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from consortium_client import merkle
 from consortium_client.commitments import CommitmentError, commitment_check
 from consortium_client.dsse import (
+    FEEDBACK_PAYLOAD_TYPE,
     REVOCATION_PAYLOAD_TYPE,
     SUBMISSION_PAYLOAD_TYPE,
     EnvelopeError,
@@ -360,6 +361,23 @@ def verify_revocation(
     # bool is an int in Python; a signed `true` must not revoke entry 1.
     if not isinstance(entries, list) or not any(type(e) is int and e == entry for e in entries):
         raise _fail(f"the signed revocation does not name entry {entry!r}")
+    return payload
+
+
+def verify_feedback(
+    leaf: bytes, envelope: bytes, signing_public_key: Ed25519PublicKey
+) -> dict[str, Any]:
+    """Verify that an `entry_feedback` leaf came from a verdict signed by the leaf's key,
+    whose feedback v1 payload gives the leaf's verdict, reason and grade on the leaf's
+    `entry`. Returns the signed payload (its optional note is for people, not the log)."""
+    document = _leaf_of_type(leaf, "entry_feedback")
+    payload = _signed_payload(document, envelope, signing_public_key, FEEDBACK_PAYLOAD_TYPE)
+    entry = payload.get("entry")
+    if type(entry) is not int or entry != document.get("entry"):
+        raise _fail(f"the signed verdict is on entry {entry!r}, not {document.get('entry')!r}")
+    for name in ("verdict", "reason", "grade"):
+        if payload.get(name) != document.get(name):
+            raise _fail(f"the signed {name} is not the leaf's")
     return payload
 
 

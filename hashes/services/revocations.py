@@ -16,9 +16,10 @@ from consortium.errors import (
 )
 from consortium_client import leaves
 from consortium_client.dsse import REVOCATION_PAYLOAD_TYPE
-from hashes.models import Entry, Revocation
+from hashes.models import Entry, QuarantineResolution, Revocation
 from hashes.payloads import revocation_payload_parse
 from hashes.selectors import entries_revocable
+from hashes.services.feedback import quarantines_resolve
 from hashes.statements import SignedStatement, statement_key_check, statement_take_effect
 
 ACTION = "revocation.create"
@@ -139,6 +140,14 @@ def _revoke(*, actor: Actor, revocation: Revocation, entries: list[Entry]) -> Re
         entry.revoked_log_index = event.index
     Entry.objects.bulk_update(
         entries, ["status", "revocation", "revoked_at", "revoked_log_index"], batch_size=1000
+    )
+    # After every tombstone (a revocation's tombstones are consecutive in the log): a
+    # quarantined entry's quarantine ends with it, as `revoked`.
+    quarantines_resolve(
+        actor=actor,
+        entries=entries,
+        outcome=QuarantineResolution.Outcome.REVOKED,
+        reason=revocation.reason,
     )
     access_event_record(
         actor=actor,

@@ -135,6 +135,8 @@ def _store_entries(
                         if draft.variants
                         else {}
                     ),
+                    # Only a list that requires review marks its adds; others stay as before.
+                    **({"review": "pending"} if hash_list.review_required else {}),
                 },
                 hash_list_id=hash_list.pk,
                 partner_id=partner.pk,
@@ -144,6 +146,7 @@ def _store_entries(
     )
     # A checkpoint of a size that includes these events, signed once they commit.
     checkpoint_soon()
+    review = "pending" if hash_list.review_required else None
     # The leaf names the entry by its log index, which is also the entry's id.
     rows_insert(
         Entry,
@@ -160,6 +163,7 @@ def _store_entries(
             "partner_id",
             "submission_id",
             "created_at",
+            "review",
         ),
         [
             (
@@ -175,6 +179,7 @@ def _store_entries(
                 partner.pk,
                 submission.pk,
                 event.time,
+                review,
             )
             for draft, event in zip(drafts, events, strict=True)
         ],

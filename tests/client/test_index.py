@@ -77,12 +77,15 @@ class History:
 
 
 @contextmanager
-def small_index_parts(layout: Layout | None) -> Iterator[None]:
+def small_index_parts(layout: Layout | None, crowd_scan: float = float("inf")) -> Iterator[None]:
     """Shrink the buffer so that a few dozen entries exercise segments and merges.
 
     With `layout`, every segment is searched through multi-index tables of that shape, as
-    large segments are (scans are priced out); without it, the cost model picks scans for
-    segments this small.
+    large segments are (the tables are priced at nothing, so a segment is never scanned
+    whole); a query then scans its segment instead when its keys hold more than `crowd_scan`
+    times a scan's worth of rows (infinity: never; 0: always; 1: whenever the cost model says
+    a scan is cheaper, at the scan's real cost). Without `layout`, the cost model picks whole
+    segment scans for segments this small.
     """
     layout_choose = index._layout_choose
 
@@ -93,11 +96,12 @@ def small_index_parts(layout: Layout | None) -> Iterator[None]:
         starts = tuple(c * width for c in range(layout.chunks))
         return index._Layout(starts, min(width, layout.key_bits))
 
-    scan_cost = index._COST_SCAN_WORD if layout is None else 1e12
+    table_cost = index._Layout.table_cost if layout is None else (lambda *_: 0.0)
     with (
         mock.patch.object(index, "_BUFFER_ROWS", 8),
         mock.patch.object(index, "_layout_choose", layout_forced),
-        mock.patch.object(index, "_COST_SCAN_WORD", scan_cost),
+        mock.patch.object(index._Layout, "table_cost", table_cost),
+        mock.patch.object(index, "_CROWD_SCAN", crowd_scan),
     ):
         yield
 
@@ -478,20 +482,29 @@ def test_loading_packed_words_refuses_unordered_ids_or_a_wrong_shape() -> None:
         HammingIndex.from_packed(np.array([1], dtype=np.int64), words, bits=256)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bits=st.sampled_from([64, 256]),
-    layout=st.builds(Layout, chunks=st.integers(1, 16), key_bits=st.integers(1, 12)),
+    layout=st.none() | st.builds(Layout, chunks=st.integers(1, 16), key_bits=st.integers(1, 12)),
     clustered=st.booleans(),
     crowd_scan=st.sampled_from([0.0, 1.0, float("inf")]),
+    limit=st.none() | st.integers(0, 12),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_search_matches_brute_force_on_uniform_and_clustered_data(
-    bits: int, layout: Layout, clustered: bool, crowd_scan: float, seed: int
+    bits: int,
+    layout: Layout | None,
+    clustered: bool,
+    crowd_scan: float,
+    limit: int | None,
+    seed: int,
 ) -> None:
     """Values spread uniformly, or crowded around a few centres (templated images), searched
     through the tables with the per-query scan fallback always taken (0), taken when the
-    bucket sizes say a scan is cheaper (1), or never (infinity)."""
+    cost model says a scan is cheaper (1: on clustered data a batch then mixes scanned and
+    table-searched queries), or never (infinity); or, without a forced layout, with whole
+    segments scanned as the cost model chooses for segments this small. With and without a
+    limit, as the server asks."""
     rng = random.Random(seed)
     radius = RADIUS[bits]
     centres = [random_hash(rng, bits) for _ in range(rng.randint(1, 3))]
@@ -503,10 +516,11 @@ def test_search_matches_brute_force_on_uniform_and_clustered_data(
         queries = [flip(c, rng.sample(range(bits), rng.randint(0, 4))) for c in centres]
     else:
         values = [random_hash(rng, bits) for _ in range(rng.randint(20, 200))]
-        values += [flip(c, layout.spread(bits, radius, rng)) for c in centres]
+        spread = layout or Layout(chunks=4, key_bits=8)
+        values += [flip(c, spread.spread(bits, radius, rng)) for c in centres]
         queries = centres
     queries.append(random_hash(rng, bits))
-    with small_index_parts(layout), mock.patch.object(index, "_CROWD_SCAN", crowd_scan):
+    with small_index_parts(layout, crowd_scan):
         hamming = HammingIndex(bits)
         half = len(values) // 2
         hamming.add(range(half), values[:half])
@@ -514,6 +528,79 @@ def test_search_matches_brute_force_on_uniform_and_clustered_data(
         hamming.remove(range(0, len(values), 5))
         live = {i: v for i, v in enumerate(values) if i % 5}
         for searched in (radius, radius // 2):
-            expected = [brute_force(live, query, searched) for query in queries]
-            assert hamming.search_batch(queries, searched) == expected
-            assert [hamming.search(query, searched) for query in queries] == expected
+            expected = [brute_force(live, query, searched)[:limit] for query in queries]
+            assert hamming.search_batch(queries, searched, limit) == expected
+            if limit is None:
+                assert [hamming.search(query, searched) for query in queries] == expected
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_one_batch_scans_its_crowded_queries_and_looks_the_others_up(bits: int) -> None:
+    """At the scan's real cost, a query near a cluster scans the segment and a query far
+    from every cluster goes through the tables, in the same batch, and both answers are
+    the brute-force ones."""
+    rng = random.Random(11)
+    radius = RADIUS[bits]
+    centre = random_hash(rng, bits)
+    values = [flip(centre, rng.sample(range(bits), rng.randint(0, 3))) for _ in range(150)]
+    values += [random_hash(rng, bits) for _ in range(50)]
+    # Chunks that put a random value's keys in nearly empty buckets.
+    layout = {64: Layout(chunks=4, key_bits=16), 256: Layout(chunks=16, key_bits=12)}[bits]
+    with small_index_parts(layout, crowd_scan=1.0):
+        hamming = HammingIndex(bits)
+        hamming.add(range(len(values)), values)
+        assert hamming.segment_sizes() == [len(values), 0]
+        lone = random_hash(rng, bits)
+        examined = []
+        for query in (centre, lone):
+            before = hamming.candidates_examined
+            hamming.search(query, radius)
+            examined.append(hamming.candidates_examined - before)
+        assert examined[0] == len(values)  # scanned: every row once
+        assert examined[1] < len(values) // 4  # the tables: a few candidates at most
+        live = dict(enumerate(values))
+        assert hamming.search_batch([centre, lone], radius) == [
+            brute_force(live, centre, radius),
+            brute_force(live, lone, radius),
+        ]
+
+
+def test_search_matches_brute_force_on_clustered_data_with_production_layout() -> None:
+    """Clustered PDQ values at a size where the default cost model builds tables, without
+    any forced part: queries near a centre are scanned, the others looked up, and every
+    answer (with and without a limit) is the brute-force one."""
+    rng = np.random.default_rng(7)
+    entries, bits, radius = 40_000, 256, RADIUS[256]
+    centres = rng.integers(0, 256, size=(20, bits // 8), dtype=np.uint8)
+    raw = centres[rng.integers(0, len(centres), size=entries)]
+    bits_set = np.unpackbits(raw, axis=1)
+    for row, count in enumerate(rng.integers(0, 17, size=entries)):
+        bits_set[row, rng.choice(bits, size=count, replace=False)] ^= 1
+    raw = np.packbits(bits_set, axis=1)
+    queries = np.concatenate(
+        [centres[:5], rng.integers(0, 256, size=(5, bits // 8), dtype=np.uint8)]
+    )
+    hamming = HammingIndex(bits)
+    hamming.add(np.arange(entries), raw)
+    removed = np.arange(0, entries, 9)
+    hamming.remove(removed)
+    assert hamming.memory_breakdown()["tables"] > 0
+    keep = np.ones(entries, dtype=bool)
+    keep[removed] = False
+    distances = np.bitwise_count(raw[None, :, :] ^ queries[:, None, :]).sum(axis=2)
+    expected = []
+    for row in range(len(queries)):
+        near = np.flatnonzero((distances[row] <= radius) & keep)
+        expected.append(sorted(((int(i), int(distances[row, i])) for i in near), key=_order))
+    before = hamming.candidates_examined
+    assert hamming.search_batch(queries, radius) == expected
+    assert hamming.candidates_examined - before <= entries * len(queries)
+    assert hamming.search_batch(queries, radius, 10) == [found[:10] for found in expected]
+    assert all(len(found) > 100 for found in expected[:5])
+    examined = []
+    for query in queries:
+        before = hamming.candidates_examined
+        hamming.search(query, radius)
+        examined.append(hamming.candidates_examined - before)
+    assert examined[:5] == [entries] * 5  # near a centre: the segment is scanned
+    assert max(examined[5:]) < entries // 100  # elsewhere: a few candidates from the tables

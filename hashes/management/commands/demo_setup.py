@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management.base import CommandError, CommandParser
 
 from audit.services import checkpoint_sign
@@ -13,12 +16,17 @@ from hashes.services.lists import hash_list_create
 from partners import services
 from partners.management.commands._base import ConsortiumCommand
 from partners.models import Partner, SigningKey
+from staff.management.commands.staff_totp_enroll import enrolment_text
+from staff.services import staff_totp_enrol
+
+DEMO_ADMIN = "admin"
 
 
 class Command(ConsortiumCommand):
     help = (
         "Quick start only: make a demo partner with a signing key (private half written to "
-        ".demo/) and a list, and print a fresh API key."
+        ".demo/) and a list, and print a fresh API key; the first time, make a demo "
+        "administrator and print its password, TOTP key and recovery codes."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,4 +75,29 @@ class Command(ConsortiumCommand):
             f"  Signing key ids:       {', '.join(k.key_id[:16] for k in key_ids)}\n"
             f"  Log checkpoint:        size {checkpoint.size}\n"
             'Try:  curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/api/v1/me\n'
+        )
+        self._demo_admin()
+
+    def _demo_admin(self) -> None:
+        """The admin asks every staff user for a password and a code: the demo's administrator
+        gets both once, like any staff user enrolled with staff_totp_enroll."""
+        if User.objects.filter(username=DEMO_ADMIN).exists():
+            self.stdout.write(
+                f"\nDemo administrator {DEMO_ADMIN!r}: its password, TOTP key and recovery codes "
+                "were printed the first time. To start again:\n"
+                f"  python manage.py changepassword {DEMO_ADMIN}\n"
+                f"  python manage.py staff_totp_reset {DEMO_ADMIN} --reason 'new demo phone'\n"
+                f"  python manage.py staff_totp_enroll {DEMO_ADMIN}\n"
+            )
+            return
+        password = secrets.token_urlsafe(12)
+        user = User.objects.create_superuser(DEMO_ADMIN, "", password)
+        enrolment = staff_totp_enrol(user=user, actor=self.actor())
+        self.stdout.write(
+            "\nDemo administrator for http://127.0.0.1:8000/admin/ (shown once):\n"
+            f"  username {DEMO_ADMIN}, password {password}\n"
+            + enrolment_text(
+                DEMO_ADMIN, enrolment.uri, enrolment.recovery_codes, qr=sys.stdout.isatty()
+            ),
+            ending="",
         )

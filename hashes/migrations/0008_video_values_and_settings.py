@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('hashes', '0006_entry_variants'),
+        ('hashes', '0007_feedback_review_quarantine'),
         ('partners', '0001_initial'),
     ]
 
