@@ -73,6 +73,7 @@ bench: $(STAMP)
 	scripts/fetch-test-images
 	PYTHONPATH=client $(BIN)/python bench/robustness.py
 	PYTHONPATH=client $(BIN)/python bench/client_hash.py
+	PYTHONPATH=client:. $(BIN)/python bench/video.py
 	$(BIN)/python bench/strict_json.py
 	$(BIN)/python bench/merkle_proofs.py
 	$(BIN)/python bench/notes.py

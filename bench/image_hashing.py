@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from consortium_client.hashvalues import ALGORITHMS, hamming_distance
 from consortium_client.imaging import image_hashes
 
-PERCEPTUAL = [name for name, spec in ALGORITHMS.items() if spec.perceptual]
+PERCEPTUAL = [name for name, spec in ALGORITHMS.items() if spec.perceptual and not spec.frames]
 
 
 def scene(seed: int, size: tuple[int, int]) -> Image.Image:

@@ -314,6 +314,8 @@ LOGGING = {
 # such entries and queries are flagged in match results.
 PDQ_QUALITY_FLOOR = env.int("PDQ_QUALITY_FLOOR", default=50)
 MATCH_MAX_HASHES = env.int("MATCH_MAX_HASHES", default=1000)
+# Frames of vpdq values per match request, over all its videos: one hour-long video.
+MATCH_MAX_FRAMES = env.int("MATCH_MAX_FRAMES", default=3600)
 # Matches returned per query hash (the nearest first; `limit` in the request), and per request
 # (hashes x limit): one partner's near-duplicates cannot make every answer huge.
 MATCH_DEFAULT_LIMIT = env.int("MATCH_DEFAULT_LIMIT", default=10)

@@ -208,7 +208,17 @@ class MatchItemOut(EntryProvenanceSerializer):
     rule = serializers.CharField(
         help_text="which rule matched: the algorithm (pdq, md5, ...) for the hash as given, "
         "pdq-variant through a variant, pdq-canonical for the query image without its plain "
-        "borders, pdq-dihedral for a rotated or mirrored query"
+        "borders, pdq-dihedral for a rotated or mirrored query, vpdq for a video"
+    )
+    query_share = serializers.FloatField(
+        allow_null=True,
+        help_text="vpdq: the share (0-1) of the query's frames (of at least the list's quality "
+        "floor) within the list's frame distance of a frame of this video; null otherwise",
+    )
+    stored_share = serializers.FloatField(
+        allow_null=True,
+        help_text="vpdq: the share (0-1) of this video's frames matched by a query frame; "
+        "the distance is then 100 less the smaller share in whole percent",
     )
     pending = serializers.BooleanField(
         help_text="the entry awaits its list's review (only with include_pending)"
@@ -259,9 +269,10 @@ class MatchView(ConsortiumView):
                 pointer="/limit",
                 limit=most,
             )
-        # A match costs in proportion to its hashes: the match limits count hashes, not
-        # requests (the request itself counted one, before its body was read).
-        self.rate_limit_charge(len(queries) - 1)
+        # A match costs in proportion to its hashes: the match limits count hashes (a
+        # video's frames each), not requests (the request itself counted one, before its
+        # body was read).
+        self.rate_limit_charge(_query_cost(queries) - 1)
         results = match_hashes(
             partner=self.partner,
             queries=queries,
@@ -315,10 +326,22 @@ class MatchView(ConsortiumView):
             raise MalformedRequest(
                 f"at most {settings.MATCH_MAX_HASHES} hashes per request", pointer="/hashes"
             )
-        return [
+        queries = [
             HashQuery(*hash_item_parse(item, f"/hashes/{position}"))
             for position, item in enumerate(items)
         ]
+        frames = sum(query.value.count(",") + 1 for query in queries if query.algorithm == "vpdq")
+        if frames > settings.MATCH_MAX_FRAMES:
+            raise MalformedRequest(
+                f"the videos hold {frames} frames; at most {settings.MATCH_MAX_FRAMES} per request",
+                pointer="/hashes",
+            )
+        return queries
+
+
+def _query_cost(queries: list[HashQuery]) -> int:
+    """Hashes matched: one per hash, one per frame of a video."""
+    return sum(query.value.count(",") + 1 if query.algorithm == "vpdq" else 1 for query in queries)
 
 
 def _limit(data: Any) -> int:
@@ -355,6 +378,8 @@ def _result_body(result: QueryResult) -> dict[str, Any]:
                 "distance": match.distance,
                 "variant": match.variant,
                 "rule": match.rule,
+                "query_share": None if match.shares is None else match.shares.query_share,
+                "stored_share": None if match.shares is None else match.shares.stored_share,
                 "pending": match.pending,
                 **shown_provenance(match.entry),
             }

@@ -25,7 +25,8 @@ only when a match asks for pending entries, until its entry_confirmed event move
 list's index. An entry_quarantined event takes the entry (and its variants) out of whichever
 index held it and parks its values here, so that its entry_quarantine_resolved event
 (`resolution` `restored`) puts it back without reading a row; a quarantined entry never
-matches, pending asked for or not.
+matches, pending asked for or not. A video's frames are held the same way: in its list's
+frame index, its pending frame index, or parked with it.
 
 The follower remembers the digest of the last leaf it applied and checks it on every refresh;
 if the log at that index holds another leaf (a database restored or reset under a running
@@ -49,9 +50,10 @@ import numpy as np
 from audit.selectors import log_entry_events_below, log_events_from, log_leaf, log_size
 from consortium_client import leaves
 from consortium_client.commitments import commitment_opens
-from consortium_client.hashvalues import ALGORITHMS
+from consortium_client.hashvalues import ALGORITHMS, VPDQ_MAX_FRAMES, vpdq_value_parse
 from consortium_client.index import ExactIndex, HammingIndex, index_for
 from consortium_client.variants import MAX_VARIANTS
+from consortium_client.vpdq import VideoShares
 from hashes.models import Entry, EntryVariant
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ Key = tuple[int, str]  # (list id, algorithm)
 # that the row names its entry and the leaf's variant without a table beside the index.
 VARIANT_SLOTS = 64
 assert MAX_VARIANTS <= VARIANT_SLOTS  # noqa: S101 - a position must fit in its slot
+# A video's frame in its list's frame index: entry id x FRAME_SLOTS + the frame's place in
+# the value, likewise.
+FRAME_SLOTS = 4096
+assert VPDQ_MAX_FRAMES <= FRAME_SLOTS  # noqa: S101 - a frame's place must fit in its slot
+# Stored frames kept per query frame and list: a frame that hundreds of videos share (a
+# studio's logo) cannot make one query cost more; the answer says `truncated` when cut.
+FRAME_HITS = 1000
 
 
 @dataclass(frozen=True)
@@ -79,9 +88,34 @@ class IndexHit:
     distance: int
     list_id: int
     algorithm: str
-    value: str  # of the row that matched: the entry's own value or its variant's
+    # Of the row that matched: the entry's own value or its variant's; for a video, the
+    # SHA-256 (hex) of its value, which the index keeps instead of the value.
+    value: str
     variant: str | None = None  # the variant's name, or None for the entry's own value
     pending: bool = False  # found in the list's pending index (awaiting review)
+    shares: VideoShares | None = None  # for a video: its frames matched each way
+
+
+class VideoRule(NamedTuple):
+    """A list's vPDQ rule (HashList's video settings; consortium_client.vpdq)."""
+
+    frame_distance: int
+    quality_floor: int
+    query_share: int
+    stored_share: int
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """What the index keeps of a video entry beside its frames' hashes: their qualities in
+    the value's order (a frame's place is its row's), and the SHA-256 of the value."""
+
+    qualities: np.ndarray
+    digest: str
+
+
+def value_digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass
@@ -226,9 +260,11 @@ class Parked:
 
     list_id: int
     algorithm: str
-    value: str
+    value: str  # for a video, its digest (its frames are in `frames`)
     pending: bool
     variants: list[tuple[int, str]]  # (row id, value)
+    frames: list[tuple[int, str]] = field(default_factory=list)  # a video's (row id, PDQ)
+    video: StoredVideo | None = None
 
 
 class MatchIndexes:
@@ -247,6 +283,11 @@ class MatchIndexes:
         self.pending_by_list: dict[int, dict[str, Index]] = defaultdict(dict)
         self.pending_variants_by_list: dict[int, Index] = {}
         self.parked: dict[int, Parked] = {}
+        # Per list, its videos' frames (PDQ), by FRAME_SLOTS row id, and those of its videos
+        # awaiting review; per indexed video entry (either), what else the rule needs.
+        self.frames_by_list: dict[int, Index] = {}
+        self.pending_frames_by_list: dict[int, Index] = {}
+        self.videos: dict[int, StoredVideo] = {}
         self.position = -1  # index of the last log event applied
         self.position_digest: bytes | None = None
         self.loaded = False
@@ -330,6 +371,91 @@ class MatchIndexes:
                 for kept, cut in zip(kept_per_value, truncated, strict=True)
             ]
 
+    def search_videos(
+        self,
+        *,
+        values: list[str],
+        rules: dict[int, VideoRule],
+        limit: int,
+        include_pending: bool = False,
+    ) -> list[IndexResult]:
+        """For each vpdq value, the nearest `limit` videos (by distance, then id) of the lists
+        in `rules` that match it under each list's rule; lists not named are never read.
+        Each query frame of at least the list's quality floor is looked up in the list's
+        frame index (never a scan of its videos); a video reached by some frame is then
+        judged by the shares of frames matched each way. Videos awaiting review are searched
+        only if `include_pending` (in the list's pending frame index); quarantined never."""
+        with self._lock:
+            sources = [(self.frames_by_list, False)]
+            if include_pending:
+                sources.append((self.pending_frames_by_list, True))
+            results = []
+            for value in values:
+                frames = vpdq_value_parse(value)
+                found: list[tuple[int, int, int, bool, VideoShares]] = []
+                truncated = False
+                for list_id, rule in sorted(rules.items()):
+                    asked = [frame.pdq for frame in frames if frame.quality >= rule.quality_floor]
+                    if not asked:
+                        continue
+                    for frames_by_list, pending in sources:
+                        index = frames_by_list.get(list_id)
+                        if index is None or not len(index):
+                            continue
+                        cut, shares = self._video_shares(index, asked, rule)
+                        truncated |= cut
+                        for entry_id, share in shares.items():
+                            if share.matches(
+                                query_share=rule.query_share, stored_share=rule.stored_share
+                            ):
+                                found.append((share.distance, entry_id, list_id, pending, share))
+                found.sort(key=lambda hit: (hit[0], hit[1]))
+                results.append(
+                    IndexResult(
+                        hits=[
+                            IndexHit(
+                                entry_id,
+                                distance,
+                                list_id,
+                                "vpdq",
+                                self.videos[entry_id].digest,
+                                pending=pending,
+                                shares=share,
+                            )
+                            for distance, entry_id, list_id, pending, share in found[:limit]
+                        ],
+                        truncated=truncated or len(found) > limit,
+                    )
+                )
+            return results
+
+    def _video_shares(
+        self, index: Index, asked: list[str], rule: VideoRule
+    ) -> tuple[bool, dict[int, VideoShares]]:
+        """Whether a query frame reached more than FRAME_HITS rows, and the shares of each
+        video that some query frame reached."""
+        before = index.candidates_examined
+        searched = index.search_batch(asked, rule.frame_distance, FRAME_HITS + 1)
+        self.candidates_examined += index.candidates_examined - before
+        truncated = False
+        query_hits: dict[int, set[int]] = defaultdict(set)
+        stored_hits: dict[int, set[int]] = defaultdict(set)
+        for position, matches in enumerate(searched):
+            if len(matches) > FRAME_HITS:
+                truncated = True
+            for row_id, _ in matches[:FRAME_HITS]:
+                entry_id, place = divmod(row_id, FRAME_SLOTS)
+                if self.videos[entry_id].qualities[place] >= rule.quality_floor:
+                    query_hits[entry_id].add(position)
+                    stored_hits[entry_id].add(place)
+        shares = {}
+        for entry_id, matched in query_hits.items():
+            compared = int(np.count_nonzero(self.videos[entry_id].qualities >= rule.quality_floor))
+            shares[entry_id] = VideoShares(
+                len(matched), len(asked), len(stored_hits[entry_id]), compared
+            )
+        return truncated, shares
+
     def _search_into(
         self,
         found: list[list[tuple[int, int, int, int, int]]],
@@ -399,6 +525,57 @@ class MatchIndexes:
             [value for _, _, value in found],
         )
 
+    def _videos_add(
+        self, list_id: int, entry_ids: list[int], values: list[str], *, pending: bool = False
+    ) -> None:
+        """Index the frames of the videos `entry_ids` (values from rows that opened their
+        leaves' commitments) in their list's frame index, or its pending frame index."""
+        rows: list[int] = []
+        hashes: list[str] = []
+        for entry_id, value in zip(entry_ids, values, strict=True):
+            frames = vpdq_value_parse(value)
+            self.videos[entry_id] = StoredVideo(
+                np.array([frame.quality for frame in frames], np.uint8), value_digest(value)
+            )
+            rows += [entry_id * FRAME_SLOTS + place for place in range(len(frames))]
+            hashes += [frame.pdq for frame in frames]
+        if rows:
+            self._frame_index(list_id, pending=pending).add(rows, hashes)
+
+    def _frame_index(self, list_id: int, *, pending: bool = False) -> Index:
+        frames_by_list = self.pending_frames_by_list if pending else self.frames_by_list
+        if list_id not in frames_by_list:
+            frames_by_list[list_id] = index_for("pdq")
+        return frames_by_list[list_id]
+
+    @staticmethod
+    def _frame_rows(entry_id: int, video: StoredVideo) -> list[int]:
+        return [entry_id * FRAME_SLOTS + place for place in range(len(video.qualities))]
+
+    def _videos_end(self, list_id: int, entry_ids: Iterable[int]) -> None:
+        rows = []
+        for entry_id in entry_ids:
+            video = self.videos.pop(entry_id, None)
+            if video is not None:
+                rows += self._frame_rows(entry_id, video)
+        for frames_by_list in (self.frames_by_list, self.pending_frames_by_list):
+            if rows and list_id in frames_by_list:
+                frames_by_list[list_id].remove(rows)
+
+    def _video_take(self, list_id: int, entry_id: int, *, pending: bool) -> Parked | None:
+        """Remove a video's frames from the list's frame index (or its pending one) and return
+        them; None if that index does not hold them."""
+        video = self.videos.get(entry_id)
+        index = (self.pending_frames_by_list if pending else self.frames_by_list).get(list_id)
+        if video is None or index is None:
+            return None
+        frames = sorted(index.values_get(self._frame_rows(entry_id, video)).items())
+        if not frames:
+            return None
+        index.remove([row for row, _ in frames])
+        del self.videos[entry_id]
+        return Parked(list_id, "vpdq", video.digest, pending, [], frames, video)
+
     def _variant_index(self, list_id: int, *, pending: bool = False) -> Index:
         variants_by_list = self.pending_variants_by_list if pending else self.variants_by_list
         if list_id not in variants_by_list:
@@ -423,11 +600,14 @@ class MatchIndexes:
             for index_of_list in by_list.get(list_id, {}).values():
                 index_of_list.remove([entry_id])
         self._variants_end(list_id, [entry_id])
+        self._videos_end(list_id, [entry_id])
         self.parked.pop(entry_id, None)
 
     def _take(self, list_id: int, entry_id: int, *, pending: bool) -> Parked | None:
         """Remove an entry and its variants from the list's index (or its pending index) and
         return its values; None if that index does not hold it."""
+        if entry_id in self.videos:
+            return self._video_take(list_id, entry_id, pending=pending)
         for algorithm, index in (self.pending_by_list if pending else self.by_list)[
             list_id
         ].items():
@@ -448,6 +628,12 @@ class MatchIndexes:
         return None
 
     def _put(self, entry_id: int, parked: Parked, *, pending: bool) -> None:
+        if parked.video is not None:
+            self._frame_index(parked.list_id, pending=pending).add(
+                [row for row, _ in parked.frames], [value for _, value in parked.frames]
+            )
+            self.videos[entry_id] = parked.video
+            return
         self._index(parked.list_id, parked.algorithm, pending=pending).add(
             [entry_id], [parked.value]
         )
@@ -503,6 +689,10 @@ class MatchIndexes:
         # Entries added pending review, and the hold events, replayed once all is indexed.
         pending_by_list: dict[int, list[int]] = defaultdict(list)
         holds: list[tuple[int, int, LeafFields]] = []
+        # Videos, per (list, pending review): their frames are indexed, not their values.
+        video_adds: dict[tuple[int, bool], tuple[list[int], list[str]]] = defaultdict(
+            lambda: ([], [])
+        )
         for index, list_id, leaf in log_entry_events_below(size=size, chunk=LOAD_CHUNK):
             event = leaf_fields(leaf)
             if event.type in HOLD_TYPES:
@@ -521,6 +711,11 @@ class MatchIndexes:
                         mine.append(variant_pending)
                     variant_pending = next(variant_rows, None)
                 if entry is None:
+                    continue
+                if ALGORITHMS[entry.algorithm].frames:
+                    video_ids, videos = video_adds[(entry.list_id, event.review == "pending")]
+                    video_ids.append(entry.entry_id)
+                    videos.append(entry.value)
                     continue
                 key = (entry.list_id, entry.algorithm)
                 ids[key].append(entry.entry_id)
@@ -551,6 +746,12 @@ class MatchIndexes:
             self._index(list_id, algorithm).add(id_array[live], hashes.reshape(-1, width)[live])
         for list_id, row_ids in variant_ids.items():
             self._variant_index(list_id).add(row_ids, variant_values[list_id])
+        ended_set = set(revoked)
+        for (list_id, pending_review), (video_ids, videos) in video_adds.items():
+            kept = [(i, v) for i, v in zip(video_ids, videos, strict=True) if i not in ended_set]
+            self._videos_add(
+                list_id, [i for i, _ in kept], [v for _, v in kept], pending=pending_review
+            )
         for list_id, ended_ids in revoked_by_list.items():
             self._variants_end(list_id, ended_ids)
         for list_id, pending_ids in pending_by_list.items():
@@ -643,7 +844,9 @@ class MatchIndexes:
         self, adds: dict[Key, tuple[list[int], list[str]]], *, pending: bool = False
     ) -> None:
         for (list_id, algorithm), (ids, values) in adds.items():
-            if ids:
+            if ids and ALGORITHMS[algorithm].frames:
+                self._videos_add(list_id, ids, values, pending=pending)
+            elif ids:
                 self._index(list_id, algorithm, pending=pending).add(ids, values)
 
     def memory_bytes(self) -> dict[str, int]:
@@ -657,6 +860,10 @@ class MatchIndexes:
             for variants_by_list in (self.variants_by_list, self.pending_variants_by_list):
                 for variants in variants_by_list.values():
                     totals["pdq"] += variants.memory_bytes()
+            for frames_by_list in (self.frames_by_list, self.pending_frames_by_list):
+                for frames in frames_by_list.values():
+                    totals["vpdq"] += frames.memory_bytes()
+            totals["vpdq"] += sum(video.qualities.nbytes + 64 for video in self.videos.values())
             return totals
 
 

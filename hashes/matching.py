@@ -14,8 +14,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from hashes.match_index import IndexHit, MatchIndexes, match_indexes
-from hashes.models import EntryVariant
+from consortium_client.vpdq import VideoShares
+from hashes.match_index import IndexHit, MatchIndexes, VideoRule, match_indexes, value_digest
+from hashes.models import EntryVariant, HashList
 from hashes.selectors import EntryShown, entries_for_match, lists_visible
 from partners.models import Partner
 
@@ -39,6 +40,7 @@ class EntryMatch:
     distance: int
     variant: str | None = None  # the entry's variant that matched; None for its own value
     rule: str = "pdq"
+    shares: VideoShares | None = None  # for a video: its frames matched each way
     pending: bool = False  # awaiting review (only found when the match asked for pending)
 
 
@@ -90,6 +92,18 @@ def match_hashes(
     for position, query in enumerate(queries):
         by_algorithm[query.algorithm].append(position)
     for algorithm, positions in by_algorithm.items():
+        if algorithm == "vpdq":
+            videos = indexes.search_videos(
+                values=[queries[p].value for p in positions],
+                rules={hash_list.pk: video_rule(hash_list) for hash_list in hash_lists},
+                limit=limit,
+                include_pending=include_pending,
+            )
+            for position, index_result in zip(positions, videos, strict=True):
+                results[position].truncated = index_result.truncated
+                for hit in index_result.hits:
+                    found[hit.entry_id].append((position, hit))
+            continue
         radii = {hash_list.pk: hash_list.match_distance(algorithm) for hash_list in hash_lists}
         searched = indexes.search(
             algorithm=algorithm,
@@ -116,7 +130,9 @@ def match_hashes(
             if _row_matches_log(entry, hit, variant_values):
                 rule = match_rule(results[position].query, hit.variant)
                 results[position].matches.append(
-                    EntryMatch(entry, hit.distance, hit.variant, rule, pending=hit.pending)
+                    EntryMatch(
+                        entry, hit.distance, hit.variant, rule, hit.shares, pending=hit.pending
+                    )
                 )
     for result in results:
         result.matches.sort(key=lambda match: (match.distance, match.entry.id))
@@ -141,8 +157,21 @@ def _row_matches_log(
     rather than shown with data the log contradicts, and reported, so that an operator
     looks at the table."""
     value = entry.value if hit.variant is None else variant_values.get((entry.id, hit.variant))
+    if hit.algorithm == "vpdq" and value is not None:
+        value = value_digest(value)  # the index keeps a video's digest, not its frames
     if (entry.hash_list_id, entry.algorithm, value) == (hit.list_id, hit.algorithm, hit.value):
         return True
     # The values stay out of the server's log: they may be erased later, its lines may not.
     logger.error("entry %s differs from its log leaf; left out of a match", entry.id)
     return False
+
+
+def video_rule(hash_list: HashList) -> VideoRule:
+    """The list's vPDQ rule: its frame distance (`match_distances["vpdq"]`, else 31), its
+    quality floor and its two shares."""
+    return VideoRule(
+        hash_list.match_distance("vpdq"),
+        hash_list.video_quality_floor,
+        hash_list.video_query_share,
+        hash_list.video_stored_share,
+    )

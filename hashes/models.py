@@ -4,12 +4,17 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import MD5
 from django.utils import timezone
 
 from consortium_client.feedback import REASON_CODES, VERDICTS, feedback_status
 from consortium_client.hashvalues import ALGORITHMS
+from consortium_client.vpdq import QUALITY_FLOOR as VPDQ_QUALITY_FLOOR
+from consortium_client.vpdq import QUERY_SHARE as VPDQ_QUERY_SHARE
+from consortium_client.vpdq import STORED_SHARE as VPDQ_STORED_SHARE
 from partners.models import ApiKey, Partner, SharingGroup, SigningKey
 
 
@@ -45,6 +50,24 @@ class HashList(models.Model):
         default=dict,
         blank=True,
         help_text='Hamming radius per algorithm, overriding the defaults, e.g. {"pdq": 24}.',
+    )
+    # HMA's vPDQ rule (consortium_client.vpdq): a video matches when at least these shares
+    # of the query's frames and of the stored video's frames (those of PDQ quality at least
+    # the floor) have a frame within the list's vpdq distance on the other side.
+    video_query_share = models.PositiveSmallIntegerField(
+        default=VPDQ_QUERY_SHARE,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Percent of a queried video's frames that must match a stored video's.",
+    )
+    video_stored_share = models.PositiveSmallIntegerField(
+        default=VPDQ_STORED_SHARE,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Percent of a stored video's frames that must match the queried video's.",
+    )
+    video_quality_floor = models.PositiveSmallIntegerField(
+        default=VPDQ_QUALITY_FLOOR,
+        validators=[MaxValueValidator(100)],
+        help_text="Video frames of lower PDQ quality (0-100) are left out on both sides.",
     )
     review_required = models.BooleanField(
         default=False,
@@ -257,7 +280,10 @@ class Entry(models.Model):
         HashList, on_delete=models.PROTECT, related_name="entries", db_index=False
     )
     algorithm = models.CharField(max_length=16)
-    value = models.CharField(max_length=64, null=True)  # noqa: DJ001 - NULL once erased
+    # Up to 64 hex characters for one hash; a vpdq value (a video's frames) is longer, up to
+    # hashvalues.VPDQ_MAX_LENGTH, so the indexes below key on its MD5: a B-tree row holds
+    # at most about 2.7 KB.
+    value = models.TextField(null=True)  # noqa: DJ001 - NULL once erased
     salt = models.CharField(max_length=32, null=True)  # noqa: DJ001 - NULL once erased
     commitment = models.CharField(max_length=64)
     labels = models.JSONField(default=list)
@@ -308,7 +334,10 @@ class Entry(models.Model):
             # A partner holds a hash at most once per list while it is active; other
             # partners may corroborate it with entries of their own.
             models.UniqueConstraint(
-                fields=["hash_list", "algorithm", "value", "partner"],
+                F("hash_list"),
+                F("algorithm"),
+                MD5("value"),
+                F("partner"),
                 condition=Q(status="active"),
                 name="entry_active_once_per_partner",
             ),
@@ -317,7 +346,10 @@ class Entry(models.Model):
             # Revoked hashes by value, for refusing a resubmission signed before the
             # revocation. Partial: revocations are rare, and ingest pays nothing for it.
             models.Index(
-                fields=["hash_list", "algorithm", "value", "partner"],
+                F("hash_list"),
+                F("algorithm"),
+                MD5("value"),
+                F("partner"),
                 condition=Q(status="revoked"),
                 name="entry_revoked_by_hash",
             ),

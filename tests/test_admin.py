@@ -211,6 +211,7 @@ def test_partner_and_list_names_cannot_be_changed_in_admin(admin, alice, shared_
             "owner": partner.pk,
             "visibility": "all",
             "contributors": "members",
+            **VIDEO_RULE_FIELDS,
             "created_at_0": "2026-01-01",
             "created_at_1": "00:00:00",
         },
@@ -400,6 +401,10 @@ def _change_group(admin: Client, alice: PartnerClient) -> Any:
     )
 
 
+# The list form's video settings, as the admin page fills them in (their defaults).
+VIDEO_RULE_FIELDS = {"video_query_share": 80, "video_stored_share": 80, "video_quality_floor": 50}
+
+
 def _add_list(admin: Client, alice: PartnerClient) -> Any:
     return admin.post(
         "/admin/hashes/hashlist/add/",
@@ -409,6 +414,7 @@ def _add_list(admin: Client, alice: PartnerClient) -> Any:
             "owner": alice.partner.pk,
             "visibility": "all",
             "contributors": "members",
+            **VIDEO_RULE_FIELDS,
             "reviews_needed": 1,
             "created_at_0": "2026-01-01",
             "created_at_1": "00:00:00",
@@ -427,6 +433,7 @@ def _change_list(admin: Client, alice: PartnerClient) -> Any:
             "owner": alice.partner.pk,
             "visibility": "all",
             "contributors": "owner",
+            **VIDEO_RULE_FIELDS,
             "reviews_needed": 1,
             "created_at_0": "2026-01-01",
             "created_at_1": "00:00:00",

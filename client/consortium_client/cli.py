@@ -240,10 +240,13 @@ def keygen(out: str) -> None:
 def hash_command(
     paths: tuple[Path, ...], algorithm: tuple[str, ...], output_format: str, jobs: int | None
 ) -> int:
-    """Hash images locally (PATHS: files or directories, recursively); nothing is sent.
+    """Hash images and videos locally (PATHS: files or directories, recursively); nothing
+    is sent.
 
-    Files that cannot be read or are not images are reported on standard error, one line
-    each, and skipped. Exit status: 0 all hashed, 1 some skipped, 2 usage error.
+    A video (told by its content: MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg, ASF)
+    gets md5, sha256 and vpdq (a PDQ hash a second), an image the image algorithms. Files
+    that cannot be read or are neither are reported on standard error, one line each, and
+    skipped. Exit status: 0 all hashed, 1 some skipped, 2 usage error.
     """
     imaging_required()
     algorithms = list(algorithm) or list(ALGORITHM_NAMES)
@@ -259,13 +262,19 @@ def hash_command(
             continue
         if writer is not None:
             writer.writerow(
-                [result.path, *(result.values[a] for a in algorithms), result.pdq_quality]
+                [
+                    result.path,
+                    *(result.values.get(a, "") for a in algorithms),
+                    "" if result.pdq_quality is None else result.pdq_quality,
+                ]
             )
         elif output_format == "lines":
             for name, value in result.values.items():
                 click.echo(f"{name} {value}")
         else:
-            line = {"path": result.path, **result.values, "pdq_quality": result.pdq_quality}
+            line: dict[str, Any] = {"path": result.path, **result.values}
+            if result.pdq_quality is not None:
+                line["pdq_quality"] = result.pdq_quality
             click.echo(json.dumps(line, separators=(",", ":")))
     return 1 if skipped else 0
 
@@ -333,7 +342,7 @@ def sign(config: Config, hashes: str, key: Path | None, list_name: str, labels: 
 @click.option(
     "--images",
     is_flag=True,
-    help="the inputs are images or directories of images, hashed here first",
+    help="the inputs are images or videos (or directories of them), hashed here first",
 )
 @click.option(
     "--algorithm",

@@ -34,6 +34,7 @@ from consortium_client.match_server import (
 )
 from consortium_client.mirror_index import DEFAULT_LIMIT, MirrorMatch, MirrorMatcher, QueryResult
 from consortium_client.mirror_store import MirrorStoreError
+from consortium_client.sniffing import is_video
 
 # Below this many query hashes a fresh `match` scans the snapshot rather than building the
 # index's tables: a scan of 1M PDQ rows is ~10 ms, building their tables ~1 s.
@@ -110,6 +111,9 @@ def image_inputs(paths: Sequence[Path], *, dihedral: bool) -> Iterator[MatchInpu
             "hashing images needs the imaging extras: pip install 'consortium-client[images]'"
         ) from exc
     for path in _files(paths):
+        if _is_video(path):
+            yield _video_input(path)
+            continue
         try:
             hashed = image_file_hashes(path, dihedral=dihedral, canonical=True)
         except OSError as exc:
@@ -123,6 +127,28 @@ def image_inputs(paths: Sequence[Path], *, dihedral: bool) -> Iterator[MatchInpu
         ]
         hashes += _derived_hashes(hashed)
         yield MatchInput(str(path), hashes, quality=hashed.pdq_quality)
+
+
+def _is_video(path: Path) -> bool:
+    try:
+        return is_video(path)
+    except OSError:
+        return False  # reported when the image path reads it
+
+
+def _video_input(path: Path) -> MatchInput:
+    """A video's md5, sha256 and vpdq, or the reason it has none."""
+    try:
+        from consortium_client.video import VideoRejected, video_file_hashes
+    except ImportError:
+        return MatchInput(str(path), error="a video: pip install 'consortium-client[video]'")
+    try:
+        hashed = video_file_hashes(path)
+    except OSError as exc:
+        return MatchInput(str(path), error=f"cannot read: {exc.strerror or exc}")
+    except VideoRejected as exc:
+        return MatchInput(str(path), error=str(exc))
+    return MatchInput(str(path), [(name, value, None) for name, value in hashed.values.items()])
 
 
 def _derived_hashes(hashed: Any) -> list[tuple[str, str, str | None]]:
@@ -158,7 +184,8 @@ def _files(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def radii_parse(options: Sequence[str]) -> dict[str, int]:
-    """`--radius N` (every perceptual algorithm) or `--radius ALGORITHM=N`, repeatable."""
+    """`--radius N` (every perceptual hash; a video's frame distance only as `vpdq=N`) or
+    `--radius ALGORITHM=N`, repeatable."""
     radii: dict[str, int] = {}
     for option in options:
         name, _, number = option.rpartition("=")
@@ -167,7 +194,8 @@ def radii_parse(options: Sequence[str]) -> dict[str, int]:
         except ValueError as exc:
             raise click.BadParameter(f"{option!r}: expected N or ALGORITHM=N") from exc
         if not name:
-            radii.update({n: radius for n, spec in ALGORITHMS.items() if spec.perceptual})
+            hashes = [n for n, spec in ALGORITHMS.items() if spec.perceptual and not spec.frames]
+            radii.update(dict.fromkeys(hashes, radius))
         elif name in ALGORITHMS:
             radii[name] = radius
         else:
@@ -238,6 +266,8 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
             line += f" transform {found.transform}"
         if found.variant is not None:
             line += f" variant {found.variant}"
+        if found.query_share is not None:
+            line += f" frames {found.query_share:.0%} of the query, {found.stored_share:.0%} stored"
         line += f" rule {found.rule}"
         yield line
     if result.truncated:
@@ -259,8 +289,9 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
     "--radius",
     "radius_options",
     multiple=True,
-    help="Search within N bits: N for every perceptual algorithm, or ALGORITHM=N. "
-    "Default: each algorithm's default distance (pdq 31, 64-bit hashes 10).",
+    help="Search within N bits: N for every perceptual hash, or ALGORITHM=N (vpdq=N: a "
+    "video's frame distance). Default: each algorithm's default distance (pdq 31, phash 4, "
+    "dhash 3, ahash and whash 0, vpdq frames 31).",
 )
 @click.option(
     "--limit",

@@ -1,11 +1,14 @@
-"""Hashing image files in bulk: directories walked, files hashed in parallel, refusals kept.
+"""Hashing image and video files in bulk: directories walked, files hashed in parallel,
+refusals kept.
 
 `consortium hash` and `consortium submit --images` are thin wrappers around `files_hash`.
 Every file gives one result, in the order the files were named (a directory's files in
 sorted order), either its hashes (`FileHashed`) or why it was not hashed (`FileRefused`):
-a file that cannot be read, is not an image in an accepted format, or is corrupt is
-reported and skipped, never fatal to the others. Images are decoded in worker processes
-(one per core by default), each image read, hashed in memory and dropped.
+a file that cannot be read, is not an image or video in an accepted format, or is corrupt
+is reported and skipped, never fatal to the others. Whether a file is a video is decided by
+its first bytes (`video.video_container`), never its name: a video gets md5, sha256 and
+vpdq (`consortium_client.video`), an image the image algorithms. Files are decoded in worker
+processes (one per core by default), each read, hashed and dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from consortium_client.hashvalues import ALGORITHMS
+from consortium_client.sniffing import SNIFF_BYTES, video_container
 
 # Image algorithms first, in the order the hashes file and the server list them.
 ALGORITHM_NAMES: tuple[str, ...] = tuple(ALGORITHMS)
@@ -24,18 +28,20 @@ ALGORITHM_NAMES: tuple[str, ...] = tuple(ALGORITHMS)
 
 @dataclass(frozen=True)
 class FileHashed:
-    """An image's hashes, by algorithm (only those asked for), and PDQ's 0-100 quality."""
+    """A file's hashes, by algorithm (only those asked for), and for an image PDQ's 0-100
+    quality (None for a video: each of its frames has its own, inside the vpdq value)."""
 
     path: str
     values: dict[str, str]
-    pdq_quality: int
+    pdq_quality: int | None
     # The PDQ variants to submit with the pdq entry (variants.submitted_variants), if asked.
     pdq_variants: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class FileRefused:
-    """A file that was not hashed: `reason` is an `ImageRejected` slug or `unreadable`."""
+    """A file that was not hashed: `reason` is an `ImageRejected` or `VideoRejected` slug,
+    or `unreadable`."""
 
     path: str
     reason: str
@@ -65,6 +71,14 @@ def file_hash(
     """One file's hashes, or why it has none; with `variants`, also the PDQ variants a
     submitter sends (the canonical image's hash and `variants.VARIANTS` of it). Runs in a
     worker process: picklable in and out."""
+    wanted = ALGORITHM_NAMES if algorithms is None else algorithms
+    try:
+        with open(path, "rb") as file:
+            head = file.read(SNIFF_BYTES)
+    except OSError as exc:
+        return FileRefused(path, "unreadable", f"cannot read: {exc.strerror or exc}")
+    if video_container(head) is not None:
+        return _video_hash(path, wanted)
     # Imported here so that the library imports without the imaging extras installed.
     from consortium_client.imaging import ImageRejected, image_file_hashes
     from consortium_client.variants import submitted_variants
@@ -75,12 +89,28 @@ def file_hash(
         return FileRefused(path, exc.reason, exc.message)
     except OSError as exc:
         return FileRefused(path, "unreadable", f"cannot read: {exc.strerror or exc}")
-    wanted = ALGORITHM_NAMES if algorithms is None else algorithms
-    values = {name: hashed.values[name] for name in ALGORITHM_NAMES if name in wanted}
+    values = {n: hashed.values[n] for n in ALGORITHM_NAMES if n in wanted and n in hashed.values}
     found = None
     if variants and "pdq" in values:
         found = submitted_variants(values["pdq"], hashed.pdq_canonical, hashed.pdq_variants)
     return FileHashed(path, values, hashed.pdq_quality, found)
+
+
+def _video_hash(path: str, wanted: Sequence[str]) -> FileHashed | FileRefused:
+    try:
+        from consortium_client.video import VideoRejected, video_file_hashes
+    except ImportError:
+        return FileRefused(
+            path, "no-video-support", "a video: install consortium-client[video] to hash it"
+        )
+    try:
+        hashed = video_file_hashes(path)
+    except VideoRejected as exc:
+        return FileRefused(path, exc.reason, str(exc))
+    except OSError as exc:
+        return FileRefused(path, "unreadable", f"cannot read: {exc.strerror or exc}")
+    values = {n: hashed.values[n] for n in ALGORITHM_NAMES if n in wanted and n in hashed.values}
+    return FileHashed(path, values, None)
 
 
 def _hash_batch(

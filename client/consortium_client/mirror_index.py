@@ -45,9 +45,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from consortium_client.hashvalues import ALGORITHMS, HashValueError, algorithm_get, hash_value_parse
+from consortium_client.hashvalues import (
+    ALGORITHMS,
+    SINGLE_ALGORITHMS,
+    HashValueError,
+    algorithm_get,
+    hash_value_parse,
+    vpdq_value_parse,
+)
 from consortium_client.index import ExactIndex, HammingIndex, hashes_pack
 from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
+from consortium_client.vpdq import VideoShares, video_shares
 
 Index = HammingIndex | ExactIndex
 Ints = npt.NDArray[np.int64]
@@ -61,7 +69,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # row `entry * VARIANT_SLOTS + position` names the entry and the variant of its leaf.
 VARIANTS_KEY = "pdq-variants"
 VARIANT_SLOTS = 64
-SNAPSHOT_NAMES: tuple[str, ...] = (*ALGORITHMS, VARIANTS_KEY)
+# A video (vpdq) is a set of frames, not one row: the mirror matches videos by their frames
+# (`_video_matches`), not through a snapshot.
+SNAPSHOT_NAMES: tuple[str, ...] = (*SINGLE_ALGORITHMS, VARIANTS_KEY)
 
 
 def _width(name: str) -> int:
@@ -264,6 +274,9 @@ class MirrorMatch:
     envelope_sha256: str
     transform: str | None = None  # which dihedral transformation of the query matched
     variant: str | None = None  # the entry's variant that matched; None for its own value
+    # For a video (vpdq): the shares of frames matched each way (consortium_client.vpdq).
+    query_share: float | None = None
+    stored_share: float | None = None
 
     @property
     def rule(self) -> str:
@@ -301,6 +314,9 @@ class MirrorMatch:
             found["transform"] = self.transform
         found["variant"] = self.variant
         found["rule"] = self.rule
+        if self.query_share is not None:
+            found["query_share"] = self.query_share
+            found["stored_share"] = self.stored_share
         return found
 
     @classmethod
@@ -318,6 +334,8 @@ class MirrorMatch:
             envelope_sha256=str(data["envelope_sha256"]),
             transform=data.get("transform"),
             variant=data.get("variant"),
+            query_share=None if data.get("query_share") is None else float(data["query_share"]),
+            stored_share=None if data.get("stored_share") is None else float(data["stored_share"]),
         )
 
 
@@ -438,9 +456,16 @@ class MirrorMatcher:
         by_algorithm: dict[str, list[int]] = {}
         for position, (algorithm, _) in enumerate(parsed):
             by_algorithm.setdefault(algorithm, []).append(position)
+        shares: dict[tuple[int, int], VideoShares] = {}  # (query, entry) -> a video's shares
         with self._lock:
             for algorithm, positions in by_algorithm.items():
                 values = [parsed[p][1] for p in positions]
+                if ALGORITHMS[algorithm].frames:
+                    for position, value in zip(positions, values, strict=True):
+                        for entry_id, share in self._videos_matching(value, reach[algorithm]):
+                            found[position].append((share.distance, entry_id, 0, entry_id))
+                            shares[(position, entry_id)] = share
+                    continue
                 index = self.indexes[algorithm]
                 if len(index):
                     # One more than asked for, to tell a cut answer from a complete one.
@@ -467,13 +492,38 @@ class MirrorMatcher:
         wanted = sorted({row[1] for kept in nearest for row in kept})
         details = self._details(wanted)
         names = self._variant_names([row[3] for kept in nearest for row in kept if row[2]])
-        for result, kept in zip(results, nearest, strict=True):
+        for position, (result, kept) in enumerate(zip(results, nearest, strict=True)):
             result.matches = [
-                _with_distance(details[entry_id], distance, names.get(row) if is_variant else None)
+                _with_distance(
+                    details[entry_id],
+                    distance,
+                    names.get(row) if is_variant else None,
+                    shares.get((position, entry_id)),
+                )
                 for distance, entry_id, is_variant, row in kept
                 if entry_id in details and details[entry_id].algorithm == result.algorithm
             ]
         return results
+
+    def _videos_matching(self, value: str, frame_distance: int) -> list[tuple[int, VideoShares]]:
+        """The mirror's active videos that match the vpdq `value` under HMA's rule with its
+        defaults (the feed does not carry a list's own settings), at `frame_distance`.
+
+        A scan of the mirror's videos, each compared frame by frame (numpy): the server holds
+        their frames in an index instead; a mirror's videos are read from the file at each
+        query, so that they need no snapshot and a revocation synced since counts at once."""
+        query = vpdq_value_parse(value)
+        rows = self._reader().execute(
+            "SELECT id, value FROM entries WHERE algorithm = 'vpdq' AND status = 'active' "
+            "AND value IS NOT NULL AND id <= ? ORDER BY id",
+            [self.cursor],
+        )
+        found = []
+        for entry_id, stored in rows:
+            share = video_shares(query, vpdq_value_parse(stored), frame_distance=frame_distance)
+            if share.matches():
+                found.append((int(entry_id), share))
+        return found
 
     def _variant_names(self, rows: list[int]) -> dict[int, str]:
         """Row id -> the variant's name, for the variant rows `rows`."""
@@ -579,8 +629,16 @@ class MirrorMatcher:
         return True
 
 
-def _with_distance(match: MirrorMatch, distance: int, variant: str | None = None) -> MirrorMatch:
-    return MirrorMatch(**{**match.__dict__, "distance": distance, "variant": variant})
+def _with_distance(
+    match: MirrorMatch,
+    distance: int,
+    variant: str | None = None,
+    shares: VideoShares | None = None,
+) -> MirrorMatch:
+    changes: dict[str, Any] = {"distance": distance, "variant": variant}
+    if shares is not None:
+        changes.update(query_share=shares.query_share, stored_share=shares.stored_share)
+    return MirrorMatch(**{**match.__dict__, **changes})
 
 
 def _index_build(snapshot: Snapshot, tables: bool) -> Index:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models.functions import MD5
 
 from audit.actors import Actor
 from audit.services import EventDraft, access_event_record, checkpoint_soon, log_append
@@ -261,9 +263,10 @@ def _refuse_signed_before_revocation(
             partner_id=partner_id,
             status=Entry.Status.REVOKED,
             algorithm__in={draft.algorithm for draft in drafts},
-            value__in=[draft.value for draft in drafts],
             revoked_at__gte=signed_at,
         )
+        .alias(value_md5=MD5("value"))
+        .filter(value_md5__in=_md5s(drafts))
         .order_by("revoked_at")  # the latest revocation of a hash names it
         .values_list("algorithm", "value", "id", "revoked_at")
     )
@@ -288,8 +291,10 @@ def _raise_first_existing(*, actor: Actor, statement: SignedStatement, values: A
             hash_list=hash_list,
             partner=actor.partner,
             status=Entry.Status.ACTIVE,
-            value__in=[draft.value for draft in drafts],
-        ).values_list("algorithm", "value", "id")
+        )
+        .alias(value_md5=MD5("value"))
+        .filter(value_md5__in=_md5s(drafts))
+        .values_list("algorithm", "value", "id")
     )
     by_hash = {(algorithm, value): entry_id for algorithm, value, entry_id in held}
     for position, draft in enumerate(drafts):
@@ -301,3 +306,12 @@ def _raise_first_existing(*, actor: Actor, statement: SignedStatement, values: A
                 pointer=f"/entries/{position}",
                 entry=entry_id,
             )
+
+
+def _md5s(drafts: list[EntryDraft]) -> list[str]:
+    """The MD5s of the drafts' values, as the entries' indexes key on them (a vpdq value is
+    too long for a B-tree row): a lookup by MD5(value) uses the index, one by value would
+    not. Equal MD5s of different values are told apart by the value compared after."""
+    return sorted(
+        {hashlib.md5(d.value.encode(), usedforsecurity=False).hexdigest() for d in drafts}
+    )
