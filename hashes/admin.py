@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -52,11 +53,7 @@ class RevokeForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
 
 
-class EraseForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea, max_length=1000)
-
-
-class RestoreForm(forms.Form):
+class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
 
 
@@ -117,13 +114,33 @@ class EntryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Restore selected quarantined entries (asks for a reason)")
     def restore(self, request: HttpRequest, queryset: QuerySet[Entry]) -> TemplateResponse | None:
-        form = RestoreForm(request.POST if "reason" in request.POST else None)
+        return self._each_with_reason(
+            request,
+            queryset,
+            service=quarantine_restore,
+            done="Restored",
+            template="admin/hashes/restore.html",
+            title="Restore quarantined entries",
+        )
+
+    def _each_with_reason(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Entry],
+        *,
+        service: Callable[..., Any],
+        done: str,
+        template: str,
+        title: str,
+    ) -> TemplateResponse | None:
+        """An action that asks for a reason, then calls `service` on each selected entry."""
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
         if form.is_bound and form.is_valid():
-            restored = 0
-            # One transaction per entry: each restoration is its own event and access event.
+            count = 0
+            # One transaction per entry: each is its own log event and access event.
             for entry in queryset.order_by("pk"):
                 try:
-                    quarantine_restore(
+                    service(
                         actor=admin_actor(request),
                         entry_id=entry.pk,
                         reason=form.cleaned_data["reason"],
@@ -131,15 +148,15 @@ class EntryAdmin(ReadOnlyAdmin):
                 except ConsortiumError as exc:
                     self.message_user(request, exc.detail, level="error")
                     continue
-                restored += 1
-            self.message_user(request, f"Restored {restored} entries.")
+                count += 1
+            self.message_user(request, f"{done} {count} entries.")
             return None
         return TemplateResponse(
             request,
-            "admin/hashes/restore.html",
+            template,
             {
                 **self.admin_site.each_context(request),
-                "title": "Restore quarantined entries",
+                "title": title,
                 "entries": queryset,
                 "form": form,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -183,34 +200,13 @@ class EntryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Erase the hash values of selected entries (asks for a reason)")
     def erase(self, request: HttpRequest, queryset: QuerySet[Entry]) -> TemplateResponse | None:
-        form = EraseForm(request.POST if "reason" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            erased = 0
-            # One transaction per entry: each erasure is its own event and access event.
-            for entry in queryset.order_by("pk"):
-                try:
-                    entry_erase(
-                        actor=admin_actor(request),
-                        entry_id=entry.pk,
-                        reason=form.cleaned_data["reason"],
-                    )
-                except ConsortiumError as exc:
-                    self.message_user(request, exc.detail, level="error")
-                    continue
-                erased += 1
-            self.message_user(request, f"Erased {erased} entries.")
-            return None
-        return TemplateResponse(
+        return self._each_with_reason(
             request,
-            "admin/hashes/erase.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Erase entries",
-                "entries": queryset,
-                "form": form,
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
-            },
+            queryset,
+            service=entry_erase,
+            done="Erased",
+            template="admin/hashes/erase.html",
+            title="Erase entries",
         )
 
 
