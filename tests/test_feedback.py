@@ -539,3 +539,31 @@ def test_log_verify_finds_a_verdict_changed_in_the_database(trio) -> None:
 
     with pytest.raises(Divergence, match=r"hashes_feedback .*verdict differs"):
         log_verify()
+
+
+def test_administrator_restores_a_quarantine_in_the_admin_after_giving_a_reason(trio) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from tests.conftest import staff_login
+
+    alice, bob, carol = trio
+    HashList.objects.filter(name="ncii").update(quarantine_after=1)
+    value = pdq()
+    entry = submit_one(alice, "ncii", value)
+    given(bob, entry, "false_positive")
+    browser = Client()
+    staff_login(browser, User.objects.create_superuser("admin", "admin@example.org", None))
+    data = {"action": "restore", "_selected_action": [str(entry)], "index": "0"}
+
+    asked = browser.post("/admin/hashes/entry/", data, follow=True)
+
+    assert b"Restore quarantined entries" in asked.content
+    assert matches(carol, value) == []
+    browser.post("/admin/hashes/entry/", {**data, "reason": "reviewed again"}, follow=True)
+    assert [m["entry"] for m in matches(carol, value)] == [entry]
+    events, _ = carol.feed_all()
+    resolved = [e for e in events if e["type"] == "entry_quarantine_resolved"]
+    assert [(e["resolution"], e["resolved_by"], e["reason"]) for e in resolved] == [
+        ("restored", "admin:admin", "reviewed again")
+    ]
