@@ -189,6 +189,15 @@ class _Stream(Generic[T]):
         row, self.head = self.head, next(self._rows, None)
         return row
 
+    def close(self) -> None:
+        """End the stream's server-side cursor now. Left to the garbage collector, a stream
+        that a divergence stopped early closes its cursor at whatever moment the collector
+        runs, possibly in the middle of another query on the same connection, which psycopg
+        cannot interleave: the process then waits on itself for ever."""
+        close = getattr(self._rows, "close", None)
+        if close is not None:
+            close()
+
 
 def _no_float(text: str) -> Any:
     raise ValueError("a number with a fraction or an exponent")
@@ -412,6 +421,13 @@ class _Verifier:
         )
         self.submission: _SignedGroup | None = None
         self.revocation: _SignedGroup | None = None
+
+    def close(self) -> None:
+        """Close every stream, whether the walk finished or stopped at a divergence."""
+        streams = [tiles.rows for tiles in self.tile_levels]
+        streams += [value for value in vars(self).values() if isinstance(value, _Stream)]
+        for stream in streams:
+            stream.close()
 
     # The walk
 
@@ -1496,4 +1512,8 @@ def log_verify(*, chunk: int = CHUNK, progress: bool = False) -> LogVerifyReport
     otherwise. Reads only: it writes nothing, not even an access event (the command does).
     """
     with _snapshot():
-        return _Verifier(chunk=chunk, progress=progress).run()
+        verifier = _Verifier(chunk=chunk, progress=progress)
+        try:
+            return verifier.run()
+        finally:
+            verifier.close()

@@ -5,6 +5,7 @@ table the log commits to; a partner's own client, verifying through HTTP, fails 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import secrets
@@ -760,3 +761,33 @@ def test_a_deleted_or_added_variant_is_reported(
             "DELETE FROM hashes_entryvariant WHERE entry_id = %s AND position = 2", [entry_id]
         )
     assert f"hashes_entryvariant entry {entry_id}: the rows are not the leaf's" in _divergence()
+
+
+def test_a_run_stopped_early_closes_every_cursor_it_opened(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cursor's generator left to the garbage collector closes its cursor in the middle of
+    # whatever query runs next on the connection, which psycopg cannot interleave: a test run
+    # hung once that way. A run stopped by a divergence must close its streams itself.
+    from audit import log_verify as module
+
+    streams: list[Any] = []
+    opened = module._Stream.__init__
+
+    def recorded(self: Any, rows: Any) -> None:
+        streams.append(self)
+        opened(self, rows)
+
+    monkeypatch.setattr(module._Stream, "__init__", recorded)
+    with _as_database_owner("hashes_entry") as cursor:
+        cursor.execute(
+            "UPDATE hashes_entry SET value = %s WHERE id = %s", [pdq(7), world.alice_entries[0]]
+        )
+
+    with pytest.raises(module.Divergence):
+        log_verify(chunk=1)
+
+    # Read one row at a time and stopped at the first entry, several streams had rows left.
+    generators = [stream._rows for stream in streams if inspect.isgenerator(stream._rows)]
+    assert sum(stream.head is not None for stream in streams) >= 3
+    assert {inspect.getgeneratorstate(rows) for rows in generators} == {inspect.GEN_CLOSED}
