@@ -15,6 +15,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 QUICK_START = "DATABASE_URL" not in env
+# Where the quick start keeps its SQLite database, and the log's signing key by default.
+DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / ".data")))
 
 DEBUG = env.bool("DEBUG", default=QUICK_START)
 if QUICK_START:
@@ -38,7 +40,7 @@ API_KEY_HMAC_KEY = env("API_KEY_HMAC_KEY", default=SECRET_KEY)
 LOG_ORIGIN = env("LOG_ORIGIN", default="consortium.example/log")
 # The log's Ed25519 signing key (Go's note skey text form), outside the database so that a
 # database dump cannot sign checkpoints; made on first use, mode 0600. Keep it with backups.
-LOG_KEY_FILE = Path(env("LOG_KEY_FILE", default=str(BASE_DIR / ".data" / "log.key")))
+LOG_KEY_FILE = Path(env("LOG_KEY_FILE", default=str(DATA_DIR / "log.key")))
 # Seconds between scheduled checkpoint signings (celery beat); writes also queue one.
 CHECKPOINT_INTERVAL = env.int("CHECKPOINT_INTERVAL", default=60)
 # Outside witnesses each new checkpoint is pushed to (c2sp.org/tlog-witness add-checkpoint),
@@ -114,8 +116,8 @@ TEMPLATES = [
 ]
 
 if QUICK_START:
-    (BASE_DIR / ".data").mkdir(exist_ok=True)
-    DATABASES = {"default": env.db_url_config(f"sqlite:///{BASE_DIR / '.data' / 'db.sqlite3'}")}
+    DATA_DIR.mkdir(exist_ok=True)
+    DATABASES = {"default": env.db_url_config(f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
 else:
     DATABASES = {"default": env.db("DATABASE_URL")}
     # Keep connections between requests (Django's default opens one per request, which
@@ -217,6 +219,9 @@ SUBMISSION_MAX_ENTRIES = env.int("SUBMISSION_MAX_ENTRIES", default=10_000)
 ENVELOPE_MAX_AGE = env.int("ENVELOPE_MAX_AGE", default=24 * 60 * 60)
 ENVELOPE_MAX_SKEW = env.int("ENVELOPE_MAX_SKEW", default=5 * 60)
 FEED_PAGE_MAX = 10_000
+# The hash values one feed page carries stop past this many bytes (a video's value is up to
+# 241 KB): the page then ends early, with has_more. The first entry of a page always comes.
+FEED_PAGE_MAX_BYTES = env.int("FEED_PAGE_MAX_BYTES", default=8 * 1024 * 1024)
 
 # Staff sessions (the admin, the auditor pages) end after this long without a request, and
 # this long after login whatever happens (staff.middleware); the cookie lives no longer.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -315,13 +316,25 @@ class FeedPage:
 # as ORM expressions cost about a millisecond per request to compile, more than running it
 # for a small page.
 _FEED_VALUES_SQL = """
-SELECT CASE WHEN e.status = %s OR e.value IS NULL OR e.salt IS NULL
+SELECT e.id, CASE WHEN e.before > 0 AND e.before + e.own > %(cap)s THEN NULL
+    WHEN e.status = %(erased)s OR e.value IS NULL OR e.salt IS NULL
     THEN '{{"index":' || e.id || ',"erased":true}}'
     ELSE '{{"index":' || e.id || ',"value":' || {value} || ',"salt":' || {salt}
         || COALESCE((SELECT ',"variants":[' || {variants} || ']'
-            FROM {variant_table} v WHERE v.entry_id = e.id), '')
+            FROM {variant_rows}), '')
         || '}}' END
-FROM {table} e WHERE e.id >= %s AND e.id <= %s AND e.hash_list_id IN ({lists}) ORDER BY e.id
+FROM (
+    SELECT e.id, e.status, e.value, e.salt, COALESCE({length}, 0) AS own,
+        COALESCE(SUM({length}) OVER (ORDER BY e.id
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before,
+        COALESCE(SUM({length}) OVER (ORDER BY e.id
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING), 0) AS before_previous
+    FROM {table} e
+    WHERE e.id >= %(first)s AND e.id <= %(last)s AND e.hash_list_id IN ({lists})
+) e
+WHERE e.before = 0 OR e.before + e.own <= %(cap)s OR e.before_previous = 0
+    OR e.before <= %(cap)s
+ORDER BY e.id
 """
 
 
@@ -329,6 +342,13 @@ def _json_string(column: str) -> str:
     if connection.vendor == "sqlite":
         return f"json_quote({column})"
     return f"to_json({column})::text"
+
+
+def _octet_length(column: str) -> str:
+    # PostgreSQL reads a long value's length from its header, without fetching the value.
+    if connection.vendor == "sqlite":
+        return f"length(CAST({column} AS BLOB))"
+    return f"octet_length({column})"
 
 
 def _variant_openings() -> str:
@@ -339,30 +359,62 @@ def _variant_openings() -> str:
         f"""{_json_string("v.salt")} || '}}'"""
     )
     if connection.vendor == "sqlite":
-        return f"group_concat({item}, ',' ORDER BY v.position)"
+        return f"group_concat({item}, ',')"
     return f"string_agg({item}, ',' ORDER BY v.position)"
 
 
-def feed_values(*, first: int, last: int, list_ids: list[int]) -> bytes:
+def _variant_rows() -> str:
+    """The variant rows of entry `e`, for `_variant_openings`, in position order."""
+    table = connection.ops.quote_name(EntryVariant._meta.db_table)
+    if connection.vendor == "sqlite":
+        # SQLite before 3.44 (Debian 12 has 3.40) has no ORDER BY in an aggregate; it
+        # concatenates in the order rows come, so they come from an ordered subquery.
+        return f"(SELECT * FROM {table} WHERE entry_id = e.id ORDER BY position) v"  # noqa: S608
+    return f"{table} v WHERE v.entry_id = e.id"
+
+
+@dataclass(frozen=True)
+class FeedValues:
+    items: bytes  # the JSON array
+    # The first entry left out for the byte cap: the page ends before its event.
+    cut: int | None
+
+
+def feed_values(*, first: int, last: int, list_ids: list[int], max_bytes: int) -> FeedValues:
     """The openings of the entries added in a feed page whose events span indexes `first`
     to `last` (every event in that range on the lists `list_ids`), as a JSON array in log
     order. An entry's id is the index of its entry_added event, so the entries of those
     lists in that id range are exactly the page's adds: one primary-key range scan (an IN
-    list of 10,000 ids costs several times more), no leaf parsing."""
+    list of 10,000 ids costs several times more), no leaf parsing.
+
+    The values stop once they would pass `max_bytes` (a video's value is up to 241 KB, so a
+    page of 10,000 could be gigabytes); the first entry always comes, so a page always moves
+    on. The database measures each value from its stored length (no value is read to be
+    measured) and builds items only for the entries kept; `cut` names the first left out."""
     if not list_ids:
-        return b"[]"
+        return FeedValues(b"[]", None)
     query = _FEED_VALUES_SQL.format(
         table=connection.ops.quote_name(Entry._meta.db_table),
-        variant_table=connection.ops.quote_name(EntryVariant._meta.db_table),
+        variant_rows=_variant_rows(),
         value=_json_string("e.value"),
         salt=_json_string("e.salt"),
         variants=_variant_openings(),
-        lists=", ".join(["%s"] * len(list_ids)),
+        length=_octet_length("e.value"),
+        lists=", ".join(f"%(list{i})s" for i in range(len(list_ids))),
     )
+    params: dict[str, int | str] = {
+        "cap": max_bytes,
+        "erased": Entry.Status.ERASED,
+        "first": first,
+        "last": last,
+    }
+    params.update({f"list{i}": list_id for i, list_id in enumerate(list_ids)})
     with connection.cursor() as cursor:
-        cursor.execute(query, [Entry.Status.ERASED, first, last, *list_ids])
-        items = [item for (item,) in cursor.fetchall()]
-    return b"[%b]" % ",".join(items).encode()
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
+    cut = rows[-1][0] if rows and rows[-1][1] is None else None
+    items = [item for _, item in rows if item is not None]
+    return FeedValues(b"[%b]" % ",".join(items).encode(), cut)
 
 
 def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
@@ -376,12 +428,25 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
     end = min(size, after + 1 + limit * FEED_SCAN_FACTOR)
     list_ids = lists_visible_ids(partner=partner)
     rows = log_page_for_lists(after=after, end=end, list_ids=list_ids, limit=limit)
-    next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
+    if not rows:
+        next_cursor = max(end - 1, after)
+        return FeedPage([], b"[]", next_cursor, has_more=next_cursor < size - 1)
+    values = feed_values(
+        first=rows[0][0],
+        last=rows[-1][0],
+        list_ids=list_ids,
+        max_bytes=settings.FEED_PAGE_MAX_BYTES,
+    )
+    if values.cut is not None:
+        # Every event before the cut entry's own is on the page (the events between the
+        # last kept one and it are not this partner's to see): the next page starts there.
+        rows = [row for row in rows if row[0] < values.cut]
+        next_cursor = values.cut - 1
+    else:
+        next_cursor = rows[-1][0] if len(rows) == limit else max(end - 1, after)
     return FeedPage(
         leaves=[leaf for _, leaf in rows],
-        values=feed_values(first=rows[0][0], last=rows[-1][0], list_ids=list_ids)
-        if rows
-        else b"[]",
+        values=values.items,
         next_cursor=next_cursor,
         has_more=next_cursor < size - 1,
     )

@@ -473,3 +473,51 @@ def test_a_pending_video_matches_only_when_asked_until_confirmed(
     assert match_found(carol, copy) == [(video, False)]
     assert match_found(carol, near_other) == []
     assert match_found(carol, near_other, include_pending=True) == [(other, True)]
+
+
+def test_a_feed_page_of_long_videos_stops_at_its_byte_cap_and_the_next_goes_on(
+    alice, bob, shared_list, settings
+) -> None:
+    # A video's value is up to 241 KB: a page of 1,000 would be a quarter of a gigabyte.
+    def video(seed: int) -> str:
+        return vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(60)])
+
+    values = [video(seed) for seed in range(1, 8)]
+    entries = [
+        {"algorithm": "vpdq", "value": values[0]},
+        {"algorithm": "md5", "value": "1" * 32},
+        {"algorithm": "vpdq", "value": values[1]},
+        {"algorithm": "vpdq", "value": values[2]},
+        {"algorithm": "md5", "value": "2" * 32},
+        *({"algorithm": "vpdq", "value": value} for value in values[3:]),
+    ]
+    ids = submit(alice, "ncii", entries)
+    assert alice.revoke([ids[2]]).status_code == 201
+    whole, end = bob.feed_all()
+    size = len(values[0])  # every video value here has the same length
+    settings.FEED_PAGE_MAX_BYTES = 2 * size + size // 2
+
+    pages, after = [], None
+    while True:
+        page = bob.feed(after)
+        pages.append(page)
+        after = page["next"]
+        if not page["has_more"]:
+            break
+    # Two videos a page at most, and any value shorter than a video rides along with them.
+    for page in pages:
+        videos = [item for item in page["values"] if len(item.get("value", "")) == size]
+        assert len(videos) <= 2
+    assert len(pages) == 4
+    assert pages[-1]["next"] == end
+    # The pages together are the uncapped feed: each event once, in order, each opening kept.
+    paged, _ = bob.feed_all()
+    assert [e["index"] for e in paged] == [e["index"] for e in whole]
+    assert paged == whole
+    assert [e.get("value") for e in paged if e["type"] == "entry_added"] == [
+        entry["value"] for entry in entries
+    ]
+    # A page's first video comes even when it alone passes the cap: the feed always moves.
+    settings.FEED_PAGE_MAX_BYTES = 10
+    paged, _ = bob.feed_all()
+    assert paged == whole

@@ -342,3 +342,28 @@ def test_feedback_disputes_and_quarantine_reach_the_partners_who_asked(
     assert indexes == sorted(indexes)
     assert [body["type"] for body in by_subscription[bobs]] == ["entry.disputed"]
     assert by_subscription[daves] == []
+
+
+def test_long_videos_past_the_feeds_byte_cap_each_arrive_with_their_value(
+    receiver: Receiver, settings: Any
+) -> None:
+    from consortium_client.hashvalues import VideoFrame, vpdq_value_format
+
+    alice, bob = partner_client("alice"), partner_client("bob")
+    HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
+    videos = [
+        vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(40)])
+        for seed in range(1, 5)
+    ]
+    bobs, secret = _subscribe(bob, receiver.url, ["entry.added"])
+    response = alice.submit("ncii", [{"algorithm": "vpdq", "value": v} for v in videos])
+    assert response.status_code == 201, response.content
+    # One video and a half: each round of the follower takes what fits, the next the rest.
+    settings.FEED_PAGE_MAX_BYTES = len(videos[0]) * 3 // 2
+
+    outcome = subscription_follow(subscription_id=bobs)
+
+    assert (outcome.state, outcome.delivered) == ("caught-up", 4)
+    verifier = Webhook(secret)
+    bodies = [verifier.verify(item.body, item.headers) for item in receiver.acknowledged()]
+    assert [body["data"]["values"][0]["value"] for body in bodies] == videos

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F, Q, QuerySet
 
 from audit.selectors import log_page_for_lists, log_size
@@ -129,7 +130,16 @@ def subscription_pending(*, subscription: Subscription, after: int, limit: int) 
     # The feed's openings of the adds, read at once for the page, each as its own array.
     openings: dict[int, bytes] = {}
     if added:
-        items = json.loads(feed_values(first=added[0], last=added[-1], list_ids=list_ids))
+        values = feed_values(
+            first=added[0],
+            last=added[-1],
+            list_ids=list_ids,
+            max_bytes=settings.FEED_PAGE_MAX_BYTES,
+        )
+        if values.cut is not None:  # past the feed's byte cap: the rest comes next round
+            found = [event for event in found if event[0] < values.cut]
+            scanned_to = values.cut - 1
+        items = json.loads(values.items)
         openings = {
             item["index"]: b"[%b]" % json.dumps(item, separators=(",", ":")).encode()
             for item in items
