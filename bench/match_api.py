@@ -12,11 +12,17 @@ here has). Also printed: the index's load time (from the log's leaves) against t
 from the entries table that it replaced (a copy kept here, timed in the same run), and its
 memory against the raw hash bytes.
 
+With ``--images N``, also N real photographs (the robustness harness's originals, fetched by
+``scripts/fetch-test-images``), each turned a quarter and sent as a 1024-pixel JPEG through
+``POST /api/v1/match`` as a partner uploads it, alternately with ``dihedral=false`` and with
+the default (dihedral on): what the rotations and mirrors cost a request (that they find the
+turned copies is the robustness harness's business).
+
 Usage::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/consortium SECRET_KEY=x \\
     ALLOWED_HOSTS=testserver .venv/bin/python bench/match_api.py [--entries 1000000] \\
-        [--batches 100] [--keep | --reuse]
+        [--batches 100] [--images 20] [--keep | --reuse]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,10 +96,53 @@ def entries_table_load() -> int:
     return loaded
 
 
+def image_matches(client: Any, headers: dict[str, str], count: int) -> None:
+    """Time image matches with and without dihedral queries, alternating, three rounds."""
+    import io
+
+    from PIL import Image
+    from robustness import ORIGINALS, cache_dir, load_original
+
+    photos = []
+    for path in ORIGINALS[:count]:
+        image = load_original(cache_dir() / "root" / path)
+        turned = io.BytesIO()
+        image.transpose(Image.Transpose.ROTATE_90).save(turned, "JPEG", quality=90)
+        photos.append(turned.getvalue())
+    times: dict[bool, list[float]] = {False: [], True: []}
+    queries: dict[bool, int] = {False: 0, True: 0}
+    for round_ in range(4):  # the first round warms up, untimed
+        for data in photos:
+            for dihedral in (False, True):
+                form = {"image": io.BytesIO(data), "limit": "10"}
+                if not dihedral:
+                    form["dihedral"] = "false"
+                began = time.perf_counter()
+                response = client.post("/api/v1/match", form, **headers)
+                elapsed = time.perf_counter() - began
+                assert response.status_code == 200, response.content
+                results = json.loads(response.content)["results"]
+                if round_:
+                    times[dihedral].append(elapsed)
+                    queries[dihedral] += len(results)
+    print(f"\nimage match, {len(photos)} photographs turned 90 degrees, 1024 px JPEG, 3 rounds:")
+    for dihedral in (False, True):
+        print(
+            f"  dihedral {'on ' if dihedral else 'off'}: median "
+            f"{statistics.median(times[dihedral]) * 1e3:6.1f} ms, "
+            f"{queries[dihedral] / len(times[dihedral]):.1f} queries per image"
+        )
+    print(
+        f"  on / off : {statistics.median(times[True]) / statistics.median(times[False]):.2f}x "
+        f"(median), {sum(times[True]) / sum(times[False]):.2f}x (total)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--images", type=int, default=0, help="also time N image matches")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument(
         "--reuse",
@@ -184,12 +234,14 @@ def main() -> None:
     )
     print(
         f"  API / index : {api_rate / index_rate:.2f}x throughput "
-        f"(API overhead {sum(api_times) / sum(index_times):.1f}x the index's time)"
+        f"(API overhead {sum(api_times) / sum(index_times):.2f}x the index's time)"
     )
     print(
         f"  matches found: API {api_found:,}, index {index_found:,} "
         f"({'same' if api_found == index_found else 'DIFFERENT'})"
     )
+    if args.images:
+        image_matches(client, headers, args.images)
     if not args.keep:
         from django.db import connections
 

@@ -194,19 +194,28 @@ def test_a_different_image_does_not_match(alice, bob, shared_list) -> None:
     assert all(not r["matches"] for r in json.loads(response.content)["results"])
 
 
-def test_a_mirrored_image_matches_when_dihedral_hashes_are_asked_for(
+def test_a_mirrored_image_matches_unless_the_partner_opts_out_of_dihedral_queries(
     alice, bob, shared_list
 ) -> None:
     original = picture(seed=3)
     hashed = image_hashes(encode(original))
     submit(alice, "ncii", [{"algorithm": "pdq", "value": hashed.values["pdq"]}])
     mirrored = encode(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-    plain = json.loads(match_image(bob, mirrored).content)["results"]
-    assert not any(r["matches"] for r in plain if r["query"]["algorithm"] == "pdq")
-    response = match_image(bob, mirrored, dihedral="true")
-    found = [r for r in json.loads(response.content)["results"] if r["matches"]]
-    assert found
-    assert found[0]["query"]["transform"] is not None
+    for opted_out in ("false", "0", "no", "FALSE"):
+        plain = json.loads(match_image(bob, mirrored, dihedral=opted_out).content)["results"]
+        assert not any(r["matches"] for r in plain if r["query"]["algorithm"] == "pdq")
+    for asked in ({}, {"dihedral": "true"}, {"dihedral": ""}):
+        response = match_image(bob, mirrored, **asked)
+        found = [r for r in json.loads(response.content)["results"] if r["matches"]]
+        assert [r["query"]["transform"] for r in found] == ["flip-left-right"]
+        assert found[0]["matches"][0]["rule"] == "pdq-dihedral"
+
+
+@pytest.mark.parametrize("field", ["dihedral", "include_pending"])
+def test_a_flag_that_is_neither_true_nor_false_is_refused(bob, shared_list, field) -> None:
+    response = match_image(bob, encode(picture(seed=3)), **{field: "maybe"})
+    assert (response.status_code, problem(response)) == (400, "malformed-request")
+    assert json.loads(response.content)["detail"] == f"{field} must be true or false"
 
 
 def test_image_hashes_endpoint_returns_every_algorithm(alice) -> None:

@@ -153,7 +153,7 @@ def _video_input(path: Path) -> MatchInput:
 
 def _derived_hashes(hashed: Any) -> list[tuple[str, str, str | None]]:
     """The image's other PDQ hashes, as the server's image match derives them: turned and
-    mirrored (with --dihedral), without plain borders (`canonical`), and both; none twice."""
+    mirrored (unless --no-dihedral), without plain borders (`canonical`), and both; none twice."""
     from consortium_client.imaging import DIHEDRAL_TRANSFORMS
 
     # The first dihedral hash is the original, already among the values.
@@ -300,7 +300,13 @@ def _text_lines(result: InputResult, limit: int) -> Iterator[str]:
     show_default=True,
     help="Matches kept per hash, the nearest first.",
 )
-@click.option("--dihedral", is_flag=True, help="Also match images' rotations and mirrors (PDQ).")
+@click.option(
+    "--dihedral/--no-dihedral",
+    default=True,
+    show_default=True,
+    help="Also match images turned and mirrored (the PDQ hashes of their 8 rotations and "
+    "mirrors): the chosen method of docs/matching.md.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input, a line each.")
 @click.option(
     "--server",

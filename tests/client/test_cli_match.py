@@ -61,15 +61,15 @@ def test_json_lines_hold_one_object_per_input_with_provenance(rows, images):
     assert result.exit_code == 1
     resized, other = (json.loads(line) for line in result.output.splitlines())
     assert resized["input"] == str(images["resized"])
-    assert [h["algorithm"] for h in resized["hashes"]] == [
-        "pdq",
-        "phash",
-        "dhash",
-        "ahash",
-        "whash",
-        "md5",
-        "sha256",
-    ]
+    as_it_is = [h["algorithm"] for h in resized["hashes"] if "transform" not in h]
+    assert as_it_is == ["pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256"]
+    # Turned and mirrored by default: the PDQ hashes of the seven other orientations.
+    turned = {h["transform"] for h in resized["hashes"] if "transform" in h}
+    assert {"rotate-90", "rotate-180", "rotate-270", "flip-left-right"} <= {
+        h.get("transform") for h in resized["hashes"]
+    }
+    assert all(h["algorithm"] == "pdq" for h in resized["hashes"] if "transform" in h)
+    assert len(turned) >= 7
     assert isinstance(resized["quality"], int)
     [found] = resized["matches"]
     assert set(found) == {
@@ -98,11 +98,11 @@ def test_json_lines_hold_one_object_per_input_with_provenance(rows, images):
     assert other["matches"] == []
 
 
-def test_dihedral_matches_a_rotated_copy_and_names_the_transform(tmp_path, rows, images):
+def test_a_rotated_copy_matches_unless_no_dihedral_and_names_the_transform(tmp_path, rows, images):
     rotated = tmp_path / "rotated.png"
     Image.open(images["original"]).transpose(Image.Transpose.ROTATE_90).save(rotated)
-    assert run(rows.path, str(rotated)).exit_code == 0
-    result = run(rows.path, "--json", "--dihedral", str(rotated))
+    assert run(rows.path, "--no-dihedral", str(rotated)).exit_code == 0
+    result = run(rows.path, "--json", str(rotated))
     assert result.exit_code == 1
     [found] = json.loads(result.output)["matches"]
     assert found["transform"] in {"rotate-90", "rotate-270"}
