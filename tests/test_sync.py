@@ -560,3 +560,30 @@ def test_sync_watch_follows_new_checkpoints(world: World, tmp_path: Path) -> Non
     assert results[1].checkpoint.size > results[0].checkpoint.size
     with Mirror(tmp_path / "mirror.db") as mirror:
         assert [e.id for e in mirror.entries()] == world.shared
+
+
+def test_sync_goes_through_pages_cut_short_by_the_byte_cap(
+    world: World, tmp_path: Path, settings: Any
+) -> None:
+    from consortium_client.hashvalues import VideoFrame, vpdq_value_format
+
+    videos = [
+        vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(50)])
+        for seed in range(1, 7)
+    ]
+    entries = [{"algorithm": "vpdq", "value": value} for value in videos]
+    result = world.a.submit(submission_envelope("ncii", entries, world.alice.private_key))
+    added = [entry["id"] for entry in result["entries"]]
+    checkpoint_sign()
+    # Two videos a page: the server ends each page early, and the mirror follows `next`.
+    settings.FEED_PAGE_MAX_BYTES = len(videos[0]) * 2
+    path = tmp_path / "mirror.db"
+
+    synced = sync(world.b, path, page_size=1000)
+
+    assert synced.pages >= 3
+    with Mirror(path) as mirror:
+        entries_now = {entry.id: entry for entry in mirror.entries(status=None)}
+        assert sorted(entries_now) == sorted([*world.shared, *added])
+        assert [entries_now[i].value for i in added] == videos
+        assert mirror.tree_size == synced.checkpoint.size

@@ -521,3 +521,19 @@ def test_a_feed_page_of_long_videos_stops_at_its_byte_cap_and_the_next_goes_on(
     settings.FEED_PAGE_MAX_BYTES = 10
     paged, _ = bob.feed_all()
     assert paged == whole
+
+
+def test_a_cap_small_enough_for_short_values_cuts_their_pages_too(
+    alice, bob, shared_list, settings
+) -> None:
+    entries = [{"algorithm": "pdq", "value": f"{i:064x}"} for i in range(1, 8)]
+    submit(alice, "ncii", entries)
+    whole, _ = bob.feed_all()
+    settings.FEED_PAGE_MAX_BYTES = 3 * 64
+
+    first = bob.feed()
+    paged, _ = bob.feed_all()
+
+    assert [item["value"] for item in first["values"]] == [e["value"] for e in entries[:3]]
+    assert first["has_more"] is True
+    assert paged == whole

@@ -19,7 +19,12 @@ from django.db.models import F, Q, QuerySet
 from audit.selectors import log_page_for_lists, log_size
 from consortium.errors import UnknownWebhook
 from consortium_client.leaves import leaf_decode
-from hashes.selectors import entry_lists_and_partners, feed_values, lists_visible_ids
+from hashes.selectors import (
+    entry_lists_and_partners,
+    feed_values,
+    lists_visible_ids,
+    values_may_pass,
+)
 from partners.models import Partner
 from webhooks.events import Subscriber, webhook_types_of
 from webhooks.models import Delivery, Subscription
@@ -130,11 +135,16 @@ def subscription_pending(*, subscription: Subscription, after: int, limit: int) 
     # The feed's openings of the adds, read at once for the page, each as its own array.
     openings: dict[int, bytes] = {}
     if added:
+        cap = settings.FEED_PAGE_MAX_BYTES
+        leaves = [leaf for _, leaf, fields, _ in found if fields.get("type") == "entry_added"]
         values = feed_values(
             first=added[0],
             last=added[-1],
             list_ids=list_ids,
-            max_bytes=settings.FEED_PAGE_MAX_BYTES,
+            # The range may hold adds this subscription passes over: count them all.
+            max_bytes=cap
+            if values_may_pass(leaves, count=added[-1] - added[0] + 1, max_bytes=cap)
+            else None,
         )
         if values.cut is not None:  # past the feed's byte cap: the rest comes next round
             found = [event for event in found if event[0] < values.cut]
