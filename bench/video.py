@@ -19,6 +19,11 @@ What it measures, in one run
    the server's index (``hashes.match_index.MatchIndexes``, without a database), a query
    near one of them, against the brute-force rule over every stored video
    (``consortium_client.vpdq.video_shares``); same answers asserted.
+4. **The mirror's matching.** The same videos in a partner's mirror file
+   (``consortium_client.mirror_index.MirrorMatcher``, as ``consortium match`` and
+   ``serve-match`` use it): its frame index (the first query also reads every video from the
+   file, timed apart) against the scan it replaced (every matchable video read from the file
+   and judged frame by frame); same answers asserted.
 
 Usage::
 
@@ -47,9 +52,11 @@ os.environ.setdefault("SECRET_KEY", "bench-only")
 django.setup()
 
 from consortium_client.hashvalues import VideoFrame, vpdq_value_format, vpdq_value_parse  # noqa: E402
+from consortium_client.mirror_index import MirrorMatcher  # noqa: E402
 from consortium_client.video import video_file_hashes  # noqa: E402
 from consortium_client.vpdq import video_shares  # noqa: E402
 from hashes.match_index import MatchIndexes, VideoRule  # noqa: E402
+from tests.client.mirrorrows import MirrorRows  # noqa: E402
 from tests.videos import video_transcode, video_write  # noqa: E402
 
 SIZE = (640, 360)
@@ -199,6 +206,53 @@ def matching(stored: int, frames: int, rounds: int) -> None:
           f"{scan_ms / index_ms:.0f}x")  # fmt: skip
 
 
+def mirror_matching(stored: int, frames: int, rounds: int) -> None:
+    values = [_random_video(frames) for _ in range(stored)]
+    queries = [_near(values[i], 12) for i in range(0, stored, max(1, stored // 20))]
+    with tempfile.TemporaryDirectory() as folder:
+        rows = MirrorRows(Path(folder) / "mirror.db")
+        rows.connection.execute("PRAGMA synchronous = OFF")  # a bench's file, not a mirror's
+        for value in values:
+            rows.add("vpdq", value)
+        print(f"mirror: {stored:,} videos in the file, {len(queries)} queries, same answers:")
+        for tables in (True, False):
+            _mirror_queries(rows, queries, tables=tables, rounds=rounds)
+
+
+def _mirror_queries(rows: MirrorRows, queries: list[str], *, tables: bool, rounds: int) -> None:
+    matcher = MirrorMatcher.load(rows.path, tables=tables)
+    start = time.perf_counter()
+    matcher.search([("vpdq", queries[0])])
+    first = time.perf_counter() - start
+    index_times, scan_times = [], []
+    for query in queries:
+        best_index = best_scan = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            (result,) = matcher.search([("vpdq", query)], limit=10)
+            best_index = min(best_index, time.perf_counter() - start)
+            start = time.perf_counter()
+            asked = vpdq_value_parse(query)
+            scanned = [
+                entry_id
+                for entry_id, value in rows.connection.execute(
+                    "SELECT id, value FROM entries WHERE algorithm = 'vpdq' "
+                    "AND status = 'active' ORDER BY id"
+                )
+                if video_shares(asked, vpdq_value_parse(value)).matches()
+            ]
+            best_scan = min(best_scan, time.perf_counter() - start)
+        assert [match.entry for match in result.matches] == scanned
+        index_times.append(best_index)
+        scan_times.append(best_scan)
+    index_ms = statistics.median(index_times) * 1000
+    scan_ms = statistics.median(scan_times) * 1000
+    kind = "with tables (serve-match)" if tables else "without tables (one match process)"
+    print(f"  {kind}: first video query {first * 1000:.0f} ms (reads every video); then "
+          f"frame index {index_ms:.2f} ms a query, scan of the file {scan_ms:.1f} ms, "
+          f"{scan_ms / index_ms:.0f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--originals", type=int, default=3)
@@ -212,6 +266,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             shares_and_timing(Path(folder), args.originals, args.seconds, args.fps, args.rounds)
     matching(args.stored, args.frames, args.rounds)
+    mirror_matching(args.stored, args.frames, args.rounds)
 
 
 if __name__ == "__main__":

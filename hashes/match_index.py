@@ -50,10 +50,10 @@ import numpy as np
 from audit.selectors import log_entry_events_below, log_events_from, log_leaf, log_size
 from consortium_client import leaves
 from consortium_client.commitments import commitment_opens
-from consortium_client.hashvalues import ALGORITHMS, VPDQ_MAX_FRAMES, vpdq_value_parse
+from consortium_client.hashvalues import ALGORITHMS, vpdq_value_parse
 from consortium_client.index import ExactIndex, HammingIndex, index_for
 from consortium_client.variants import MAX_VARIANTS
-from consortium_client.vpdq import VideoShares
+from consortium_client.vpdq import FRAME_SLOTS, VideoShares
 from hashes.models import Entry, EntryVariant
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,6 @@ Key = tuple[int, str]  # (list id, algorithm)
 # that the row names its entry and the leaf's variant without a table beside the index.
 VARIANT_SLOTS = 64
 assert MAX_VARIANTS <= VARIANT_SLOTS  # noqa: S101 - a position must fit in its slot
-# A video's frame in its list's frame index: entry id x FRAME_SLOTS + the frame's place in
-# the value, likewise.
-FRAME_SLOTS = 4096
-assert VPDQ_MAX_FRAMES <= FRAME_SLOTS  # noqa: S101 - a frame's place must fit in its slot
 # Stored frames kept per query frame and list: a frame that hundreds of videos share (a
 # studio's logo) cannot make one query cost more; the answer says `truncated` when cut.
 FRAME_HITS = 1000

@@ -53,9 +53,9 @@ from consortium_client.hashvalues import (
     hash_value_parse,
     vpdq_value_parse,
 )
-from consortium_client.index import ExactIndex, HammingIndex, hashes_pack
+from consortium_client.index import ExactIndex, HammingIndex, hashes_pack, index_for
 from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
-from consortium_client.vpdq import VideoShares, video_shares
+from consortium_client.vpdq import FRAME_SLOTS, VideoShares, video_shares
 
 Index = HammingIndex | ExactIndex
 Ints = npt.NDArray[np.int64]
@@ -394,6 +394,12 @@ class MirrorMatcher:
         self.identity = _file_identity(path)
         self._lock = threading.Lock()
         self._local = threading.local()
+        # The frames of the mirror's videos, by FRAME_SLOTS row, read from the file at the
+        # first video query and then as sync adds videos (ids up to `_frames_upto` are in).
+        # A video that ends or is held stays in: each video a frame reaches is read again
+        # from the file before it is judged, so the index only has to hold every candidate.
+        self._frames: Index = index_for("pdq")
+        self._frames_upto = -1
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, tables: bool = True) -> MirrorMatcher:
@@ -506,17 +512,31 @@ class MirrorMatcher:
         return results
 
     def _videos_matching(self, value: str, frame_distance: int) -> list[tuple[int, VideoShares]]:
-        """The mirror's active videos that match the vpdq `value` under HMA's rule with its
+        """The mirror's matchable videos that match the vpdq `value` under HMA's rule with its
         defaults (the feed does not carry a list's own settings), at `frame_distance`.
 
-        A scan of the mirror's videos, each compared frame by frame (numpy): the server holds
-        their frames in an index instead; a mirror's videos are read from the file at each
-        query, so that they need no snapshot and a revocation synced since counts at once."""
+        Each query frame is looked up in the frame index; the videos some frame reaches are
+        read from the file (so that a revocation or hold synced since counts at once) and
+        judged frame by frame, as a scan of every video would judge them: a video with no
+        frame within `frame_distance` of the query's shares nothing and cannot match. Runs
+        under the matcher's lock."""
+        reader = self._reader()
+        self._frames_catch_up(reader)
         query = vpdq_value_parse(value)
-        rows = self._reader().execute(
-            "SELECT id, value FROM entries WHERE algorithm = 'vpdq' AND status = 'active' "
-            "AND value IS NOT NULL AND id <= ? ORDER BY id",
-            [self.cursor],
+        if not len(self._frames):
+            return []
+        # Every row in reach: a mirror answers exactly, and the partner's own machine pays.
+        hits = self._frames.search_batch(
+            [frame.pdq for frame in query], frame_distance, len(self._frames)
+        )
+        reached = sorted({row // FRAME_SLOTS for matches in hits for row, _ in matches})
+        if not reached:
+            return []
+        rows = reader.execute(
+            f"SELECT e.id, e.value FROM entries e WHERE e.algorithm = 'vpdq' AND {MATCHABLE} "  # noqa: S608
+            "AND e.value IS NOT NULL AND e.id <= ? "
+            "AND e.id IN (SELECT value FROM json_each(?)) ORDER BY e.id",
+            [self.cursor, json.dumps(reached)],
         )
         found = []
         for entry_id, stored in rows:
@@ -524,6 +544,34 @@ class MirrorMatcher:
             if share.matches():
                 found.append((int(entry_id), share))
         return found
+
+    def _frames_catch_up(self, reader: sqlite3.Connection) -> None:
+        """Add the frames of the videos synced since the last video query (up to `cursor`).
+        Revoked and erased videos never match again and are left out; held ones may."""
+        rows = reader.execute(
+            "SELECT id, value FROM entries WHERE algorithm = 'vpdq' AND status = 'active' "
+            "AND value IS NOT NULL AND id > ? AND id <= ? ORDER BY id",
+            [self._frames_upto, self.cursor],
+        ).fetchall()
+        ids: list[int] = []
+        hashes: list[str] = []
+        for entry_id, stored in rows:
+            frames = vpdq_value_parse(stored)
+            ids += [int(entry_id) * FRAME_SLOTS + place for place in range(len(frames))]
+            hashes += [frame.pdq for frame in frames]
+        if ids and len(self._frames):
+            self._frames.add(ids, hashes)
+        elif ids:
+            # The first read, as the snapshots are built: without tables (a process that
+            # answers a few queries) every search scans the packed frames instead.
+            self._frames = HammingIndex.from_packed(
+                np.array(ids, dtype=np.int64),
+                hashes_pack(hashes, 256),
+                bits=256,
+                radius_hint=ALGORITHMS["pdq"].default_distance,
+                tables=self.tables,
+            )
+        self._frames_upto = max(self._frames_upto, self.cursor)
 
     def _variant_names(self, rows: list[int]) -> dict[int, str]:
         """Row id -> the variant's name, for the variant rows `rows`."""

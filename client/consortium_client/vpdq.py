@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consortium_client.hashvalues import VideoFrame
+from consortium_client.hashvalues import VPDQ_MAX_FRAMES, VideoFrame
 
 # HMA's defaults: python-threatexchange's vPDQ signal type matches frames within 31 bits,
 # ignores frames of quality under 50, and needs 80% of frames matched each way.
@@ -26,6 +26,10 @@ FRAME_DISTANCE = 31
 QUALITY_FLOOR = 50
 QUERY_SHARE = 80  # percent
 STORED_SHARE = 80  # percent
+# A video's frame as a row of a frame index (the server's per list, a mirror's): entry id x
+# FRAME_SLOTS + the frame's place in the value, so that a row names its video and frame.
+FRAME_SLOTS = 4096
+assert VPDQ_MAX_FRAMES <= FRAME_SLOTS  # noqa: S101 - a frame's place must fit in its slot
 
 
 @dataclass(frozen=True)

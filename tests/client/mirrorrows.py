@@ -81,6 +81,18 @@ class MirrorRows:
             meta_set(self.connection, "cursor", str(self.cursor))
         return self.cursor
 
+    def hold(self, entry: int, *, review: str | None = None, quarantined: bool = False) -> int:
+        """The entry's review or quarantine changed (its entry_confirmed, _quarantined or
+        _quarantine_resolved event)."""
+        self.cursor += 1
+        with self._step():
+            self.connection.execute(
+                "UPDATE entries SET review = ?, quarantined = ?, held_index = ? WHERE id = ?",
+                [review, int(quarantined), self.cursor, entry],
+            )
+            meta_set(self.connection, "cursor", str(self.cursor))
+        return self.cursor
+
     def other_event(self) -> int:
         """An event that changes no entry (a signing key registered, say): the cursor moves."""
         self.cursor += 1

@@ -4,7 +4,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from consortium_client.hashvalues import ALGORITHMS, HashValueError
+from consortium_client.hashvalues import (
+    ALGORITHMS,
+    HashValueError,
+    VideoFrame,
+    vpdq_value_format,
+    vpdq_value_parse,
+)
 from consortium_client.mirror_index import (
     MirrorMatcher,
     MirrorNotSynced,
@@ -12,6 +18,7 @@ from consortium_client.mirror_index import (
     snapshots_stale,
 )
 from consortium_client.mirror_store import MirrorStoreError, mirror_connect
+from consortium_client.vpdq import video_shares
 from tests.client.mirrorrows import ENVELOPE_SHA256, MirrorRows
 
 
@@ -212,3 +219,85 @@ def test_a_bad_query_is_refused(rows):
     with pytest.raises(HashValueError, match="64 hex characters"):
         matcher.search([("pdq", "abc")])
     assert isinstance(rows.connection, sqlite3.Connection)
+
+
+# Videos ------------------------------------------------------------------------------------
+
+
+def _video(rng: np.random.Generator, frames: int) -> list[VideoFrame]:
+    return [VideoFrame(rng.bytes(32).hex(), int(rng.integers(30, 100))) for _ in range(frames)]
+
+
+def _near(rng: np.random.Generator, frames: list[VideoFrame], keep: float) -> list[VideoFrame]:
+    """A copy: `keep` of the frames, each within 0 to 20 bits, and a few frames of its own."""
+    copy = []
+    for frame in frames:
+        if rng.random() < keep:
+            number = int(frame.pdq, 16)
+            for bit in rng.choice(256, int(rng.integers(0, 21)), replace=False):
+                number ^= 1 << int(bit)
+            copy.append(VideoFrame(f"{number:064x}", frame.quality))
+    return copy + _video(rng, int(rng.integers(0, 3)))
+
+
+def _scan(path, query: str) -> list[tuple[int, int]]:
+    """Every matchable video judged frame by frame: what the frame index must agree with."""
+    connection = sqlite3.connect(path)
+    rows = connection.execute(
+        "SELECT id, value FROM entries WHERE algorithm = 'vpdq' AND status = 'active' "
+        "AND review IS NOT 'pending' AND quarantined = 0 AND value IS NOT NULL"
+    ).fetchall()
+    connection.close()
+    found = []
+    for entry_id, value in rows:
+        share = video_shares(vpdq_value_parse(query), vpdq_value_parse(value))
+        if share.matches():
+            found.append((share.distance, entry_id))
+    return sorted(found)
+
+
+def _found(matcher: MirrorMatcher, query: str) -> list[tuple[int, int]]:
+    (result,) = matcher.search([("vpdq", query)], limit=100)
+    return [(match.distance, match.entry) for match in result.matches]
+
+
+@pytest.mark.parametrize("tables", [True, False])
+def test_video_matches_through_the_frame_index_equal_a_scan_of_every_video(rows, tables):
+    rng = np.random.default_rng(5)
+    originals = [_video(rng, int(rng.integers(3, 30))) for _ in range(12)]
+    stored: list[int] = []
+    for frames in originals:
+        stored.append(rows.add("vpdq", vpdq_value_format(frames)))
+        for keep in (1.0, 0.9, 0.6):  # copies that match, and one too cut to
+            stored.append(rows.add("vpdq", vpdq_value_format(_near(rng, frames, keep))))
+    matcher = MirrorMatcher.load(rows.path, tables=tables)
+    queries = [vpdq_value_format(_near(rng, frames, 0.95)) for frames in originals]
+    queries.append(vpdq_value_format(_video(rng, 10)))  # nothing like it stored
+    for query in queries:
+        assert _found(matcher, query) == _scan(rows.path, query)
+    assert any(_found(matcher, query) for query in queries)
+    # Ends, holds and new videos synced after the index was built count at once.
+    rows.revoke(stored[0])
+    rows.erase(stored[4])
+    rows.hold(stored[8], review="pending")
+    rows.hold(stored[12], quarantined=True)
+    for frames in originals[:3]:
+        rows.add("vpdq", vpdq_value_format(_near(rng, frames, 1.0)))
+    assert matcher.advance()
+    for query in queries:
+        assert _found(matcher, query) == _scan(rows.path, query)
+    rows.hold(stored[12], quarantined=False)
+    assert matcher.advance()
+    assert stored[12] in {entry for _, entry in _found(matcher, queries[3])}
+
+
+def test_a_video_awaiting_review_or_quarantined_does_not_match_in_the_mirror(rows):
+    rng = np.random.default_rng(6)
+    frames = _video(rng, 8)
+    pending = rows.add("vpdq", vpdq_value_format(frames))
+    rows.hold(pending, review="pending")
+    quarantined = rows.add("vpdq", vpdq_value_format(_near(rng, frames, 1.0)))
+    rows.hold(quarantined, quarantined=True)
+    matcher = MirrorMatcher.load(rows.path)
+
+    assert _found(matcher, vpdq_value_format(frames)) == []
