@@ -67,7 +67,7 @@ from consortium_client.imaging import pdq_dihedral_hashes, pdq_hash, working_ima
 from consortium_client.variants import VARIANTS, Transform, cropped, turned
 
 # Bump when an evasion, the canonicalisation or the variants change: cached hashes are keyed on it.
-VERSION = "4"
+VERSION = "5"
 REPOSITORY = Path(__file__).resolve().parent.parent
 DOCS = REPOSITORY / "docs" / "matching.md"
 BEGIN = "<!-- robustness table: written by bench/robustness.py --docs -->"

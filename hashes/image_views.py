@@ -301,7 +301,7 @@ class MatchView(ConsortiumView):
 
     def _image_queries(self, request: Request) -> list[HashQuery]:
         # Rotations and mirrors are searched unless the partner opts out: the chosen method
-        # of docs/matching.md needs them (mean recall 0.945 with, 0.828 without), and they
+        # of docs/matching.md needs them (mean recall 0.946 with, 0.829 without), and they
         # cost no second pass over the image (bench/match_api.py --images).
         hashed = uploaded_image_hashes(
             request, dihedral=_flag(request, "dihedral", default=True), canonical=True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
@@ -248,6 +248,10 @@ def test_dark_or_round_corners_are_not_a_tilt() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), degrees=angles)
+# Ellipses cut by the bottom edge: turned back from the frame trimmed of the picture's tips,
+# this one came out 2-3% short and 32-38 bits away at 10-15 degrees.
+@example(seed=4, degrees=15.0)
+@example(seed=4, degrees=-10.0)
 def test_canonical_pdq_of_an_expanded_tilt_is_near_the_originals(seed: int, degrees: float) -> None:
     picture = shapes(seed)
     copy = tilted(picture, degrees, expand=True)
@@ -256,6 +260,10 @@ def test_canonical_pdq_of_an_expanded_tilt_is_near_the_originals(seed: int, degr
     assert turned.pdq_canonical is not None
     assert hamming_distance(turned.pdq_canonical, original.values["pdq"]) <= 31
     assert original.pdq_canonical == original.values["pdq"]
+    # The whole picture comes back, less the edges the two resamplings blurred.
+    back = canonical_image(copy)
+    assert picture.width - 8 <= back.width <= picture.width
+    assert picture.height - 8 <= back.height <= picture.height
 
 
 def test_tilt_undone_of_a_tilt_within_the_frame_keeps_the_centre() -> None:
