@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -167,6 +168,30 @@ def _near(value: str, bits: int) -> str:
     return vpdq_value_format(VideoFrame(f"{int(f.pdq, 16) ^ mask:064x}", f.quality) for f in frames)
 
 
+def _index_against_scan(
+    queries: list[str],
+    rounds: int,
+    indexed: Callable[[str], list[int]],
+    scanned: Callable[[str], list[int]],
+) -> tuple[float, float]:
+    """Milliseconds a query through the index and through the scan (median over the queries
+    of the best of `rounds` each); both must give the same videos."""
+    index_times, scan_times = [], []
+    for query in queries:
+        best_index = best_scan = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            found = indexed(query)
+            best_index = min(best_index, time.perf_counter() - start)
+            start = time.perf_counter()
+            wanted = scanned(query)
+            best_scan = min(best_scan, time.perf_counter() - start)
+        assert found == wanted
+        index_times.append(best_index)
+        scan_times.append(best_scan)
+    return statistics.median(index_times) * 1000, statistics.median(scan_times) * 1000
+
+
 def matching(stored: int, frames: int, rounds: int) -> None:
     values = [_random_video(frames) for _ in range(stored)]
     indexes = MatchIndexes()
@@ -179,26 +204,20 @@ def matching(stored: int, frames: int, rounds: int) -> None:
     rule = VideoRule(31, 50, 80, 80)
     parsed = [vpdq_value_parse(value) for value in values]
     queries = [_near(values[i], 12) for i in range(0, stored, max(1, stored // 20))]
-    index_times, scan_times = [], []
-    for query in queries:
-        best_index = best_scan = float("inf")
-        for _ in range(rounds):
-            start = time.perf_counter()
-            (result,) = indexes.search_videos(values=[query], rules={1: rule}, limit=10)
-            best_index = min(best_index, time.perf_counter() - start)
-            start = time.perf_counter()
-            asked = vpdq_value_parse(query)
-            scanned = [
-                entry_id
-                for entry_id, frames_of in enumerate(parsed, start=1)
-                if video_shares(asked, frames_of).matches()
-            ]
-            best_scan = min(best_scan, time.perf_counter() - start)
-        assert [hit.entry_id for hit in result.hits] == scanned
-        index_times.append(best_index)
-        scan_times.append(best_scan)
-    index_ms = statistics.median(index_times) * 1000
-    scan_ms = statistics.median(scan_times) * 1000
+
+    def indexed(query: str) -> list[int]:
+        (result,) = indexes.search_videos(values=[query], rules={1: rule}, limit=10)
+        return [hit.entry_id for hit in result.hits]
+
+    def scanned(query: str) -> list[int]:
+        asked = vpdq_value_parse(query)
+        return [
+            entry_id
+            for entry_id, frames_of in enumerate(parsed, start=1)
+            if video_shares(asked, frames_of).matches()
+        ]
+
+    index_ms, scan_ms = _index_against_scan(queries, rounds, indexed, scanned)
     print(f"{stored:,} stored videos of {frames} frames ({stored * frames:,} frame rows, "
           f"indexed in {build:.1f} s), {len(queries)} queries of {frames} frames, "
           "same answers:")  # fmt: skip
@@ -224,29 +243,23 @@ def _mirror_queries(rows: MirrorRows, queries: list[str], *, tables: bool, round
     start = time.perf_counter()
     matcher.search([("vpdq", queries[0])])
     first = time.perf_counter() - start
-    index_times, scan_times = [], []
-    for query in queries:
-        best_index = best_scan = float("inf")
-        for _ in range(rounds):
-            start = time.perf_counter()
-            (result,) = matcher.search([("vpdq", query)], limit=10)
-            best_index = min(best_index, time.perf_counter() - start)
-            start = time.perf_counter()
-            asked = vpdq_value_parse(query)
-            scanned = [
-                entry_id
-                for entry_id, value in rows.connection.execute(
-                    "SELECT id, value FROM entries WHERE algorithm = 'vpdq' "
-                    "AND status = 'active' ORDER BY id"
-                )
-                if video_shares(asked, vpdq_value_parse(value)).matches()
-            ]
-            best_scan = min(best_scan, time.perf_counter() - start)
-        assert [match.entry for match in result.matches] == scanned
-        index_times.append(best_index)
-        scan_times.append(best_scan)
-    index_ms = statistics.median(index_times) * 1000
-    scan_ms = statistics.median(scan_times) * 1000
+
+    def indexed(query: str) -> list[int]:
+        (result,) = matcher.search([("vpdq", query)], limit=10)
+        return [match.entry for match in result.matches]
+
+    def scanned(query: str) -> list[int]:
+        asked = vpdq_value_parse(query)
+        return [
+            entry_id
+            for entry_id, value in rows.connection.execute(
+                "SELECT id, value FROM entries WHERE algorithm = 'vpdq' "
+                "AND status = 'active' ORDER BY id"
+            )
+            if video_shares(asked, vpdq_value_parse(value)).matches()
+        ]
+
+    index_ms, scan_ms = _index_against_scan(queries, rounds, indexed, scanned)
     kind = "with tables (serve-match)" if tables else "without tables (one match process)"
     print(f"  {kind}: first video query {first * 1000:.0f} ms (reads every video); then "
           f"frame index {index_ms:.2f} ms a query, scan of the file {scan_ms:.1f} ms, "

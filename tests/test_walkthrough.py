@@ -67,6 +67,21 @@ def _readme_walk_through() -> str:
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
+def _walk_through_run(url: str, directory: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Run the README's walk-through against the server at `url`; what it printed."""
+    script = _readme_walk_through().replace("http://127.0.0.1:8000", url)
+    done = subprocess.run(  # noqa: S603 - the README's own commands
+        ["/bin/bash", "-e", "-o", "pipefail", "-c", script],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return _json_objects(done.stdout)
+
+
 def _json_objects(text: str) -> list[dict[str, Any]]:
     """Every JSON object printed, whether or not a newline follows it (curl adds none)."""
     decoder, found, at = json.JSONDecoder(), [], text.find("{")
@@ -104,18 +119,7 @@ def test_readme_walk_through_runs_as_written(
             filter(None, [str(ROOT), str(ROOT / "client"), os.environ.get("PYTHONPATH")])
         ),
     }
-    script = _readme_walk_through().replace("http://127.0.0.1:8000", live_server.url)
-
-    done = subprocess.run(  # noqa: S603 - the README's own commands
-        ["/bin/bash", "-e", "-o", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    printed = _json_objects(done.stdout)
+    printed = _walk_through_run(live_server.url, tmp_path, env)
 
     acme = Entry.objects.filter(partner__name="acme")
     assert sorted(acme.values_list("algorithm", flat=True)) == sorted(
@@ -212,19 +216,9 @@ def test_readme_walk_through_runs_on_the_quick_start(
     url, env = quick_start
     (tmp_path / "manage.py").symlink_to(ROOT / "manage.py")
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
-    script = _readme_walk_through().replace("http://127.0.0.1:8000", url)
 
-    done = subprocess.run(  # noqa: S603 - the README's own commands
-        ["/bin/bash", "-e", "-o", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    printed = _walk_through_run(url, tmp_path, env)
 
-    assert done.returncode == 0, done.stderr
-    printed = _json_objects(done.stdout)
     with sqlite3.connect(tmp_path / ".data" / "db.sqlite3") as database:
         rows = database.execute(
             "SELECT e.id, e.status FROM hashes_entry e JOIN partners_partner p "
