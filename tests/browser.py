@@ -74,7 +74,11 @@ class Browser:
         """Click the button and wait until the next page has replaced this one."""
         page = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(page))
+        wait = WebDriverWait(self.driver, 10)
+        wait.until(expected_conditions.staleness_of(page))
+        # The old page is gone once the next one starts; its URL and text are there once it
+        # has loaded (a check read in between saw a page half-way, once in a loaded run).
+        wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
 
     def shot(self, name: str) -> Path:
         """Save the page as it is now, numbered in the order taken."""
