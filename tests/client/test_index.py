@@ -77,7 +77,9 @@ class History:
 
 
 @contextmanager
-def small_index_parts(layout: Layout | None, crowd_scan: float = float("inf")) -> Iterator[None]:
+def small_index_parts(
+    layout: Layout | None, crowd_scan: float = float("inf"), bitmap: float = 64.0
+) -> Iterator[None]:
     """Shrink the buffer so that a few dozen entries exercise segments and merges.
 
     With `layout`, every segment is searched through multi-index tables of that shape, as
@@ -85,7 +87,9 @@ def small_index_parts(layout: Layout | None, crowd_scan: float = float("inf")) -
     whole); a query then scans its segment instead when its keys hold more than `crowd_scan`
     times a scan's worth of rows (infinity: never; 0: always; 1: whenever the cost model says
     a scan is cheaper, at the scan's real cost). Without `layout`, the cost model picks whole
-    segment scans for segments this small.
+    segment scans for segments this small. `bitmap` is the slots per candidate up to which
+    candidates are made unique through a bitmap rather than a sort (0: never; infinity:
+    always).
     """
     layout_choose = index._layout_choose
 
@@ -102,6 +106,7 @@ def small_index_parts(layout: Layout | None, crowd_scan: float = float("inf")) -
         mock.patch.object(index, "_layout_choose", layout_forced),
         mock.patch.object(index._Layout, "table_cost", table_cost),
         mock.patch.object(index, "_CROWD_SCAN", crowd_scan),
+        mock.patch.object(index, "_BITMAP_PER_VALUE", bitmap),
     ):
         yield
 
@@ -488,6 +493,7 @@ def test_loading_packed_words_refuses_unordered_ids_or_a_wrong_shape() -> None:
     layout=st.none() | st.builds(Layout, chunks=st.integers(1, 16), key_bits=st.integers(1, 12)),
     clustered=st.booleans(),
     crowd_scan=st.sampled_from([0.0, 1.0, float("inf")]),
+    bitmap=st.sampled_from([0.0, 64.0, float("inf")]),
     limit=st.none() | st.integers(0, 12),
     seed=st.integers(0, 2**32 - 1),
 )
@@ -496,6 +502,7 @@ def test_search_matches_brute_force_on_uniform_and_clustered_data(
     layout: Layout | None,
     clustered: bool,
     crowd_scan: float,
+    bitmap: float,
     limit: int | None,
     seed: int,
 ) -> None:
@@ -503,8 +510,9 @@ def test_search_matches_brute_force_on_uniform_and_clustered_data(
     through the tables with the per-query scan fallback always taken (0), taken when the
     cost model says a scan is cheaper (1: on clustered data a batch then mixes scanned and
     table-searched queries), or never (infinity); or, without a forced layout, with whole
-    segments scanned as the cost model chooses for segments this small. With and without a
-    limit, as the server asks."""
+    segments scanned as the cost model chooses for segments this small. Candidates made
+    unique by sorting, through a bitmap, or as the cost decides. With and without a limit,
+    as the server asks."""
     rng = random.Random(seed)
     radius = RADIUS[bits]
     centres = [random_hash(rng, bits) for _ in range(rng.randint(1, 3))]
@@ -520,7 +528,7 @@ def test_search_matches_brute_force_on_uniform_and_clustered_data(
         values += [flip(c, spread.spread(bits, radius, rng)) for c in centres]
         queries = centres
     queries.append(random_hash(rng, bits))
-    with small_index_parts(layout, crowd_scan):
+    with small_index_parts(layout, crowd_scan, bitmap):
         hamming = HammingIndex(bits)
         half = len(values) // 2
         hamming.add(range(half), values[:half])
