@@ -463,8 +463,8 @@ def feed_page(*, partner: Partner, after: int, limit: int) -> FeedPage:
         max_bytes=cap if values_may_pass(leaves, count=len(rows), max_bytes=cap) else None,
     )
     if values.cut is not None:
-        # Every event before the cut entry's own is on the page (the events between the
-        # last kept one and it are not this partner's to see): the next page starts there.
+        # Every event before the cut entry's add stays on the page, whatever its type; the
+        # next page starts with that add.
         rows = [row for row in rows if row[0] < values.cut]
         next_cursor = values.cut - 1
     else:
