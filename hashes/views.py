@@ -408,7 +408,9 @@ class FeedView(ConsortiumView):
         "An entry_added leaf holds a salted commitment; `values` holds, for each entry_added "
         "event of the page in page order, the value and salt that open it (check them with "
         "the commitment), or `erased: true` once the value was erased. Keep calling with "
-        "`after=next` while `has_more` is true; a page may hold fewer than `limit` events.",
+        "`after=next` while `has_more` is true; a page may hold fewer than `limit` events "
+        "(it looks at a bounded range of the log, and ends early once its values would pass "
+        "FEED_PAGE_MAX_BYTES; its first entry always comes).",
     )
     def get(self, request: Request) -> HttpResponse:
         after = _int_param(request, "after", -1, low=-1, high=2**62, error=InvalidCursor)
