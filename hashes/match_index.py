@@ -53,7 +53,7 @@ from consortium_client.commitments import commitment_opens
 from consortium_client.hashvalues import ALGORITHMS, vpdq_value_parse
 from consortium_client.index import ExactIndex, HammingIndex, index_for
 from consortium_client.variants import MAX_VARIANTS
-from consortium_client.vpdq import FRAME_SLOTS, VideoShares
+from consortium_client.vpdq import FRAME_SLOTS, VideoShares, frame_rows
 from hashes.models import Entry, EntryVariant
 
 logger = logging.getLogger(__name__)
@@ -533,7 +533,7 @@ class MatchIndexes:
             self.videos[entry_id] = StoredVideo(
                 np.array([frame.quality for frame in frames], np.uint8), value_digest(value)
             )
-            rows += [entry_id * FRAME_SLOTS + place for place in range(len(frames))]
+            rows += frame_rows(entry_id, len(frames))
             hashes += [frame.pdq for frame in frames]
         if rows:
             self._frame_index(list_id, pending=pending).add(rows, hashes)
@@ -544,16 +544,12 @@ class MatchIndexes:
             frames_by_list[list_id] = index_for("pdq")
         return frames_by_list[list_id]
 
-    @staticmethod
-    def _frame_rows(entry_id: int, video: StoredVideo) -> list[int]:
-        return [entry_id * FRAME_SLOTS + place for place in range(len(video.qualities))]
-
     def _videos_end(self, list_id: int, entry_ids: Iterable[int]) -> None:
         rows = []
         for entry_id in entry_ids:
             video = self.videos.pop(entry_id, None)
             if video is not None:
-                rows += self._frame_rows(entry_id, video)
+                rows += frame_rows(entry_id, len(video.qualities))
         for frames_by_list in (self.frames_by_list, self.pending_frames_by_list):
             if rows and list_id in frames_by_list:
                 frames_by_list[list_id].remove(rows)
@@ -565,7 +561,7 @@ class MatchIndexes:
         index = (self.pending_frames_by_list if pending else self.frames_by_list).get(list_id)
         if video is None or index is None:
             return None
-        frames = sorted(index.values_get(self._frame_rows(entry_id, video)).items())
+        frames = sorted(index.values_get(frame_rows(entry_id, len(video.qualities))).items())
         if not frames:
             return None
         index.remove([row for row, _ in frames])

@@ -55,7 +55,7 @@ from consortium_client.hashvalues import (
 )
 from consortium_client.index import ExactIndex, HammingIndex, hashes_pack, index_for
 from consortium_client.mirror_store import MirrorStoreError, meta_get, mirror_connect
-from consortium_client.vpdq import FRAME_SLOTS, VideoShares, video_shares
+from consortium_client.vpdq import FRAME_SLOTS, VideoShares, frame_rows, video_shares
 
 Index = HammingIndex | ExactIndex
 Ints = npt.NDArray[np.int64]
@@ -557,7 +557,7 @@ class MirrorMatcher:
         hashes: list[str] = []
         for entry_id, stored in rows:
             frames = vpdq_value_parse(stored)
-            ids += [int(entry_id) * FRAME_SLOTS + place for place in range(len(frames))]
+            ids += frame_rows(int(entry_id), len(frames))
             hashes += [frame.pdq for frame in frames]
         if ids and len(self._frames):
             self._frames.add(ids, hashes)

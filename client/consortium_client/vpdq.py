@@ -32,6 +32,12 @@ FRAME_SLOTS = 4096
 assert VPDQ_MAX_FRAMES <= FRAME_SLOTS  # noqa: S101 - a frame's place must fit in its slot
 
 
+def frame_rows(entry_id: int, frames: int) -> list[int]:
+    """The frame-index rows of a video entry with `frames` frames, in the value's order."""
+    first = entry_id * FRAME_SLOTS
+    return list(range(first, first + frames))
+
+
 @dataclass(frozen=True)
 class VideoShares:
     """Matched frames over compared frames, each way. `compared` 0 means no frame of that
