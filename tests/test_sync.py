@@ -40,6 +40,7 @@ from hashes.models import HashList
 from hashes.services import entry_erase
 from tests.conftest import PartnerClient, partner_client, pdq
 from tests.factories import HashListFactory
+from tests.videos import vpdq_synthetic
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -565,12 +566,7 @@ def test_sync_watch_follows_new_checkpoints(world: World, tmp_path: Path) -> Non
 def test_sync_goes_through_pages_cut_short_by_the_byte_cap(
     world: World, tmp_path: Path, settings: Any
 ) -> None:
-    from consortium_client.hashvalues import VideoFrame, vpdq_value_format
-
-    videos = [
-        vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(50)])
-        for seed in range(1, 7)
-    ]
+    videos = [vpdq_synthetic(seed, 50) for seed in range(1, 7)]
     entries = [{"algorithm": "vpdq", "value": value} for value in videos]
     result = world.a.submit(submission_envelope("ncii", entries, world.alice.private_key))
     added = [entry["id"] for entry in result["entries"]]

@@ -27,7 +27,7 @@ from tests.conftest import ADMIN, PartnerClient, partner_client, problem, store_
 from tests.factories import HashListFactory, PartnerFactory
 from tests.test_erasure import _tables_holding
 from tests.test_feedback import given
-from tests.videos import video_transcode, video_write
+from tests.videos import video_transcode, video_write, vpdq_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -479,10 +479,7 @@ def test_a_feed_page_of_long_videos_stops_at_its_byte_cap_and_the_next_goes_on(
     alice, bob, shared_list, settings
 ) -> None:
     # A video's value is up to 241 KB: a page of 1,000 would be a quarter of a gigabyte.
-    def video(seed: int) -> str:
-        return vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(60)])
-
-    values = [video(seed) for seed in range(1, 8)]
+    values = [vpdq_synthetic(seed, 60) for seed in range(1, 8)]
     entries = [
         {"algorithm": "vpdq", "value": values[0]},
         {"algorithm": "md5", "value": "1" * 32},
@@ -519,6 +516,9 @@ def test_a_feed_page_of_long_videos_stops_at_its_byte_cap_and_the_next_goes_on(
     ]
     # A page's first video comes even when it alone passes the cap: the feed always moves.
     settings.FEED_PAGE_MAX_BYTES = 10
+    first = bob.feed()
+    assert [item["value"] for item in first["values"]] == [values[0]]
+    assert first["has_more"] is True
     paged, _ = bob.feed_all()
     assert paged == whole
 

@@ -17,7 +17,9 @@ from standardwebhooks import Webhook
 from hashes.models import HashList
 from tests.conftest import PartnerClient, partner_client, pdq, problem
 from tests.factories import HashListFactory, SharingGroupFactory
+from tests.videos import vpdq_synthetic
 from tests.webhook_receiver import Receiver, webhook_receiver
+from webhooks import selectors
 from webhooks.events import Subscriber, webhook_types_of
 from webhooks.models import Cursor, Delivery, Subscription
 from webhooks.services import FOLLOWER_LOCK_CLASS, subscription_follow
@@ -345,21 +347,25 @@ def test_feedback_disputes_and_quarantine_reach_the_partners_who_asked(
 
 
 def test_long_videos_past_the_feeds_byte_cap_each_arrive_with_their_value(
-    receiver: Receiver, settings: Any
+    receiver: Receiver, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from consortium_client.hashvalues import VideoFrame, vpdq_value_format
-
     alice, bob = partner_client("alice"), partner_client("bob")
     HashListFactory(name="ncii", owner=alice.partner, visibility=HashList.Visibility.ALL)
-    videos = [
-        vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(40)])
-        for seed in range(1, 5)
-    ]
+    videos = [vpdq_synthetic(seed, 40) for seed in range(1, 5)]
     bobs, secret = _subscribe(bob, receiver.url, ["entry.added"])
     response = alice.submit("ncii", [{"algorithm": "vpdq", "value": v} for v in videos])
     assert response.status_code == 201, response.content
     # One video and a half: each round of the follower takes what fits, the next the rest.
     settings.FEED_PAGE_MAX_BYTES = len(videos[0]) * 3 // 2
+    read: list[list[str]] = []  # the video values each round read
+    feed_values = selectors.feed_values
+
+    def recorded(**arguments: Any) -> Any:
+        values = feed_values(**arguments)
+        read.append([item["value"] for item in json.loads(values.items)])
+        return values
+
+    monkeypatch.setattr(selectors, "feed_values", recorded)
 
     outcome = subscription_follow(subscription_id=bobs)
 
@@ -367,3 +373,4 @@ def test_long_videos_past_the_feeds_byte_cap_each_arrive_with_their_value(
     verifier = Webhook(secret)
     bodies = [verifier.verify(item.body, item.headers) for item in receiver.acknowledged()]
     assert [body["data"]["values"][0]["value"] for body in bodies] == videos
+    assert read == [[video] for video in videos]

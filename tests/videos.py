@@ -10,6 +10,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from consortium_client.hashvalues import VideoFrame, vpdq_value_format
+
 
 def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Smooth random colour fields at three scales, like a photograph's large shapes and
@@ -96,3 +98,9 @@ def video_transcode(
         for packet in out.encode():
             container.mux(packet)
     return target
+
+
+def vpdq_synthetic(seed: int, frames: int) -> str:
+    """A vpdq value of `frames` distinct frames of quality 90, different for each `seed`: a
+    long value without a video to hash (each frame is 67 characters with its comma)."""
+    return vpdq_value_format([VideoFrame(f"{seed:04x}{i:060x}", 90) for i in range(frames)])
