@@ -537,3 +537,27 @@ def test_a_cap_small_enough_for_short_values_cuts_their_pages_too(
     assert [item["value"] for item in first["values"]] == [e["value"] for e in entries[:3]]
     assert first["has_more"] is True
     assert paged == whole
+
+
+def test_where_a_feed_page_ends_never_depends_on_videos_the_reader_cannot_see(
+    alice, bob, shared_list, make_partner, settings
+) -> None:
+    carol = make_partner("carol")
+    HashListFactory(name="hidden", owner=carol.partner, visibility=HashList.Visibility.OWNER)
+    shared = [vpdq_synthetic(seed, 60) for seed in range(1, 7)]
+    for seed, value in enumerate(shared, start=100):
+        # Between each two of bob's videos, one of carol's as long, on a list he cannot see.
+        submit(alice, "ncii", [{"algorithm": "vpdq", "value": value}])
+        submit(carol, "hidden", [{"algorithm": "vpdq", "value": vpdq_synthetic(seed, 60)}])
+    settings.FEED_PAGE_MAX_BYTES = len(shared[0]) * 5 // 2
+
+    pages, after = [], None
+    while True:
+        page = bob.feed(after)
+        pages.append([item["value"] for item in page["values"]])
+        after = page["next"]
+        if not page["has_more"]:
+            break
+
+    # Two and a half videos a page: two of bob's each, as if carol's did not exist.
+    assert [values for values in pages if values] == [shared[0:2], shared[2:4], shared[4:6]]
